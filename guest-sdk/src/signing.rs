@@ -1,0 +1,110 @@
+//! HMAC signing with keys the plugin may never see.
+//!
+//! Partners usually want a hex or base64 signature header; the host returns
+//! raw bytes, so the encoders live here next to the calls.
+
+use crate::bindings::stephost::plugin::signing as wit;
+
+pub use wit::{HmacAlg, KeyRef};
+
+impl KeyRef {
+    /// The secret granted to this plugin under `name`; its value stays in
+    /// the host.
+    pub fn secret(name: impl Into<String>) -> Self {
+        KeyRef::Secret(name.into())
+    }
+
+    /// Key bytes the plugin already has.
+    pub fn inline(key: impl Into<Vec<u8>>) -> Self {
+        KeyRef::Inline(key.into())
+    }
+}
+
+/// The raw HMAC of `data` with `alg`. Fails if the secret is unknown or not
+/// granted to this plugin.
+pub fn hmac(alg: HmacAlg, key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+    wit::hmac(alg, key, data)
+}
+
+/// HMAC-SHA1 of `data`, for partners that still ask for it.
+pub fn hmac_sha1(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+    hmac(HmacAlg::Sha1, key, data)
+}
+
+/// HMAC-SHA256 of `data`.
+pub fn hmac_sha256(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+    hmac(HmacAlg::Sha256, key, data)
+}
+
+/// HMAC-SHA512 of `data`.
+pub fn hmac_sha512(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+    hmac(HmacAlg::Sha512, key, data)
+}
+
+/// Lower-case hex, the usual form of a signature header.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Standard base64 with padding (RFC 4648 §4), the other usual form of a
+/// signature header.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let index = (n >> (18 - 6 * i)) & 0x3f;
+                out.push(char::from(ALPHABET[index as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_encodes_lower_case() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn key_refs() {
+        assert_eq!(KeyRef::secret("k"), KeyRef::Secret("k".into()));
+        assert_eq!(KeyRef::inline(b"k".to_vec()), KeyRef::Inline(b"k".to_vec()));
+    }
+}

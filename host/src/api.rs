@@ -1,0 +1,384 @@
+//! The HTTP API (JSON, versioned under `/v1`): executions, callbacks,
+//! plugins, health. Handlers turn requests into calls on [`Workflows`] and
+//! errors into a JSON body with a stable `code`; nothing here holds state.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::model::{Doc, ExecState, Execution, ReceivedCallback, now_ms};
+use crate::store::{ExecutionFilter, StoreError};
+use crate::workflow::{CallbackError, CallbackReply, StartError, Target, Workflows};
+
+/// Shared by all connections.
+pub struct Api {
+    workflows: Arc<Workflows>,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// An API error: status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string())
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(e: ApiError) -> Resp {
+    json_response(
+        e.status,
+        &json!({ "error": { "code": e.code, "message": e.message } }),
+    )
+}
+
+/// The API view of an execution.
+pub fn execution_view(exec: &Execution) -> Value {
+    json!({
+        "id": exec.id,
+        "workflow": exec.workflow,
+        "state": exec.state.as_str(),
+        "step": exec.step().name,
+        "step_index": exec.step_index,
+        "attempt": exec.attempt,
+        "output": exec.output.as_ref().map(Doc::to_json_value),
+        "output_content_type": exec.output.as_ref().map(|d| d.content_type.clone()),
+        "error": exec.error,
+        "waiting_until_ms": exec.waiting.as_ref().map(|w| w.due_ms),
+        "created_ms": exec.created_ms,
+        "updated_ms": exec.updated_ms,
+        "status_log": exec.status_log,
+    })
+}
+
+impl Api {
+    /// An API over the state machine.
+    pub fn new(workflows: Arc<Workflows>, max_body: usize) -> Self {
+        Self {
+            workflows,
+            max_body,
+        }
+    }
+
+    /// Serves one request; never fails (errors become responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let result = self.route(req).await;
+        let resp = result.unwrap_or_else(error_response);
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => {
+                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            (&Method::POST, ["v1", "executions"]) => self.start(req).await,
+            (&Method::GET, ["v1", "executions"]) => self.list(&req),
+            (&Method::GET, ["v1", "executions", id]) => self.get(id),
+            (&Method::POST, ["v1", "callbacks", id]) => {
+                let id = (*id).to_owned();
+                self.callback(&id, req).await
+            }
+            (&Method::GET, ["v1", "plugins"]) => Ok(self.plugins()),
+            (_, ["healthz"])
+            | (_, ["v1", "executions"])
+            | (_, ["v1", "executions", _])
+            | (_, ["v1", "callbacks", _])
+            | (_, ["v1", "plugins"]) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            )),
+            _ => Err(ApiError::not_found(format!("no route for {path}"))),
+        }
+    }
+
+    async fn body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let limited = Limited::new(req.into_body(), self.max_body);
+        match limited.collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!("request body exceeds {} bytes", self.max_body),
+                ))
+            }
+            Err(e) => Err(ApiError::bad_request(format!(
+                "could not read the request body: {e}"
+            ))),
+        }
+    }
+
+    async fn start(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let body = self.body(req).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "plugin" | "workflow" | "config" | "input") {
+                return Err(ApiError::bad_request(format!("unknown field {key:?}")));
+            }
+        }
+        let text = |key: &str| -> Result<Option<String>, ApiError> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ApiError::bad_request(format!("{key:?} must be a string"))),
+            }
+        };
+        let config = obj.get("config").cloned().unwrap_or(Value::Null);
+        if !(config.is_null() || config.is_object()) {
+            return Err(ApiError::bad_request("\"config\" must be an object"));
+        }
+        let target = match (text("plugin")?, text("workflow")?) {
+            (Some(name), None) => Target::Plugin { name, config },
+            (None, Some(name)) => {
+                if !config.is_null() {
+                    return Err(ApiError::bad_request(
+                        "\"config\" goes with \"plugin\"; a workflow's steps carry their own",
+                    ));
+                }
+                Target::Workflow(name)
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give exactly one of \"plugin\" or \"workflow\"",
+                ));
+            }
+        };
+        let input = obj.get("input").cloned().unwrap_or(Value::Null);
+        let exec = self
+            .workflows
+            .start(target, Doc::json(&input))
+            .await
+            .map_err(|e| match e {
+                StartError::UnknownWorkflow(_) => {
+                    ApiError::new(StatusCode::NOT_FOUND, "unknown-workflow", e.to_string())
+                }
+                StartError::UnknownPlugin(_) => {
+                    ApiError::new(StatusCode::NOT_FOUND, "unknown-plugin", e.to_string())
+                }
+                StartError::Store(e) => e.into(),
+            })?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"id": exec.id, "state": exec.state.as_str()}),
+        ))
+    }
+
+    fn get(&self, id: &str) -> Result<Resp, ApiError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::not_found(format!(
+                "{id:?} is not an execution id"
+            )));
+        }
+        let exec = self
+            .workflows
+            .store()
+            .execution(id)?
+            .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+        Ok(json_response(StatusCode::OK, &execution_view(&exec)))
+    }
+
+    fn list(&self, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+        let mut filter = ExecutionFilter {
+            limit: Some(100),
+            ..Default::default()
+        };
+        for (key, value) in query_pairs(req.uri().query()) {
+            match key.as_str() {
+                "state" => {
+                    filter.state = Some(match value.as_str() {
+                        "running" => ExecState::Running,
+                        "suspended" => ExecState::Suspended,
+                        "completed" => ExecState::Completed,
+                        "failed" => ExecState::Failed,
+                        other => {
+                            return Err(ApiError::bad_request(format!("unknown state {other:?}")));
+                        }
+                    })
+                }
+                "workflow" => filter.workflow = Some(value),
+                "limit" => {
+                    let n: usize = value
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("limit must be a number"))?;
+                    filter.limit = Some(n.clamp(1, 10_000));
+                }
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown query parameter {other:?}"
+                    )));
+                }
+            }
+        }
+        let execs = self.workflows.store().executions(&filter)?;
+        let items: Vec<Value> = execs
+            .iter()
+            .map(|e| {
+                json!({"id": e.id, "workflow": e.workflow, "state": e.state.as_str(),
+                       "step": e.step().name, "updated_ms": e.updated_ms})
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "executions": items }),
+        ))
+    }
+
+    fn plugins(&self) -> Resp {
+        let items: Vec<Value> = self
+            .workflows
+            .registry()
+            .list()
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "hash": p.hash,
+                    "version": p.info.version,
+                    "description": p.info.description,
+                    "builtin": p.builtin,
+                    "size": p.size,
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({ "plugins": items }))
+    }
+
+    async fn callback(&self, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::not_found(format!(
+                "no callback is registered under {id:?}"
+            )));
+        }
+        let secret = query_pairs(req.uri().query())
+            .into_iter()
+            .find(|(k, _)| k == "secret")
+            .map(|(_, v)| v);
+        let method = req.method().as_str().to_owned();
+        let mut headers = Vec::new();
+        for (name, value) in req.headers() {
+            let value = value.to_str().map_err(|_| {
+                ApiError::bad_request(format!("header {name} is not valid visible ASCII"))
+            })?;
+            headers.push((name.as_str().to_owned(), value.to_owned()));
+        }
+        let body = self.body(req).await?;
+        let callback = ReceivedCallback {
+            method,
+            headers,
+            body: body.to_vec(),
+            received_ms: now_ms(),
+        };
+        let reply = self
+            .workflows
+            .callback(id, secret.as_deref(), false, callback)
+            .await
+            .map_err(|e| {
+                let (status, code) = match &e {
+                    CallbackError::NotFound => (StatusCode::NOT_FOUND, "unknown-callback"),
+                    CallbackError::BadSecret | CallbackError::TokenRequired => {
+                        (StatusCode::UNAUTHORIZED, "unauthorized")
+                    }
+                    CallbackError::Duplicate(_) => (StatusCode::CONFLICT, "duplicate-callback"),
+                    CallbackError::Gone(_) => (StatusCode::GONE, "callback-expired"),
+                    CallbackError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "busy"),
+                    CallbackError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
+                };
+                ApiError::new(status, code, e.to_string())
+            })?;
+        Ok(match reply {
+            CallbackReply::Stored => json_response(
+                StatusCode::ACCEPTED,
+                &json!({"accepted": true, "delivered": false,
+                        "message": "stored; delivered to the step as soon as it waits for it"}),
+            ),
+            CallbackReply::Applied { state } => json_response(
+                StatusCode::OK,
+                &json!({"accepted": true, "delivered": true, "execution_state": state.as_str()}),
+            ),
+            CallbackReply::Rejected(reason) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"accepted": false,
+                        "error": {"code": "callback-rejected", "message": reason}}),
+            ),
+        })
+    }
+}
+
+/// Decodes `a=b&c=d` with percent-decoding.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    url_pairs(query)
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .map(|u| {
+            u.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,327 @@
+//! The daemon's configuration: embedded defaults, overridden by an optional
+//! `stephost.toml` and then by command-line flags. Unknown keys are an
+//! error, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// The values are individually fine but do not fit together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the daemon can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Base URL partners use to reach `/v1/callbacks/...`; defaults to
+    /// `http://{listen}`. Set it when the daemon sits behind a proxy.
+    pub public_url: Option<String>,
+    /// Where sled keeps executions, callbacks and timers.
+    pub data_dir: PathBuf,
+    /// How long a suspension waits when the step names no timeout.
+    pub default_callback_timeout_ms: u64,
+    /// Upper bound on any suspension's timeout: nothing waits forever.
+    pub max_callback_timeout_ms: u64,
+    /// Largest request body the API accepts (callbacks, executions).
+    pub max_request_body_bytes: usize,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_grace_ms: u64,
+    /// Limits applied to every plugin unless its own section says otherwise.
+    pub limits: Limits,
+    /// Named secrets; handed only to plugins granted them.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Per-plugin settings: where to load it from, and what it may use.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Named workflows: ordered lists of steps.
+    pub workflows: BTreeMap<String, WorkflowConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("./stephost-data"),
+            default_callback_timeout_ms: 24 * 60 * 60 * 1000,
+            max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
+            max_request_body_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+            limits: Limits::default(),
+            secrets: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            workflows: BTreeMap::new(),
+        }
+    }
+}
+
+/// Resource limits of one plugin call.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to.
+    pub memory_mb: u64,
+    /// Wall-clock time one `run` or `resume` call may take, outbound HTTP
+    /// included.
+    pub time_limit_ms: u64,
+    /// Largest outbound response body a plugin may receive.
+    pub max_body_bytes: u64,
+    /// Largest `state` a suspension may persist.
+    pub max_state_bytes: usize,
+    /// Largest document a step may output.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            time_limit_ms: 60_000,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_state_bytes: 1024 * 1024,
+            max_output_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The value itself (keep the file private).
+    pub value: Option<String>,
+    /// Or the name of an environment variable holding it.
+    pub env: Option<String>,
+}
+
+/// Settings of one plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// A component file to load under this name; absent for the built-in
+    /// reference plugins.
+    pub path: Option<PathBuf>,
+    /// Secrets this plugin may read and sign with.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Overrides of the default limits.
+    pub memory_mb: Option<u64>,
+    /// Overrides of the default call time limit.
+    pub time_limit_ms: Option<u64>,
+    /// Overrides of the default outbound response body cap.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// One named workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// The steps, run in order.
+    pub steps: Vec<StepConfig>,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Step name, unique in the workflow; defaults to the plugin name.
+    pub name: Option<String>,
+    /// The plugin that runs it.
+    pub plugin: String,
+    /// The plugin's configuration, handed to it as JSON.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+impl Config {
+    /// Reads a `stephost.toml`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text and checks it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: references between sections and sane values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.default_callback_timeout_ms == 0 || self.max_callback_timeout_ms == 0 {
+            return invalid("callback timeouts must be greater than zero".into());
+        }
+        if self.default_callback_timeout_ms > self.max_callback_timeout_ms {
+            return invalid("default_callback_timeout_ms exceeds max_callback_timeout_ms".into());
+        }
+        if self.limits.time_limit_ms == 0 || self.limits.memory_mb == 0 {
+            return invalid("limits.time_limit_ms and limits.memory_mb must be > 0".into());
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid(format!(
+                "public_url must start with http:// or https://, got {url:?}"
+            ));
+        }
+        for (name, secret) in &self.secrets {
+            match (&secret.value, &secret.env) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    return invalid(format!(
+                        "secret {name:?} needs exactly one of `value` or `env`"
+                    ));
+                }
+            }
+        }
+        for (plugin, pc) in &self.plugins {
+            for s in &pc.secrets {
+                if !self.secrets.contains_key(s) {
+                    return invalid(format!("plugin {plugin:?} is granted unknown secret {s:?}"));
+                }
+            }
+        }
+        for (name, wf) in &self.workflows {
+            if wf.steps.is_empty() {
+                return invalid(format!("workflow {name:?} has no steps"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base of every callback URL handed to partners.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Limits of one plugin: its overrides on top of the defaults.
+    pub fn limits_for(&self, plugin: &str) -> Limits {
+        let mut limits = self.limits.clone();
+        if let Some(pc) = self.plugins.get(plugin) {
+            if let Some(v) = pc.memory_mb {
+                limits.memory_mb = v;
+            }
+            if let Some(v) = pc.time_limit_ms {
+                limits.time_limit_ms = v;
+            }
+            if let Some(v) = pc.max_body_bytes {
+                limits.max_body_bytes = v;
+            }
+        }
+        limits
+    }
+
+    /// Resolves the secrets granted to `plugin` to their values.
+    pub fn secrets_for(&self, plugin: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        let Some(pc) = self.plugins.get(plugin) else {
+            return Ok(out);
+        };
+        for name in &pc.secrets {
+            let source = &self.secrets[name];
+            let value = match (&source.value, &source.env) {
+                (Some(v), _) => v.clone(),
+                (None, Some(var)) => std::env::var(var).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "secret {name:?} reads environment variable {var:?}, which is not set"
+                    ))
+                })?,
+                (None, None) => unreachable!("validate() rejects a secret with no source"),
+            };
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./stephost-data"));
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("listne = \"0.0.0.0:1\"").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+        let err = Config::from_toml("[limits]\nmemroy_mb = 3").unwrap_err();
+        assert!(err.to_string().contains("memroy_mb"), "{err}");
+    }
+
+    #[test]
+    fn workflows_and_grants_parse() {
+        let c = Config::from_toml(
+            r#"
+            [secrets]
+            partner = { value = "s3cret" }
+            [plugins.echo]
+            secrets = ["partner"]
+            memory_mb = 16
+            [workflows.flow]
+            steps = [ { plugin = "echo", config = { greeting = "hi" } }, { name = "second", plugin = "echo" } ]
+            "#,
+        )
+        .unwrap();
+        let wf = &c.workflows["flow"];
+        assert_eq!(wf.steps.len(), 2);
+        assert_eq!(wf.steps[0].config["greeting"], "hi");
+        assert_eq!(c.limits_for("echo").memory_mb, 16);
+        assert_eq!(c.secrets_for("echo").unwrap()["partner"], "s3cret");
+        assert!(c.secrets_for("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn grants_of_unknown_secrets_and_empty_workflows_are_errors() {
+        let err = Config::from_toml("[plugins.echo]\nsecrets = [\"nope\"]").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = Config::from_toml("[workflows.w]\nsteps = []").unwrap_err();
+        assert!(err.to_string().contains("no steps"), "{err}");
+    }
+}

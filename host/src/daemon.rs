@@ -1,0 +1,185 @@
+//! Wires the parts into a daemon: open the store, load the plugins, start
+//! the timer loop and recovery, and serve the API until told to stop.
+//! [`Daemon::serve`] takes its listener and shutdown signal from the
+//! caller, so tests run the real daemon on port 0 in-process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::api::Api;
+use crate::capabilities::HostServices;
+use crate::config::Config;
+use crate::executor::Executor;
+use crate::plugins::Registry;
+use crate::store::{SledStore, Store};
+use crate::workflow::{DurableRegistrar, Workflows};
+
+/// A daemon, opened and ready to serve.
+pub struct Daemon {
+    config: Arc<Config>,
+    workflows: Arc<Workflows>,
+    registrar: Arc<DurableRegistrar>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Opens the data dir and loads the built-in and configured plugins.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let engine = crate::engine::new_engine()?;
+        let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
+        let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
+        let services = HostServices::new(registrar.clone())?;
+        let executor = Arc::new(Executor::new(engine, services)?);
+        let registry = Arc::new(Registry::new(
+            executor.clone(),
+            store.clone(),
+            config.clone(),
+        ));
+
+        for (name, bytes) in crate::builtin::BUILTIN_PLUGINS {
+            if config.plugins.get(*name).is_some_and(|p| p.path.is_some()) {
+                continue;
+            }
+            registry
+                .load(name, bytes, true)
+                .await
+                .with_context(|| format!("load built-in plugin {name}"))?;
+        }
+        for (name, pc) in &config.plugins {
+            if let Some(path) = &pc.path {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("read plugin {name} from {}", path.display()))?;
+                registry.load(name, &bytes, false).await?;
+            } else if registry.current(name).is_none() {
+                anyhow::bail!(
+                    "plugin {name:?} is configured but has no `path` and is not built in"
+                );
+            }
+        }
+        for (wf, def) in &config.workflows {
+            for step in &def.steps {
+                if registry.current(&step.plugin).is_none() {
+                    anyhow::bail!("workflow {wf:?} uses unknown plugin {:?}", step.plugin);
+                }
+            }
+        }
+        let workflows = Arc::new(Workflows::new(store, registry, executor, config.clone()));
+        Ok(Self {
+            config,
+            workflows,
+            registrar,
+            ticker,
+        })
+    }
+
+    /// The state machine (for tests and the CLI).
+    pub fn workflows(&self) -> &Arc<Workflows> {
+        &self.workflows
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, then stops
+    /// accepting, lets in-flight requests and steps finish within the grace
+    /// period, flushes the store and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let local = listener.local_addr().context("listener address")?;
+        if self.config.public_url.is_none() {
+            self.registrar.set_public_url(format!("http://{local}"));
+        }
+        let recovered = self.workflows.recover()?;
+        // Not a tracked step task: shutdown stops it at once rather than
+        // waiting out the grace period for a loop that never ends.
+        let timers = self.workflows.clone();
+        let timer_loop = tokio::spawn(async move { crate::timers::run(timers).await });
+        tracing::info!(%local, recovered, "stephost serving");
+
+        let api = Arc::new(Api::new(
+            self.workflows.clone(),
+            self.config.max_request_body_bytes,
+        ));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors and the like: keep
+                            // serving the connections we have.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let api = api.clone();
+                    let service = hyper::service::service_fn(move |req| api.clone().handle(req));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        tracing::info!("shutting down: no longer accepting connections");
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over with connections still open");
+        }
+        timer_loop.abort();
+        let _ = timer_loop.await;
+        self.workflows.shutdown(grace).await;
+        self.ticker.abort();
+        self.workflows.store().flush().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,245 @@
+//! Runs one step call — `describe`, `run` or `resume` — in a fresh store on
+//! a pre-instantiated component, under the plugin's limits, and maps
+//! whatever happened to an [`Outcome`] or a [`StepError`] with a stable code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use crate::bindings::{
+    Document, Outcome, PluginInfo, ResumeEvent, StepContext, StepPlugin, StepPluginPre,
+};
+use crate::capabilities::{CallInfo, Grant, HostServices, RecordedRequest, StepState};
+
+/// Why a call produced no outcome.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    /// The call ran past its time limit.
+    #[error("step exceeded its time limit of {0} ms")]
+    TimeLimit(u64),
+    /// The plugin tried to grow its memory past the limit.
+    #[error("step exceeded its memory limit of {0} MiB")]
+    MemoryLimit(u64),
+    /// The plugin trapped (panicked, hit `unreachable`, ...).
+    #[error("step trapped: {0}")]
+    Trap(String),
+    /// The component could not be instantiated.
+    #[error("step could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl StepError {
+    /// The error code recorded on the execution.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TimeLimit(_) => "time-limit",
+            Self::MemoryLimit(_) => "memory-limit",
+            Self::Trap(_) => "trap",
+            Self::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+/// What to call.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// `run(ctx, input)`.
+    Run {
+        /// Context.
+        ctx: StepContext,
+        /// Input.
+        input: Document,
+    },
+    /// `resume(ctx, input, state, event)`.
+    Resume {
+        /// Context.
+        ctx: StepContext,
+        /// Input.
+        input: Document,
+        /// The state from `suspend` or `retry-after`.
+        state: Vec<u8>,
+        /// Why.
+        event: ResumeEvent,
+    },
+}
+
+/// The result of one call, with the requests it made on the way.
+#[derive(Debug)]
+pub struct CallResult {
+    /// The outcome or the error.
+    pub outcome: Result<Outcome, StepError>,
+    /// Outbound requests, in order, secrets masked.
+    pub requests: Vec<RecordedRequest>,
+}
+
+/// The wasm side of the daemon: engine, linker, and shared host services.
+pub struct Executor {
+    engine: Engine,
+    linker: Linker<StepState>,
+    services: HostServices,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Links WASI (empty context) and the stephost imports.
+    pub fn new(engine: Engine, services: HostServices) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("link WASI")?;
+        StepPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("link the stephost imports")?;
+        Ok(Self {
+            engine,
+            linker,
+            services,
+        })
+    }
+
+    /// The engine components must be compiled with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Type-checks a compiled component against the `step-plugin` world and
+    /// pre-instantiates it, so each call only has to instantiate.
+    pub fn prepare(&self, component: &Component) -> anyhow::Result<StepPluginPre<StepState>> {
+        let pre = self.linker.instantiate_pre(component)?;
+        Ok(StepPluginPre::new(pre)?)
+    }
+
+    /// Calls `describe`.
+    pub async fn describe(
+        &self,
+        pre: &StepPluginPre<StepState>,
+        grant: Arc<Grant>,
+        plugin: &str,
+    ) -> Result<PluginInfo, StepError> {
+        let call = CallInfo {
+            plugin: plugin.to_owned(),
+            execution_id: String::new(),
+            step: String::new(),
+            step_run_id: String::new(),
+            deadline: Instant::now() + Duration::from_millis(grant.limits.time_limit_ms),
+        };
+        let (result, _) = self
+            .with_instance(pre, grant, call, |instance, store| {
+                Box::pin(async move { instance.stephost_plugin_step().call_describe(store).await })
+            })
+            .await;
+        result
+    }
+
+    /// Calls `run` or `resume`.
+    pub async fn call(
+        &self,
+        pre: &StepPluginPre<StepState>,
+        grant: Arc<Grant>,
+        call: CallInfo,
+        invocation: Invocation,
+    ) -> CallResult {
+        let (outcome, requests) = self
+            .with_instance(pre, grant, call, move |instance, store| {
+                Box::pin(async move {
+                    let step = instance.stephost_plugin_step();
+                    match invocation {
+                        Invocation::Run { ctx, input } => step.call_run(store, &ctx, &input).await,
+                        Invocation::Resume {
+                            ctx,
+                            input,
+                            state,
+                            event,
+                        } => step.call_resume(store, &ctx, &input, &state, &event).await,
+                    }
+                })
+            })
+            .await;
+        CallResult { outcome, requests }
+    }
+
+    /// Instantiates the component in a fresh store with the call's limits,
+    /// runs `f`, and classifies a failure.
+    async fn with_instance<R, F>(
+        &self,
+        pre: &StepPluginPre<StepState>,
+        grant: Arc<Grant>,
+        call: CallInfo,
+        f: F,
+    ) -> (Result<R, StepError>, Vec<RecordedRequest>)
+    where
+        F: for<'a> FnOnce(
+            StepPlugin,
+            &'a mut Store<StepState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    {
+        let limit_ms = grant.limits.time_limit_ms;
+        let memory_mb = grant.limits.memory_mb;
+        let deadline = call.deadline;
+        let mut store = Store::new(
+            &self.engine,
+            StepState::new(grant, call, self.services.clone()),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if Instant::now() >= deadline {
+                ctx.data_mut().timed_out = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield at every tick so a busy plugin cannot hog a runtime
+            // thread that other steps and the API need.
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        // Host calls (HTTP, registration) are clipped to the deadline
+        // themselves; this bound catches anything that is not, plus margin.
+        let budget = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let run = async {
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| StepError::Instantiate(format!("{e:#}")))?;
+            f(instance, &mut store).await.map_err(|e| {
+                let data = store.data();
+                if data.timed_out {
+                    StepError::TimeLimit(limit_ms)
+                } else if data.limiter.memory_exceeded {
+                    StepError::MemoryLimit(memory_mb)
+                } else {
+                    StepError::Trap(data.grant.mask(&trap_text(&e)))
+                }
+            })
+        };
+        let result = match tokio::time::timeout(budget, run).await {
+            Ok(result) => result,
+            Err(_) => Err(StepError::TimeLimit(limit_ms)),
+        };
+        let requests = std::mem::take(&mut store.data_mut().requests);
+        (result, requests)
+    }
+}
+
+/// The first line of a trap's message and its trap code: enough to tell a
+/// panic from an `unreachable` without dumping a whole backtrace.
+fn trap_text(e: &wasmtime::Error) -> String {
+    let full = format!("{e:#}");
+    let mut text: String = full.lines().next().unwrap_or("unknown trap").to_owned();
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        text = format!("{trap}: {text}");
+    }
+    if text.len() > 2000 {
+        text.truncate(2000);
+    }
+    text
+}

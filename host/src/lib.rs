@@ -1,0 +1,25 @@
+//! stephost: a daemon that runs workflow steps as sandboxed WebAssembly
+//! components, suspends them while partners work, and resumes them when the
+//! partner calls back — across restarts, with nothing lost.
+//!
+//! The library holds everything; the `stephost` binary only parses arguments
+//! and calls [`cli::run`]. Tests start the real daemon with [`Daemon::open`]
+//! and [`Daemon::serve`] on a listener of their own.
+
+pub mod api;
+pub mod bindings;
+pub mod builtin;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod executor;
+pub mod model;
+pub mod plugins;
+pub mod store;
+pub mod timers;
+pub mod workflow;
+
+pub use config::Config;
+pub use daemon::Daemon;

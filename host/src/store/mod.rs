@@ -1,0 +1,89 @@
+//! Durable state behind a trait. The workflow state machine speaks only to
+//! [`Store`], so a shared database could back several daemons later without
+//! touching it; [`SledStore`] is the embedded implementation.
+//!
+//! Every state transition is one [`Change`]: whole new records whose
+//! `version` is one more than the stored one. The store applies a change
+//! atomically or not at all, and refuses it with [`StoreError::Conflict`]
+//! when any record moved on meanwhile — that compare-and-swap is what makes
+//! two concurrent callbacks resume a step exactly once.
+
+mod sled_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sled_store::SledStore;
+
+use crate::model::{CallbackRecord, ExecState, Execution, Timer};
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record was changed by someone else since it was read.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed (disk full, I/O error, lock held by another process).
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
+/// One atomic transition: new versions of the records it touches, and the
+/// timers it adds and removes.
+#[derive(Debug, Default, Clone)]
+pub struct Change {
+    /// New execution; stored version must be `version - 1` (absent for 1).
+    pub execution: Option<Execution>,
+    /// New callback records, same rule.
+    pub callbacks: Vec<CallbackRecord>,
+    /// Timers to add.
+    pub add_timers: Vec<Timer>,
+    /// Timers to remove (missing ones are ignored).
+    pub remove_timers: Vec<Timer>,
+}
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Filters of [`Store::executions`].
+#[derive(Debug, Default, Clone)]
+pub struct ExecutionFilter {
+    /// Only executions in this state.
+    pub state: Option<ExecState>,
+    /// Only executions of this workflow.
+    pub workflow: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// Durable state of the daemon.
+pub trait Store: Send + Sync + 'static {
+    /// One execution.
+    fn execution(&self, id: &str) -> Result<Option<Execution>, StoreError>;
+    /// Executions matching a filter, in id order.
+    fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError>;
+    /// One callback registration.
+    fn callback(&self, correlation_id: &str) -> Result<Option<CallbackRecord>, StoreError>;
+    /// Applies a change atomically, or refuses it with `Conflict`.
+    fn apply(&self, change: &Change) -> Result<(), StoreError>;
+    /// Timers due at or before `now_ms`, earliest first, at most `limit`.
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    /// When the earliest timer is due.
+    fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Keeps a component's bytes under its content hash, so an execution
+    /// suspended on an old version can resume on it after a restart.
+    fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A stored component.
+    fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Makes everything applied so far durable on disk. Concurrent callers
+    /// share one disk flush.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,332 @@
+//! The embedded [`Store`](super::Store): sled trees for executions,
+//! callbacks, timers and component blobs, with multi-tree transactions for
+//! atomic transitions.
+
+use std::path::Path;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::{BoxFuture, Change, ExecutionFilter, Store, StoreError};
+use crate::model::{CallbackRecord, Execution, Timer};
+
+/// sled-backed store.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    executions: sled::Tree,
+    callbacks: sled::Tree,
+    timers: sled::Tree,
+    components: sled::Tree,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialise")
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot open data dir {}: {e}", dir.display()))
+            })?;
+        Ok(Self {
+            executions: db.open_tree("executions").map_err(backend)?,
+            callbacks: db.open_tree("callbacks").map_err(backend)?,
+            timers: db.open_tree("timers").map_err(backend)?,
+            components: db.open_tree("components").map_err(backend)?,
+            db,
+        })
+    }
+}
+
+/// Checks that `key` holds version `new_version - 1` (or nothing, for 1).
+fn check_version(
+    tree: &TransactionalTree,
+    kind: &str,
+    key: &str,
+    new_version: u64,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let current = tree.get(key.as_bytes())?;
+    let current_version = match current {
+        None => 0,
+        Some(bytes) => {
+            #[derive(serde::Deserialize)]
+            struct Versioned {
+                version: u64,
+            }
+            decode::<Versioned>(key.as_bytes(), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?
+                .version
+        }
+    };
+    if current_version + 1 != new_version {
+        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+            format!(
+                "{kind} {key} is at version {current_version}, change expects {}",
+                new_version.saturating_sub(1)
+            ),
+        )));
+    }
+    Ok(())
+}
+
+impl Store for SledStore {
+    fn execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
+        match self.executions.get(id.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.executions.iter() {
+            let (key, bytes) = item.map_err(backend)?;
+            let exec: Execution = decode(&key, &bytes)?;
+            if filter.state.is_some_and(|s| s != exec.state)
+                || filter
+                    .workflow
+                    .as_ref()
+                    .is_some_and(|w| *w != exec.workflow)
+            {
+                continue;
+            }
+            out.push(exec);
+            if filter.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn callback(&self, correlation_id: &str) -> Result<Option<CallbackRecord>, StoreError> {
+        match self
+            .callbacks
+            .get(correlation_id.as_bytes())
+            .map_err(backend)?
+        {
+            Some(bytes) => decode(correlation_id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        let result = (&self.executions, &self.callbacks, &self.timers).transaction(|(e, c, t)| {
+            if let Some(exec) = &change.execution {
+                check_version(e, "execution", &exec.id, exec.version)?;
+                e.insert(exec.id.as_bytes(), encode(exec))?;
+            }
+            for cb in &change.callbacks {
+                check_version(c, "callback", &cb.correlation_id, cb.version)?;
+                c.insert(cb.correlation_id.as_bytes(), encode(cb))?;
+            }
+            for timer in &change.remove_timers {
+                t.remove(timer.key())?;
+            }
+            for timer in &change.add_timers {
+                t.insert(timer.key(), encode(timer))?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(backend(e)),
+        }
+    }
+
+    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.timers.range(..end.as_slice()).take(limit) {
+            let (key, bytes) = item.map_err(backend)?;
+            out.push(decode(&key, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        match self.timers.first().map_err(backend)? {
+            Some((key, bytes)) => Ok(Some(decode::<Timer>(&key, &bytes)?.due_ms)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if !self.components.contains_key(hash).map_err(backend)? {
+            self.components.insert(hash, bytes).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .components
+            .get(hash)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.db.flush_async().await.map_err(backend)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CallbackState, Doc, ExecState, TimerKind};
+
+    fn exec(id: &str, version: u64) -> Execution {
+        Execution {
+            id: id.into(),
+            version,
+            workflow: "w".into(),
+            steps: vec![],
+            state: ExecState::Running,
+            step_index: 0,
+            attempt: 1,
+            step_run_id: "r".into(),
+            document: Doc::json(&serde_json::json!({})),
+            outputs: Default::default(),
+            waiting: None,
+            pending: None,
+            output: None,
+            error: None,
+            status_log: vec![],
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    fn callback(id: &str, version: u64) -> CallbackRecord {
+        CallbackRecord {
+            correlation_id: id.into(),
+            version,
+            execution_id: "e".into(),
+            step_run_id: "r".into(),
+            secret_sha256: String::new(),
+            require_token: false,
+            state: CallbackState::Registered,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_stale_version_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store
+            .apply(&Change {
+                execution: Some(exec("e", 1)),
+                ..Default::default()
+            })
+            .unwrap();
+        store
+            .apply(&Change {
+                execution: Some(exec("e", 2)),
+                ..Default::default()
+            })
+            .unwrap();
+        // A writer that read version 1 loses, and its callback write with it.
+        let stale = Change {
+            execution: Some(exec("e", 2)),
+            callbacks: vec![callback("c", 1)],
+            ..Default::default()
+        };
+        assert!(matches!(store.apply(&stale), Err(StoreError::Conflict(_))));
+        assert_eq!(store.execution("e").unwrap().unwrap().version, 2);
+        assert!(
+            store.callback("c").unwrap().is_none(),
+            "a refused change must write nothing"
+        );
+    }
+
+    #[test]
+    fn inserting_twice_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let change = Change {
+            callbacks: vec![callback("c", 1)],
+            ..Default::default()
+        };
+        store.apply(&change).unwrap();
+        assert!(matches!(store.apply(&change), Err(StoreError::Conflict(_))));
+    }
+
+    #[test]
+    fn timers_come_back_in_due_order_and_only_when_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let t = |due, id: &str| Timer {
+            due_ms: due,
+            execution_id: id.into(),
+            kind: TimerKind::Retry,
+        };
+        let change = Change {
+            add_timers: vec![t(300, "c"), t(100, "a"), t(200, "b")],
+            ..Default::default()
+        };
+        store.apply(&change).unwrap();
+        assert_eq!(store.next_timer_due().unwrap(), Some(100));
+        let due: Vec<_> = store
+            .due_timers(200, 10)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.execution_id)
+            .collect();
+        assert_eq!(due, ["a", "b"]);
+        store
+            .apply(&Change {
+                remove_timers: vec![t(100, "a")],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.next_timer_due().unwrap(), Some(200));
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store
+                .apply(&Change {
+                    execution: Some(exec("e", 1)),
+                    ..Default::default()
+                })
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.execution("e").unwrap().unwrap().id, "e");
+    }
+}

@@ -1,0 +1,322 @@
+//! Test harness for the end-to-end tests: the real daemon on port 0 with a
+//! temp data dir, and a real partner HTTP server on loopback whose answers
+//! each test scripts. Nothing here is mocked; it only saves boilerplate.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use stephost::{Config, Daemon};
+
+/// How long a test waits for a state before failing.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A daemon running in this process.
+pub struct TestDaemon {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon with `config` (its `data_dir` replaced by `data_dir`).
+    pub async fn start(mut config: Config, data_dir: &Path) -> Self {
+        init_logging();
+        config.data_dir = data_dir.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let daemon = Daemon::open(config).await.expect("daemon opens");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://{addr}"),
+            data_dir: data_dir.to_owned(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a daemon with the embedded defaults.
+    pub async fn start_default(data_dir: &Path) -> Self {
+        Self::start(Config::default(), data_dir).await
+    }
+
+    /// Stops it gracefully and waits until its store is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("serve task").expect("serve returns Ok");
+        }
+    }
+
+    /// Starts an execution; returns its id.
+    pub async fn start_execution(&self, body: Value) -> String {
+        let resp = client()
+            .post(format!("{}/v1/executions", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 201, "start execution: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /v1/executions/{id}`.
+    pub async fn execution(&self, id: &str) -> Value {
+        client()
+            .get(format!("{}/v1/executions/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until the execution is in `state`; panics with the execution
+    /// if it ends in another state or the wait runs out.
+    pub async fn wait_for(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let exec = self.execution(id).await;
+            let now = exec["state"].as_str().unwrap_or_default().to_owned();
+            if now == state {
+                return exec;
+            }
+            let terminal = now == "completed" || now == "failed";
+            if terminal || Instant::now() > deadline {
+                panic!("waited for {state}, execution is {now}: {exec:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A shared HTTP client.
+pub fn client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap()
+        })
+        .clone()
+}
+
+/// Logs to the test output when `STEPHOST_LOG` is set (e.g. `debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("STEPHOST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A request the partner received.
+#[derive(Debug, Clone)]
+pub struct PartnerRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl PartnerRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What the partner answers.
+pub type Reply = (u16, Value);
+
+type Handler =
+    Arc<dyn Fn(PartnerRequest) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// A partner HTTP service on loopback that records what it receives.
+pub struct Partner {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    requests: Arc<Mutex<Vec<PartnerRequest>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partner {
+    /// Answers every request with `202 {"accepted": true}`.
+    pub async fn accepting() -> Self {
+        Self::start(|_| async { (202, json!({"accepted": true})) }).await
+    }
+
+    /// Answers with whatever `handler` returns.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(PartnerRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let recorded = recorded.clone();
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        let recorded = recorded.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let uri = req.uri().to_string();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            let request = PartnerRequest {
+                                method,
+                                uri,
+                                headers,
+                                body,
+                            };
+                            recorded.lock().unwrap().push(request.clone());
+                            let (status, value) = handler(request).await;
+                            let mut resp =
+                                hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                            Ok::<_, Infallible>(resp)
+                        }
+                    },
+                );
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            base: format!("http://{addr}"),
+            requests,
+            task,
+        }
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<PartnerRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for_requests(&self, n: usize) -> Vec<PartnerRequest> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "partner got {} of {n} requests",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Partner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// POSTs a callback body to a callback URL; returns status and JSON body.
+pub async fn call_back(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let value = resp.json().await.unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// The events of an execution's status log, in order.
+pub fn events(exec: &Value) -> Vec<String> {
+    exec["status_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `(from, to)` of each status-log line.
+pub fn transitions(exec: &Value) -> Vec<(String, String)> {
+    exec["status_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

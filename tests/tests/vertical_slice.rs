@@ -1,0 +1,405 @@
+//! The vertical slice, end to end: the real daemon on port 0, the real
+//! reference plugins compiled from `plugins/`, a real partner on loopback.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stephost::Config;
+use stephost_tests::{Partner, TestDaemon, call_back, client, events, transitions};
+
+fn callback_url(partner_request: &stephost_tests::PartnerRequest) -> String {
+    partner_request
+        .header("x-callback-url")
+        .expect("the step sends X-Callback-Url")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn echo_completes_with_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+
+    let id = daemon
+        .start_execution(json!({"plugin": "echo", "input": {"order": 7, "items": ["a", "b"]}}))
+        .await;
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"order": 7, "items": ["a", "b"]}));
+    assert_eq!(exec["error"], Value::Null);
+
+    let id = daemon
+        .start_execution(json!({"plugin": "echo", "config": {"tag": "x"}, "input": [1, 2]}))
+        .await;
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(
+        exec["output"],
+        json!({"input": [1, 2], "config": {"tag": "x"}})
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn wait_for_callback_suspends_and_the_callback_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "wait-for-callback",
+            "config": {"url": format!("{}/orders", partner.base)},
+            "input": {"order": 42},
+        }))
+        .await;
+    let exec = daemon.wait_for(&id, "suspended").await;
+    assert!(exec["waiting_until_ms"].as_u64().is_some());
+
+    let sent = partner.wait_for_requests(1).await;
+    assert_eq!(sent[0].method, "POST");
+    assert_eq!(sent[0].uri, "/orders");
+    assert_eq!(
+        sent[0].json(),
+        json!({"order": 42}),
+        "the partner gets the input document"
+    );
+    let url = callback_url(&sent[0]);
+    assert!(
+        url.starts_with(&format!("{}/v1/callbacks/", daemon.base)),
+        "{url}"
+    );
+
+    let (status, body) = call_back(&url, r#"{"approved": true, "ref": "P-1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["execution_state"], "completed");
+
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"approved": true, "ref": "P-1"}));
+    assert_eq!(
+        transitions(&exec),
+        [
+            ("running", "running"),
+            ("running", "suspended"),
+            ("suspended", "running"),
+            ("running", "completed"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(
+        events(&exec),
+        ["started", "suspended", "callback", "completed"]
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_that_arrives_before_the_step_suspends_still_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = statuses.clone();
+    // The partner calls back *before* answering the step's request, so the
+    // callback lands while the step has not returned `suspend` yet.
+    let partner = Partner::start(move |req| {
+        let seen = seen.clone();
+        async move {
+            let url = req.header("x-callback-url").unwrap().to_owned();
+            let (status, _) = call_back(&url, r#"{"early": true}"#).await;
+            seen.lock().unwrap().push(status);
+            (202, json!({}))
+        }
+    })
+    .await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "wait-for-callback",
+            "config": {"url": partner.base},
+            "input": {"n": 1},
+        }))
+        .await;
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"early": true}));
+    assert_eq!(
+        *statuses.lock().unwrap(),
+        [202],
+        "an early callback is stored: 202 Accepted"
+    );
+    assert!(events(&exec).contains(&"callback".to_owned()));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_callback_gets_409_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+
+    let (first, _) = call_back(&url, r#"{"n": 1}"#).await;
+    assert_eq!(first, 200);
+    let before = daemon.wait_for(&id, "completed").await;
+
+    let (second, body) = call_back(&url, r#"{"n": 2}"#).await;
+    assert_eq!(second, 409, "{body}");
+    assert_eq!(body["error"]["code"], "duplicate-callback");
+    let after = daemon.execution(&id).await;
+    assert_eq!(
+        after, before,
+        "a refused duplicate must not touch the execution"
+    );
+    assert_eq!(after["output"], json!({"n": 1}));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_get_404_and_wrong_secrets_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+
+    let unknown = format!(
+        "{}/v1/callbacks/{}?secret=abc",
+        daemon.base, "6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10"
+    );
+    let (status, body) = call_back(&unknown, "{}").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown-callback");
+    let (status, _) = call_back(&format!("{}/v1/callbacks/not-a-uuid", daemon.base), "{}").await;
+    assert_eq!(status, 404);
+
+    let resp = client()
+        .get(format!(
+            "{}/v1/executions/6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10",
+            daemon.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let without_secret = url.split('?').next().unwrap().to_owned();
+    let (status, _) = call_back(&without_secret, "{}").await;
+    assert_eq!(status, 401);
+    let (status, _) = call_back(&format!("{without_secret}?secret=0000"), "{}").await;
+    assert_eq!(status, 401);
+    daemon.wait_for(&id, "suspended").await;
+    let (status, _) = call_back(&url, "{}").await;
+    assert_eq!(status, 200, "the right secret still works after wrong ones");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_callback_gets_400_and_the_execution_keeps_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let before = daemon.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+
+    let (status, body) = call_back(&url, "this is not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "callback-rejected");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
+    let waiting = daemon.wait_for(&id, "suspended").await;
+    assert_eq!(
+        waiting["waiting_until_ms"], before["waiting_until_ms"],
+        "the wait goes on with its original deadline"
+    );
+    assert!(events(&waiting).contains(&"callback-rejected".to_owned()));
+
+    let (status, _) = call_back(&url, r#"{"ok": 1}"#).await;
+    assert_eq!(status, 200);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"ok": 1}));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_suspended_execution_survives_a_restart_and_resumes_on_the_new_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+
+    let first = TestDaemon::start_default(dir.path()).await;
+    let id = first
+        .start_execution(json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {"doc": "d1"}}))
+        .await;
+    first.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let old_base = first.base.clone();
+    first.stop().await;
+
+    // A new daemon process on the same data dir (on a new port: the test
+    // rewrites the URL's origin, as a stable public URL would in production).
+    let second = TestDaemon::start_default(dir.path()).await;
+    let exec = second.wait_for(&id, "suspended").await;
+    assert_eq!(events(&exec), ["started", "suspended"]);
+    let url = url.replacen(&old_base, &second.base, 1);
+    let (status, body) = call_back(&url, r#"{"after": "restart"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = second.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"after": "restart"}));
+    assert_eq!(
+        partner.requests().len(),
+        1,
+        "the step is resumed, not re-run"
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_workflow_hands_each_steps_output_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let config = Config::from_toml(&format!(
+        r#"
+        [workflows.order-flow]
+        steps = [
+            {{ name = "tag", plugin = "echo", config = {{ source = "erp" }} }},
+            {{ name = "approve", plugin = "wait-for-callback", config = {{ url = "{}/approve" }} }},
+        ]
+        "#,
+        partner.base
+    ))
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let id = daemon
+        .start_execution(json!({"workflow": "order-flow", "input": {"order": 1}}))
+        .await;
+    let exec = daemon.wait_for(&id, "suspended").await;
+    assert_eq!(exec["step"], "approve");
+    let sent = partner.wait_for_requests(1).await;
+    assert_eq!(
+        sent[0].json(),
+        json!({"input": {"order": 1}, "config": {"source": "erp"}}),
+        "the second step receives the first step's output"
+    );
+    let (status, _) = call_back(&callback_url(&sent[0]), r#"{"approved": true}"#).await;
+    assert_eq!(status, 200);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"approved": true}));
+    assert_eq!(
+        events(&exec),
+        [
+            "started",
+            "step-completed",
+            "started",
+            "suspended",
+            "callback",
+            "completed"
+        ]
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_that_never_comes_fails_the_execution_with_callback_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "wait-for-callback",
+            "config": {"url": partner.base, "timeout_ms": 300},
+            "input": {},
+        }))
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "callback-timeout");
+    assert!(events(&exec).contains(&"timeout".to_owned()));
+    let (status, _) = call_back(&url, "{}").await;
+    assert!(
+        status == 409 || status == 410,
+        "a callback after the timeout is refused, got {status}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_partner_error_fails_the_step_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner =
+        Partner::start(|_| async { (503, json!({"error": "down for maintenance"})) }).await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "partner-error");
+    assert!(
+        exec["error"]["text"].as_str().unwrap().contains("503"),
+        "{exec}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_error_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let post = |body: &'static str| {
+        let url = format!("{}/v1/executions", daemon.base);
+        async move {
+            let resp = client().post(url).body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    for (body, status) in [
+        ("{not json", 400),
+        ("[1,2]", 400),
+        (r#"{"plugin": 5}"#, 400),
+        (r#"{"plugin": "echo", "workflow": "w"}"#, 400),
+        (r#"{"plugin": "echo", "surprise": 1}"#, 400),
+        (r#"{"plugin": "no-such-plugin"}"#, 404),
+        (r#"{"workflow": "no-such-workflow"}"#, 404),
+    ] {
+        let (got, value) = post(body).await;
+        assert_eq!(got, status, "{body} -> {value}");
+        assert!(value["error"]["message"].as_str().is_some(), "{value}");
+    }
+    let list: Value = client()
+        .get(format!("{}/v1/executions", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["executions"],
+        json!([]),
+        "no bad request started anything"
+    );
+    let health = client()
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    daemon.stop().await;
+}
