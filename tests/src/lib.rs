@@ -64,6 +64,30 @@ impl TestDaemon {
         }
     }
 
+    /// `POST {base}{path}` with a JSON body, as an admin; returns status
+    /// and JSON body (`null` if the body is not JSON).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = client()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET {base}{path}` as an admin; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// Starts an execution; returns its id.
     pub async fn start_execution(&self, body: Value) -> String {
         let resp = client()
