@@ -11,14 +11,17 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::auth::{AuthError, Permission};
+use crate::config::AuthConfig;
 use crate::model::{Doc, ExecState, Execution, ReceivedCallback, now_ms};
 use crate::store::{ExecutionFilter, StoreError};
-use crate::workflow::{CallbackError, CallbackReply, StartError, Target, Workflows};
+use crate::workflow::{AdminError, CallbackError, CallbackReply, StartError, Target, Workflows};
 
 /// Shared by all connections.
 pub struct Api {
     workflows: Arc<Workflows>,
     max_body: usize,
+    auth: AuthConfig,
 }
 
 impl std::fmt::Debug for Api {
@@ -100,11 +103,26 @@ pub fn execution_view(exec: &Execution) -> Value {
 
 impl Api {
     /// An API over the state machine.
-    pub fn new(workflows: Arc<Workflows>, max_body: usize) -> Self {
+    pub fn new(workflows: Arc<Workflows>, max_body: usize, auth: AuthConfig) -> Self {
         Self {
             workflows,
             max_body,
+            auth,
         }
+    }
+
+    /// Checks the request's token for `needed` (when auth is on).
+    fn authorize(&self, req: &Request<Incoming>, needed: Permission) -> Result<(), ApiError> {
+        if !self.auth.enabled {
+            return Ok(());
+        }
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        crate::auth::require(self.workflows.store().as_ref(), header, needed)
+            .map(|_| ())
+            .map_err(auth_error)
     }
 
     /// Serves one request; never fails (errors become responses).
@@ -120,22 +138,46 @@ impl Api {
     async fn route(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        match (req.method(), segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => {
+        let route = (req.method().clone(), segments.as_slice());
+        let needed = match &route {
+            (_, ["healthz"]) | (_, ["v1", "callbacks", _]) => None,
+            (Method::POST, ["v1", "executions"]) => Some(Permission::ExecutionsWrite),
+            (Method::GET, ["v1", "executions", ..]) | (Method::GET, ["v1", "plugins"]) => {
+                Some(Permission::ExecutionsRead)
+            }
+            _ => Some(Permission::Admin),
+        };
+        if let Some(needed) = needed {
+            self.authorize(&req, needed)?;
+        }
+        match route {
+            (Method::GET, ["healthz"]) => {
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
-            (&Method::POST, ["v1", "executions"]) => self.start(req).await,
-            (&Method::GET, ["v1", "executions"]) => self.list(&req),
-            (&Method::GET, ["v1", "executions", id]) => self.get(id),
-            (&Method::POST, ["v1", "callbacks", id]) => {
+            (Method::POST, ["v1", "executions"]) => self.start(req).await,
+            (Method::GET, ["v1", "executions"]) => self.list(&req),
+            (Method::GET, ["v1", "executions", id]) => self.get(id),
+            (
+                Method::POST,
+                [
+                    "v1",
+                    "executions",
+                    id,
+                    action @ ("retry" | "skip" | "cancel"),
+                ],
+            ) => self.admin_action(id, action).await,
+            (Method::POST, ["v1", "callbacks", id]) => {
                 let id = (*id).to_owned();
                 self.callback(&id, req).await
             }
-            (&Method::GET, ["v1", "plugins"]) => Ok(self.plugins()),
+            (Method::GET, ["v1", "plugins"]) => Ok(self.plugins()),
+            (Method::POST, ["v1", "tokens"]) => self.create_token(req).await,
             (_, ["healthz"])
             | (_, ["v1", "executions"])
             | (_, ["v1", "executions", _])
+            | (_, ["v1", "executions", _, "retry" | "skip" | "cancel"])
             | (_, ["v1", "callbacks", _])
+            | (_, ["v1", "tokens"])
             | (_, ["v1", "plugins"]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -143,6 +185,68 @@ impl Api {
             )),
             _ => Err(ApiError::not_found(format!("no route for {path}"))),
         }
+    }
+
+    async fn admin_action(&self, id: &str, action: &str) -> Result<Resp, ApiError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::not_found(format!(
+                "{id:?} is not an execution id"
+            )));
+        }
+        let result = match action {
+            "retry" => self.workflows.retry(id).await,
+            "skip" => self.workflows.skip(id).await,
+            _ => self.workflows.cancel(id).await,
+        };
+        let exec = result.map_err(|e| match e {
+            AdminError::NotFound => ApiError::not_found(format!("no execution {id}")),
+            AdminError::WrongState(state) => ApiError::new(
+                StatusCode::CONFLICT,
+                "wrong-state",
+                format!("cannot {action} an execution that is {}", state.as_str()),
+            ),
+            AdminError::Busy => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            AdminError::UnknownPlugin(_) => {
+                ApiError::new(StatusCode::CONFLICT, "unknown-plugin", e.to_string())
+            }
+            AdminError::Store(e) => e.into(),
+        })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"id": exec.id, "state": exec.state.as_str(), "step": exec.step().name}),
+        ))
+    }
+
+    async fn create_token(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let body = self.body(req).await?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NewToken {
+            name: String,
+            permissions: Vec<String>,
+        }
+        let new: NewToken = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "expected {{\"name\": string, \"permissions\": [string]}}: {e}"
+            ))
+        })?;
+        if new.name.trim().is_empty() || new.permissions.is_empty() {
+            return Err(ApiError::bad_request(
+                "a token needs a name and at least one permission",
+            ));
+        }
+        let permissions = new
+            .permissions
+            .iter()
+            .map(|p| p.parse::<Permission>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::bad_request)?;
+        let (token, record) =
+            crate::auth::create_token(self.workflows.store().as_ref(), &new.name, &permissions)?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"id": record.id, "name": record.name, "permissions": record.permissions, "token": token}),
+        ))
     }
 
     async fn body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
@@ -314,6 +418,22 @@ impl Api {
             .into_iter()
             .find(|(k, _)| k == "secret")
             .map(|(_, v)| v);
+        // A token is optional here (the URL secret admits the callback),
+        // but one that is sent must be valid and carry callbacks:send.
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let token_ok = match crate::auth::authenticate(self.workflows.store().as_ref(), header)
+            .map_err(auth_error)?
+        {
+            Some(record) if record.allows(Permission::CallbacksSend) => true,
+            Some(_) => return Err(auth_error(AuthError::Forbidden(Permission::CallbacksSend))),
+            None => false,
+        };
+        if self.auth.callbacks_require_token && !token_ok {
+            return Err(auth_error(AuthError::Missing));
+        }
         let method = req.method().as_str().to_owned();
         let mut headers = Vec::new();
         for (name, value) in req.headers() {
@@ -331,7 +451,7 @@ impl Api {
         };
         let reply = self
             .workflows
-            .callback(id, secret.as_deref(), false, callback)
+            .callback(id, secret.as_deref(), token_ok, callback)
             .await
             .map_err(|e| {
                 let (status, code) = match &e {
@@ -362,6 +482,15 @@ impl Api {
                         "error": {"code": "callback-rejected", "message": reason}}),
             ),
         })
+    }
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Missing | AuthError::Invalid => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        }
+        AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
     }
 }
 

@@ -1,14 +1,21 @@
-//! The command line: `stephost serve` and friends. Parsing lives here so
-//! `main.rs` stays a one-liner and the commands are testable.
+//! The command line: `stephost serve`, `run`, `token` and `executions`.
+//! Parsing and dispatch live here so `main.rs` stays a one-liner, and
+//! [`execute`] writes to any output so the commands are testable in-process.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 
+use crate::auth::Permission;
 use crate::config::Config;
-use crate::daemon::{Daemon, shutdown_signal};
+use crate::daemon::{Daemon, open_store, shutdown_signal};
+use crate::model::Doc;
+use crate::workflow::Target;
 
 /// Runs workflow steps as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -36,6 +43,15 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// Run one plugin or workflow locally on a document and print the
+    /// outcome and every HTTP request it made.
+    Run(RunArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Inspect and repair executions of a running daemon.
+    #[command(subcommand)]
+    Executions(ExecutionsCommand),
 }
 
 /// Options of `stephost serve`; each overrides the config file.
@@ -58,10 +74,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The effective configuration.
     pub fn config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut config = load_config(self.config.as_deref())?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
@@ -76,11 +89,135 @@ impl ServeArgs {
     }
 }
 
+/// Options of `stephost run`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["plugin", "workflow"])))]
+pub struct RunArgs {
+    /// Run this plugin as a one-step workflow.
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Run this workflow from the daemon config.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// The step's config (a JSON file), with --plugin.
+    #[arg(long, requires = "plugin")]
+    pub config: Option<PathBuf>,
+    /// The input document (a JSON file) [default: null].
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Daemon config (TOML) for workflows, secrets and grants.
+    #[arg(long, env = "STEPHOST_CONFIG")]
+    pub daemon_config: Option<PathBuf>,
+    /// Print the requests the step would make without sending any.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where partners call back while a step waits [default: 127.0.0.1, a free port].
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Base URL partners call back on [default: http://<listen>].
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// `stephost token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token in a data dir (while the daemon is stopped; a
+    /// running daemon takes `POST /v1/tokens` from an admin) and print it
+    /// once: only its hash is stored.
+    Create {
+        /// The daemon's data dir.
+        #[arg(long, default_value = "./stephost-data")]
+        data_dir: PathBuf,
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// admin, executions:write, executions:read or callbacks:send (repeatable).
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<Permission>,
+    },
+}
+
+/// How to reach a running daemon.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// The daemon's base URL.
+    #[arg(long, env = "STEPHOST_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API token.
+    #[arg(long, env = "STEPHOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `stephost executions ...`
+#[derive(Debug, Subcommand)]
+pub enum ExecutionsCommand {
+    /// List executions.
+    List {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Only those in this state.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one execution with its status log.
+    Show {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Execution id.
+        id: String,
+    },
+    /// Re-run the failed step of a failed execution.
+    Retry {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Execution id.
+        id: String,
+    },
+    /// Skip the failed step and go on with the next.
+    Skip {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Execution id.
+        id: String,
+    },
+    /// Cancel a running or suspended execution.
+    Cancel {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Execution id.
+        id: String,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    })
+}
+
+fn read_json(path: &Path, what: &str) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the {what} file {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("the {what} file {} is not valid JSON", path.display()))
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEPHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -96,17 +233,170 @@ pub fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                let config = args.config()?;
-                let listen = config.listen;
-                let daemon = Daemon::open(config).await?;
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("listen on {listen}"))?;
-                daemon.serve(listener, shutdown_signal()).await
-            }
+    let code = runtime.block_on(execute(cli.command, &mut std::io::stdout()))?;
+    std::process::exit(code);
+}
+
+/// Runs a command, writing its result to `out`; returns the exit code.
+pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.config()?;
+            let listen = config.listen;
+            let daemon = Daemon::open(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
+            daemon.serve(listener, shutdown_signal()).await?;
+            Ok(0)
         }
+        Command::Run(args) => run_locally(args, out).await,
+        Command::Token(TokenCommand::Create {
+            data_dir,
+            name,
+            permissions,
+        }) => {
+            let store = open_store(&data_dir)?;
+            let (token, record) = crate::auth::create_token(&store, &name, &permissions)?;
+            writeln!(
+                out,
+                "{}",
+                json!({"id": record.id, "name": record.name, "permissions": record.permissions, "token": token})
+            )?;
+            Ok(0)
+        }
+        Command::Executions(cmd) => remote(cmd, out).await,
+    }
+}
+
+/// `stephost run`: a throw-away daemon on a temp data dir, so the step
+/// behaves exactly as in production, callbacks included.
+async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let mut config = load_config(args.daemon_config.as_deref())?;
+    let data = tempfile::tempdir().context("create a temporary data dir")?;
+    config.data_dir = data.path().to_owned();
+    config.public_url = args.public_url.clone().or(config.public_url);
+    let target = match (&args.plugin, &args.workflow) {
+        (Some(plugin), _) => Target::Plugin {
+            name: plugin.clone(),
+            config: match &args.config {
+                Some(path) => read_json(path, "step config")?,
+                None => Value::Null,
+            },
+        },
+        (None, Some(workflow)) => Target::Workflow(workflow.clone()),
+        (None, None) => anyhow::bail!("give --plugin or --workflow"),
+    };
+    let input = match &args.input {
+        Some(path) => read_json(path, "input")?,
+        None => Value::Null,
+    };
+
+    let (sink, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = Daemon::open_with(config, args.dry_run, Some(sink)).await?;
+    let workflows = daemon.workflows().clone();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(daemon.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let exec = workflows.start(target, Doc::json(&input)).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut announced = false;
+    let exec = loop {
+        let now = workflows
+            .store()
+            .execution(&exec.id)?
+            .context("the execution vanished")?;
+        if now.state.is_terminal() || Instant::now() > deadline {
+            break now;
+        }
+        if now.state == crate::model::ExecState::Suspended && !announced {
+            announced = true;
+            eprintln!(
+                "suspended at step {:?}; waiting for its callback (Ctrl-C to stop)",
+                now.step().name
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = tokio::signal::ctrl_c() => break now,
+        }
+    };
+    let _ = stop.send(());
+    server.await.context("local daemon task")??;
+
+    let mut sent = Vec::new();
+    while let Ok((_, request)) = requests.try_recv() {
+        sent.push(request);
+    }
+    let view = crate::api::execution_view(&exec);
+    let report = json!({
+        "state": view["state"],
+        "output": view["output"],
+        "error": view["error"],
+        "dry_run": args.dry_run,
+        "requests": sent,
+        "status_log": view["status_log"],
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    Ok(match exec.state {
+        crate::model::ExecState::Completed => 0,
+        crate::model::ExecState::Failed => 1,
+        _ => 2,
     })
+}
+
+/// `stephost executions ...` over the HTTP API.
+async fn remote(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let (remote, method, path) = match &cmd {
+        ExecutionsCommand::List { remote, state } => (
+            remote,
+            reqwest::Method::GET,
+            match state {
+                Some(s) => format!("/v1/executions?state={s}"),
+                None => "/v1/executions".to_owned(),
+            },
+        ),
+        ExecutionsCommand::Show { remote, id } => {
+            (remote, reqwest::Method::GET, format!("/v1/executions/{id}"))
+        }
+        ExecutionsCommand::Retry { remote, id } => (
+            remote,
+            reqwest::Method::POST,
+            format!("/v1/executions/{id}/retry"),
+        ),
+        ExecutionsCommand::Skip { remote, id } => (
+            remote,
+            reqwest::Method::POST,
+            format!("/v1/executions/{id}/skip"),
+        ),
+        ExecutionsCommand::Cancel { remote, id } => (
+            remote,
+            reqwest::Method::POST,
+            format!("/v1/executions/{id}/cancel"),
+        ),
+    };
+    let url = format!("{}{path}", remote.url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(Duration::from_secs(30));
+    if let Some(token) = &remote.token {
+        request = request.bearer_auth(token);
+    }
+    let resp = request
+        .send()
+        .await
+        .with_context(|| format!("reach the daemon at {url}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+    if !status.is_success() {
+        eprintln!("the daemon answered {status}");
+        return Ok(1);
+    }
+    Ok(0)
 }

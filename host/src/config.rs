@@ -51,6 +51,8 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Who may call the API.
+    pub auth: AuthConfig,
     /// Limits applied to every plugin unless its own section says otherwise.
     pub limits: Limits,
     /// Named secrets; handed only to plugins granted them.
@@ -71,10 +73,32 @@ impl Default for Config {
             max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
             max_request_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            auth: AuthConfig::default(),
             limits: Limits::default(),
             secrets: BTreeMap::new(),
             plugins: BTreeMap::new(),
             workflows: BTreeMap::new(),
+        }
+    }
+}
+
+/// API authentication.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require API tokens on `/v1` (turn off only behind a gateway that
+    /// authenticates for the daemon).
+    pub enabled: bool,
+    /// Require a token with `callbacks:send` on every callback, in addition
+    /// to the secret in its URL.
+    pub callbacks_require_token: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            callbacks_require_token: false,
         }
     }
 }

@@ -25,6 +25,7 @@ pub struct Daemon {
     workflows: Arc<Workflows>,
     registrar: Arc<DurableRegistrar>,
     ticker: tokio::task::JoinHandle<()>,
+    interrupted: Vec<String>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -36,13 +37,25 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Opens the data dir and loads the built-in and configured plugins.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
+        Self::open_with(config, false, None).await
+    }
+
+    /// [`Daemon::open`] for `stephost run`: optionally sending no requests,
+    /// and reporting every request to `sink`.
+    pub async fn open_with(
+        config: Config,
+        dry_run: bool,
+        sink: Option<crate::capabilities::RequestSink>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let config = Arc::new(config);
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+        let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
         let engine = crate::engine::new_engine()?;
         let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
-        let services = HostServices::new(registrar.clone())?;
+        let mut services = HostServices::new(registrar.clone())?;
+        services.dry_run = dry_run;
+        services.request_sink = sink;
         let executor = Arc::new(Executor::new(engine, services)?);
         let registry = Arc::new(Registry::new(
             executor.clone(),
@@ -78,12 +91,25 @@ impl Daemon {
             }
         }
         let workflows = Arc::new(Workflows::new(store, registry, executor, config.clone()));
+        let interrupted = workflows.interrupted()?;
         Ok(Self {
+            interrupted,
             config,
             workflows,
             registrar,
             ticker,
         })
+    }
+
+    /// Creates an API token in this daemon's store; returns it (shown once).
+    pub fn create_token(
+        &self,
+        name: &str,
+        permissions: &[crate::auth::Permission],
+    ) -> anyhow::Result<String> {
+        let (token, _) =
+            crate::auth::create_token(self.workflows.store().as_ref(), name, permissions)?;
+        Ok(token)
     }
 
     /// The state machine (for tests and the CLI).
@@ -103,16 +129,23 @@ impl Daemon {
         if self.config.public_url.is_none() {
             self.registrar.set_public_url(format!("http://{local}"));
         }
-        let recovered = self.workflows.recover()?;
+        let recovered = self.workflows.recover(self.interrupted.clone());
         // Not a tracked step task: shutdown stops it at once rather than
         // waiting out the grace period for a loop that never ends.
         let timers = self.workflows.clone();
         let timer_loop = tokio::spawn(async move { crate::timers::run(timers).await });
         tracing::info!(%local, recovered, "stephost serving");
+        if self.config.auth.enabled && self.workflows.store().token_count()? == 0 {
+            tracing::warn!(
+                "no API tokens exist yet; create one with `stephost token create --data-dir {} --name admin --permission admin` (while the daemon is stopped)",
+                self.config.data_dir.display()
+            );
+        }
 
         let api = Arc::new(Api::new(
             self.workflows.clone(),
             self.config.max_request_body_bytes,
+            self.config.auth.clone(),
         ));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -160,6 +193,22 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Opens the data dir, explaining the usual reason it cannot be: another
+/// daemon holds it.
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
+    SledStore::open(dir).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+            anyhow::anyhow!(
+                "the data dir {} is in use by another stephost process (stop it, or use its HTTP API): {text}",
+                dir.display()
+            )
+        } else {
+            anyhow::Error::from(e)
+        }
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

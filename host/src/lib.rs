@@ -7,6 +7,7 @@
 //! and [`Daemon::serve`] on a listener of their own.
 
 pub mod api;
+pub mod auth;
 pub mod bindings;
 pub mod builtin;
 pub mod capabilities;

@@ -40,6 +40,26 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such execution (404).
+    #[error("no such execution")]
+    NotFound,
+    /// Not in a state the action applies to (409).
+    #[error("the execution is {}", .0.as_str())]
+    WrongState(ExecState),
+    /// Changed concurrently (409).
+    #[error("the execution changed meanwhile; try again")]
+    Busy,
+    /// The step's plugin is no longer loaded (409).
+    #[error("plugin {0:?} is not loaded")]
+    UnknownPlugin(String),
+    /// The store failed (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -849,18 +869,135 @@ impl Workflows {
         }
     }
 
-    /// Re-runs every execution that was `running` when the daemon stopped,
-    /// from its last persisted step boundary, with the same step-run-id.
-    pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+    /// Re-runs the failed step of a failed execution: same step-run-id (so
+    /// partners can dedupe), next attempt, on the plugin's current version.
+    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        let exec = self.failed_execution(id)?;
+        let from = exec.state;
+        let mut next = bump(exec);
+        next.state = ExecState::Running;
+        next.error = None;
+        next.attempt += 1;
+        self.pin_current_plugin(&mut next)?;
+        next.log(from, "retried", None);
+        self.admin_commit(next).await
+    }
+
+    /// Skips the failed step: its input goes on to the next step, or
+    /// becomes the output if it was the last one.
+    pub async fn skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        let exec = self.failed_execution(id)?;
+        let from = exec.state;
+        let mut next = bump(exec);
+        next.error = None;
+        if next.step_index + 1 == next.steps.len() {
+            next.state = ExecState::Completed;
+            next.output = Some(next.document.clone());
+            next.log(from, "skipped", None);
+        } else {
+            next.log(from, "skipped", None);
+            next.state = ExecState::Running;
+            next.step_index += 1;
+            next.attempt = 1;
+            next.step_run_id = new_id();
+            self.pin_current_plugin(&mut next)?;
+            next.log(ExecState::Running, "started", None);
+        }
+        self.admin_commit(next).await
+    }
+
+    /// Cancels a running or suspended execution: it fails with code
+    /// `cancelled`, its callback expires and its timer is dropped.
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+        if exec.state.is_terminal() {
+            return Err(AdminError::WrongState(exec.state));
+        }
+        let mut change = Change::default();
+        if let Some(w) = &exec.waiting {
+            change.remove_timers.push(Timer {
+                due_ms: w.due_ms,
+                execution_id: exec.id.clone(),
+                kind: if w.correlation_id.is_some() {
+                    TimerKind::CallbackTimeout
+                } else {
+                    TimerKind::Retry
+                },
+            });
+            if let Some(cid) = &w.correlation_id
+                && let Some(mut rec) = self.store.callback(cid)?
+            {
+                rec.version += 1;
+                rec.state = CallbackState::Expired;
+                change.callbacks.push(rec);
+            }
+        }
+        let next = failed(exec, "cancelled", "cancelled by an operator");
+        change.execution = Some(next.clone());
+        match self.store.apply(&change) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
+            Err(e) => return Err(e.into()),
+        }
+        self.store.flush().await?;
+        Ok(next)
+    }
+
+    fn failed_execution(&self, id: &str) -> Result<Execution, AdminError> {
+        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+        if exec.state != ExecState::Failed {
+            return Err(AdminError::WrongState(exec.state));
+        }
+        Ok(exec)
+    }
+
+    fn pin_current_plugin(&self, exec: &mut Execution) -> Result<(), AdminError> {
+        let i = exec.step_index;
+        let plugin = &exec.steps[i].plugin;
+        let current = self
+            .registry
+            .current(plugin)
+            .ok_or_else(|| AdminError::UnknownPlugin(plugin.clone()))?;
+        exec.steps[i].plugin_hash = Some(current.hash.clone());
+        Ok(())
+    }
+
+    async fn admin_commit(self: &Arc<Self>, next: Execution) -> Result<Execution, AdminError> {
+        match self.store.apply(&Change {
+            execution: Some(next.clone()),
+            ..Default::default()
+        }) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
+            Err(e) => return Err(e.into()),
+        }
+        self.store.flush().await?;
+        if next.state == ExecState::Running {
+            self.spawn_drive(next.id.clone());
+        }
+        Ok(next)
+    }
+
+    /// The executions that were `running` when the daemon stopped. Read
+    /// once at open, before anything can start a new execution, so that
+    /// recovery never drives an execution a live caller is driving.
+    pub fn interrupted(&self) -> Result<Vec<String>, StoreError> {
         let running = self.store.executions(&crate::store::ExecutionFilter {
             state: Some(ExecState::Running),
             ..Default::default()
         })?;
-        for exec in &running {
-            tracing::info!(execution_id = %exec.id, step = %exec.step().name, "recovering execution");
-            self.spawn_drive(exec.id.clone());
+        Ok(running.into_iter().map(|e| e.id).collect())
+    }
+
+    /// Re-runs interrupted executions from their last persisted step
+    /// boundary, with the same step-run-id.
+    pub fn recover(self: &Arc<Self>, ids: Vec<String>) -> usize {
+        let n = ids.len();
+        for id in ids {
+            tracing::info!(execution_id = %id, "recovering execution");
+            self.spawn_drive(id);
         }
-        Ok(running.len())
+        n
     }
 }
 

@@ -25,6 +25,8 @@ pub struct TestDaemon {
     pub base: String,
     /// Its data dir.
     pub data_dir: PathBuf,
+    /// An admin API token, created before the daemon started serving.
+    pub token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -37,6 +39,9 @@ impl TestDaemon {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let daemon = Daemon::open(config).await.expect("daemon opens");
+        let token = daemon
+            .create_token("test-admin", &[stephost::auth::Permission::Admin])
+            .expect("create an admin token");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(daemon.serve(listener, async move {
             let _ = rx.await;
@@ -44,6 +49,7 @@ impl TestDaemon {
         Self {
             base: format!("http://{addr}"),
             data_dir: data_dir.to_owned(),
+            token,
             stop: Some(tx),
             task: Some(task),
         }
@@ -69,6 +75,7 @@ impl TestDaemon {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = client()
             .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
             .json(&body)
             .send()
             .await
@@ -81,6 +88,7 @@ impl TestDaemon {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = client()
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap();
@@ -92,6 +100,7 @@ impl TestDaemon {
     pub async fn start_execution(&self, body: Value) -> String {
         let resp = client()
             .post(format!("{}/v1/executions", self.base))
+            .bearer_auth(&self.token)
             .json(&body)
             .send()
             .await
@@ -107,6 +116,7 @@ impl TestDaemon {
     pub async fn execution(&self, id: &str) -> Value {
         client()
             .get(format!("{}/v1/executions/{id}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()

@@ -172,15 +172,10 @@ async fn unknown_ids_get_404_and_wrong_secrets_401() {
     let (status, _) = call_back(&format!("{}/v1/callbacks/not-a-uuid", daemon.base), "{}").await;
     assert_eq!(status, 404);
 
-    let resp = client()
-        .get(format!(
-            "{}/v1/executions/6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10",
-            daemon.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    let (status, _) = daemon
+        .get("/v1/executions/6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10")
+        .await;
+    assert_eq!(status, 404);
 
     let id = daemon
         .start_execution(
@@ -362,8 +357,15 @@ async fn bad_requests_get_a_json_error_and_start_nothing() {
     let daemon = TestDaemon::start_default(dir.path()).await;
     let post = |body: &'static str| {
         let url = format!("{}/v1/executions", daemon.base);
+        let token = daemon.token.clone();
         async move {
-            let resp = client().post(url).body(body).send().await.unwrap();
+            let resp = client()
+                .post(url)
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = resp.status().as_u16();
             (status, resp.json::<Value>().await.unwrap())
         }
@@ -381,14 +383,7 @@ async fn bad_requests_get_a_json_error_and_start_nothing() {
         assert_eq!(got, status, "{body} -> {value}");
         assert!(value["error"]["message"].as_str().is_some(), "{value}");
     }
-    let list: Value = client()
-        .get(format!("{}/v1/executions", daemon.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = daemon.get("/v1/executions").await;
     assert_eq!(
         list["executions"],
         json!([]),
@@ -402,4 +397,203 @@ async fn bad_requests_get_a_json_error_and_start_nothing() {
     assert_eq!(health.status(), 200);
     tokio::time::sleep(Duration::from_millis(1)).await;
     daemon.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_needs_a_token_with_the_right_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let url = format!("{}/v1/executions", daemon.base);
+    let body = json!({"plugin": "echo", "input": {}});
+
+    let resp = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "no token");
+    let resp = client()
+        .post(&url)
+        .bearer_auth("sht_guess")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "unknown token");
+
+    // An admin mints a read-only token through the API; it may read but
+    // not start, and the token is shown once, in this answer.
+    let (status, minted) = daemon
+        .post(
+            "/v1/tokens",
+            json!({"name": "dashboard", "permissions": ["executions:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let reader = minted["token"].as_str().unwrap();
+    let resp = client()
+        .post(&url)
+        .bearer_auth(reader)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executions:write"),
+        "{err}"
+    );
+    let resp = client().get(&url).bearer_auth(reader).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .post(format!("{}/v1/tokens", daemon.base))
+        .bearer_auth(reader)
+        .json(&json!({"name": "x", "permissions": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "only an admin mints tokens");
+
+    let health = client()
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "health is open");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_execution_can_be_retried_or_skipped_by_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let left = failures.clone();
+    // Fails the first request, accepts the rest.
+    let partner = Partner::start(move |_| {
+        let left = left.clone();
+        async move {
+            if left
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                (500, json!({"error": "try later"}))
+            } else {
+                (202, json!({}))
+            }
+        }
+    })
+    .await;
+    let config = Config::from_toml(&format!(
+        r#"
+        [workflows.flow]
+        steps = [
+            {{ name = "ask", plugin = "wait-for-callback", config = {{ url = "{}" }} }},
+            {{ name = "last", plugin = "echo" }},
+        ]
+        "#,
+        partner.base
+    ))
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+
+    let id = daemon
+        .start_execution(json!({"workflow": "flow", "input": {"n": 1}}))
+        .await;
+    let failed = daemon.wait_for(&id, "failed").await;
+    assert_eq!(failed["error"]["code"], "partner-error");
+    let (status, _) = daemon
+        .post(&format!("/v1/executions/{id}/skip"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(
+        exec["output"],
+        json!({"n": 1}),
+        "skip hands the failed step's input on"
+    );
+    assert!(events(&exec).contains(&"skipped".to_owned()));
+    let (status, body) = daemon
+        .post(&format!("/v1/executions/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(
+        status, 409,
+        "only a failed execution can be retried: {body}"
+    );
+
+    failures.store(1, std::sync::atomic::Ordering::SeqCst);
+    let id = daemon
+        .start_execution(json!({"workflow": "flow", "input": {"n": 2}}))
+        .await;
+    let failed = daemon.wait_for(&id, "failed").await;
+    let run_id = partner
+        .requests()
+        .last()
+        .unwrap()
+        .header("x-step-run-id")
+        .unwrap()
+        .to_owned();
+    let (status, body) = daemon
+        .post(&format!("/v1/executions/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&id, "suspended").await;
+    assert_eq!(exec["attempt"], 2);
+    assert_eq!(exec["step"], failed["step"]);
+    let last = partner.requests().last().unwrap().clone();
+    assert_eq!(
+        last.header("x-step-run-id").unwrap(),
+        run_id,
+        "a retry keeps the step-run-id so the partner can dedupe"
+    );
+    let (status, _) = call_back(&callback_url(&last), r#"{"ok": true}"#).await;
+    assert_eq!(status, 200);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"ok": true}));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_step_interrupted_by_shutdown_reruns_on_restart_with_the_same_step_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hanging = hang.clone();
+    // The first request never gets an answer before the daemon stops.
+    let partner = Partner::start(move |_| {
+        let hanging = hanging.clone();
+        async move {
+            if hanging.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            (202, json!({}))
+        }
+    })
+    .await;
+    let config = Config::from_toml("shutdown_grace_ms = 100").unwrap();
+    let first = TestDaemon::start(config.clone(), dir.path()).await;
+    let id = first
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let sent = partner.wait_for_requests(1).await;
+    assert_eq!(first.execution(&id).await["state"], "running");
+    first.stop().await;
+
+    let second = TestDaemon::start(config, dir.path()).await;
+    let exec = second.wait_for(&id, "suspended").await;
+    let resent = partner.wait_for_requests(2).await;
+    assert_eq!(
+        resent[1].header("x-step-run-id"),
+        sent[0].header("x-step-run-id"),
+        "the re-run carries the same step-run-id so the partner can dedupe"
+    );
+    assert_eq!(exec["attempt"], 1);
+    let (status, _) = call_back(&callback_url(&resent[1]), "{}").await;
+    assert_eq!(status, 200);
+    second.wait_for(&id, "completed").await;
+    second.stop().await;
 }

@@ -62,7 +62,13 @@ impl Host for StepState {
             error: None,
             duration_ms: 0,
         };
-        let result = self.send_inner(req).await;
+        let result = if self.services.dry_run {
+            Err(HttpError::Denied(
+                "dry run: the request was not sent".into(),
+            ))
+        } else {
+            self.send_inner(req).await
+        };
         record.duration_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(resp) => record.status = Some(resp.status),
@@ -78,6 +84,9 @@ impl Host for StepState {
             error = ?record.error,
             "outbound request"
         );
+        if let Some(sink) = &self.services.request_sink {
+            let _ = sink.send((self.call.execution_id.clone(), record.clone()));
+        }
         self.requests.push(record);
         Ok(result)
     }

@@ -68,7 +68,14 @@ pub struct HostServices {
     pub http_insecure: reqwest::Client,
     /// Where callbacks are registered.
     pub registrar: Arc<dyn Registrar>,
+    /// `stephost run --dry-run`: record requests, send none.
+    pub dry_run: bool,
+    /// `stephost run`: every request of every call, as it happens.
+    pub request_sink: Option<RequestSink>,
 }
+
+/// Receives `(execution id, request)` for every outbound request.
+pub type RequestSink = tokio::sync::mpsc::UnboundedSender<(String, RecordedRequest)>;
 
 impl std::fmt::Debug for HostServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +101,8 @@ impl HostServices {
             http: build(false)?,
             http_insecure: build(true)?,
             registrar,
+            dry_run: false,
+            request_sink: None,
         })
     }
 }

@@ -83,6 +83,12 @@ pub trait Store: Send + Sync + 'static {
     fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A stored component.
     fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores an API token record (keyed by its hash).
+    fn put_token(&self, token: &crate::auth::TokenRecord) -> Result<(), StoreError>;
+    /// The token record with this hash.
+    fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError>;
+    /// Number of stored tokens.
+    fn token_count(&self) -> Result<usize, StoreError>;
     /// Makes everything applied so far durable on disk. Concurrent callers
     /// share one disk flush.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;

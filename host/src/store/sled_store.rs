@@ -18,6 +18,7 @@ pub struct SledStore {
     callbacks: sled::Tree,
     timers: sled::Tree,
     components: sled::Tree,
+    tokens: sled::Tree,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -59,6 +60,7 @@ impl SledStore {
             callbacks: db.open_tree("callbacks").map_err(backend)?,
             timers: db.open_tree("timers").map_err(backend)?,
             components: db.open_tree("components").map_err(backend)?,
+            tokens: db.open_tree("tokens").map_err(backend)?,
             db,
         })
     }
@@ -190,6 +192,25 @@ impl Store for SledStore {
             .get(hash)
             .map_err(backend)?
             .map(|v| v.to_vec()))
+    }
+
+    fn put_token(&self, token: &crate::auth::TokenRecord) -> Result<(), StoreError> {
+        self.tokens
+            .insert(token.sha256.as_bytes(), encode(token))
+            .map_err(backend)?;
+        self.tokens.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError> {
+        match self.tokens.get(sha256.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode(sha256.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn token_count(&self) -> Result<usize, StoreError> {
+        Ok(self.tokens.len())
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,0 +1,225 @@
+//! API tokens and their permissions. A token is shown once, when created;
+//! the store keeps only its SHA-256, so a stolen data dir yields no usable
+//! token. Lookup is by that hash, which leaks nothing an attacker could use
+//! to guess a token.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::model::now_ms;
+use crate::store::{Store, StoreError};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    /// Everything, including tokens, retry, skip and cancel.
+    #[serde(rename = "admin")]
+    Admin,
+    /// Start executions.
+    #[serde(rename = "executions:write")]
+    ExecutionsWrite,
+    /// Read executions and plugins.
+    #[serde(rename = "executions:read")]
+    ExecutionsRead,
+    /// Send callbacks (besides the per-callback URL secret).
+    #[serde(rename = "callbacks:send")]
+    CallbacksSend,
+}
+
+impl Permission {
+    /// Every permission, for help texts.
+    pub const ALL: [Permission; 4] = [
+        Self::Admin,
+        Self::ExecutionsWrite,
+        Self::ExecutionsRead,
+        Self::CallbacksSend,
+    ];
+
+    /// The name used in config, CLI and API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ExecutionsWrite => "executions:write",
+            Self::ExecutionsRead => "executions:read",
+            Self::CallbacksSend => "callbacks:send",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Permission {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown permission {s:?}; use one of {}", all.join(", "))
+            })
+    }
+}
+
+/// A stored token: its hash and what it may do, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id, for listing and revoking.
+    pub id: String,
+    /// What the operator called it.
+    pub name: String,
+    /// SHA-256 of the token, hex; also the key.
+    pub sha256: String,
+    /// Granted permissions.
+    pub permissions: Vec<Permission>,
+    /// Creation time.
+    pub created_ms: u64,
+}
+
+impl TokenRecord {
+    /// Whether the token may do what `needed` names (`admin` may do all).
+    pub fn allows(&self, needed: Permission) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| *p == needed || *p == Permission::Admin)
+    }
+}
+
+/// Why a request's credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header (401).
+    #[error("this endpoint needs an API token: send `Authorization: Bearer <token>`")]
+    Missing,
+    /// Not `Bearer <token>`, or not a token this daemon issued (401).
+    #[error("the API token is malformed or unknown")]
+    Invalid,
+    /// A valid token without the permission (403).
+    #[error("the API token lacks the permission {0}")]
+    Forbidden(Permission),
+}
+
+/// SHA-256 hex of a token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Creates a token; returns it (to show once) and its stored record.
+pub fn create_token(
+    store: &dyn Store,
+    name: &str,
+    permissions: &[Permission],
+) -> Result<(String, TokenRecord), StoreError> {
+    let token = format!("sht_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let mut permissions = permissions.to_vec();
+    permissions.sort_by_key(|p| p.as_str());
+    permissions.dedup();
+    let record = TokenRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        sha256: token_hash(&token),
+        permissions,
+        created_ms: now_ms(),
+    };
+    store.put_token(&record)?;
+    Ok((token, record))
+}
+
+/// The token record behind an `Authorization` header value, if any.
+pub fn authenticate(
+    store: &dyn Store,
+    header: Option<&[u8]>,
+) -> Result<Option<TokenRecord>, AuthError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(header).map_err(|_| AuthError::Invalid)?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Invalid)?;
+    match store.token(&token_hash(token)) {
+        Ok(Some(record)) => Ok(Some(record)),
+        Ok(None) => Err(AuthError::Invalid),
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+/// Requires a token with `needed`.
+pub fn require(
+    store: &dyn Store,
+    header: Option<&[u8]>,
+    needed: Permission,
+) -> Result<TokenRecord, AuthError> {
+    let record = authenticate(store, header)?.ok_or(AuthError::Missing)?;
+    if !record.allows(needed) {
+        return Err(AuthError::Forbidden(needed));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    #[test]
+    fn a_token_is_stored_only_as_its_hash_and_checked_by_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead]).unwrap();
+        assert_ne!(record.sha256, token);
+        let header = format!("Bearer {token}");
+        let ok = require(&store, Some(header.as_bytes()), Permission::ExecutionsRead).unwrap();
+        assert_eq!(ok.name, "ci");
+        assert_eq!(
+            require(&store, Some(header.as_bytes()), Permission::ExecutionsWrite),
+            Err(AuthError::Forbidden(Permission::ExecutionsWrite))
+        );
+        assert_eq!(
+            require(&store, None, Permission::ExecutionsRead),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            require(&store, Some(b"Bearer sht_nope"), Permission::ExecutionsRead),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            require(&store, Some(token.as_bytes()), Permission::ExecutionsRead),
+            Err(AuthError::Invalid),
+            "the Bearer scheme is required"
+        );
+    }
+
+    #[test]
+    fn admin_allows_everything() {
+        let record = TokenRecord {
+            id: String::new(),
+            name: String::new(),
+            sha256: String::new(),
+            permissions: vec![Permission::Admin],
+            created_ms: 0,
+        };
+        assert!(Permission::ALL.iter().all(|p| record.allows(*p)));
+        assert!("callbacks:send".parse::<Permission>().is_ok());
+        assert!(
+            "root"
+                .parse::<Permission>()
+                .unwrap_err()
+                .contains("callbacks:send")
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The command line, run in-process through `stephost::cli::execute` with
+//! real plugins and a real partner on loopback.
+
+use clap::Parser as _;
+use serde_json::{Value, json};
+use stephost::cli::{Cli, execute};
+use stephost_tests::{Partner, TestDaemon, call_back, client};
+
+async fn run(args: &[&str]) -> (i32, Value) {
+    let cli = Cli::try_parse_from(std::iter::once("stephost").chain(args.iter().copied()))
+        .expect("arguments parse");
+    let mut out = Vec::new();
+    let code = execute(cli.command, &mut out).await.expect("command runs");
+    let text = String::from_utf8(out).unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (code, value)
+}
+
+fn write(dir: &std::path::Path, name: &str, value: &Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, value.to_string()).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn run_prints_the_outcome_of_a_plugin_on_a_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.json", &json!({"tag": "t"}));
+    let input = write(dir.path(), "input.json", &json!({"order": 3}));
+    let (code, report) = run(&[
+        "run", "--plugin", "echo", "--config", &config, "--input", &input,
+    ])
+    .await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["state"], "completed");
+    assert_eq!(
+        report["output"],
+        json!({"input": {"order": 3}, "config": {"tag": "t"}})
+    );
+    assert_eq!(report["requests"], json!([]));
+}
+
+#[tokio::test]
+async fn run_waits_for_the_callback_and_prints_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // Answers 202, then calls back a moment later, as a real partner would.
+    let partner = Partner::start(|req| async move {
+        let url = req.header("x-callback-url").unwrap().to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            call_back(&url, r#"{"done": true}"#).await;
+        });
+        (202, json!({}))
+    })
+    .await;
+    let config = write(
+        dir.path(),
+        "config.json",
+        &json!({"url": format!("{}/jobs", partner.base)}),
+    );
+    let input = write(dir.path(), "input.json", &json!({"job": 1}));
+    let (code, report) = run(&[
+        "run",
+        "--plugin",
+        "wait-for-callback",
+        "--config",
+        &config,
+        "--input",
+        &input,
+    ])
+    .await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["state"], "completed");
+    assert_eq!(report["output"], json!({"done": true}));
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["method"], "POST");
+    assert_eq!(requests[0]["url"], format!("{}/jobs", partner.base));
+    assert_eq!(requests[0]["status"], 202);
+    assert_eq!(
+        serde_json::from_str::<Value>(requests[0]["body"].as_str().unwrap()).unwrap(),
+        json!({"job": 1})
+    );
+    let headers = requests[0]["headers"].as_array().unwrap();
+    assert!(headers.iter().any(|h| {
+        h[0].as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("x-callback-url")
+    }));
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_the_requests_and_sends_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let config = write(dir.path(), "config.json", &json!({"url": partner.base}));
+    let (code, report) = run(&[
+        "run",
+        "--plugin",
+        "wait-for-callback",
+        "--config",
+        &config,
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(code, 1, "without an answer the step fails: {report:#}");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(
+        report["requests"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    assert!(
+        report["requests"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("dry run")
+    );
+    assert!(partner.requests().is_empty(), "nothing reached the partner");
+}
+
+#[tokio::test]
+async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, created) = run(&[
+        "token",
+        "create",
+        "--data-dir",
+        data,
+        "--name",
+        "ops",
+        "--permission",
+        "executions:read",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(created["permissions"], json!(["executions:read"]));
+
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let resp = client()
+        .get(format!("{}/v1/executions", daemon.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let raw = std::fs::read_dir(dir.path().join("db")).unwrap().count();
+    assert!(raw > 0);
+
+    // The executions commands go through the same API with the token.
+    let (code, list) = run(&[
+        "executions",
+        "list",
+        "--url",
+        &daemon.base,
+        "--token",
+        &token,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(list["executions"], json!([]));
+    let (code, _) = run(&[
+        "executions",
+        "retry",
+        "6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10",
+        "--url",
+        &daemon.base,
+        "--token",
+        &token,
+    ])
+    .await;
+    assert_eq!(code, 1, "a read-only token cannot retry");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused_by_the_parser() {
+    assert!(
+        Cli::try_parse_from(["stephost", "run"]).is_err(),
+        "run needs --plugin or --workflow"
+    );
+    assert!(
+        Cli::try_parse_from([
+            "stephost",
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--permission",
+            "root"
+        ])
+        .is_err()
+    );
+}
