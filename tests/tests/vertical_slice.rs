@@ -597,3 +597,42 @@ async fn a_step_interrupted_by_shutdown_reruns_on_restart_with_the_same_step_run
     second.wait_for(&id, "completed").await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn of_fifty_concurrent_identical_callbacks_exactly_one_resumes_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+
+    let calls = (0..50).map(|i| {
+        let url = url.clone();
+        tokio::spawn(async move { call_back(&url, format!(r#"{{"n": {i}}}"#)).await })
+    });
+    let mut winners = Vec::new();
+    let mut refused = 0;
+    for (i, call) in calls.enumerate() {
+        match call.await.unwrap() {
+            (200, _) => winners.push(i),
+            (409, _) => refused += 1,
+            (status, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one callback wins");
+    assert_eq!(refused, 49);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(
+        exec["output"],
+        json!({"n": winners[0]}),
+        "the winner's body is the output"
+    );
+    let callbacks = events(&exec).iter().filter(|e| *e == "callback").count();
+    assert_eq!(callbacks, 1, "the status log shows one resume");
+    daemon.stop().await;
+}
