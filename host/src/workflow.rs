@@ -366,7 +366,21 @@ impl Workflows {
             requests = result.requests.len(),
             "step call returned"
         );
-        self.apply_outcome(exec, result.outcome).await
+        // Whatever a plugin says about its failure lands in the status log
+        // and API answers, where a granted secret must never appear.
+        let outcome = result.outcome.map(|o| match o {
+            Outcome::Fail(mut f) => {
+                let grant = &plugin.grant;
+                f.error_code = f.error_code.map(|c| grant.mask(&c));
+                f.error_text = grant.mask(&f.error_text);
+                f.document_status = f.document_status.map(|d| grant.mask(&d));
+                f.technical_status = f.technical_status.map(|t| grant.mask(&t));
+                Outcome::Fail(f)
+            }
+            Outcome::RejectCallback(reason) => Outcome::RejectCallback(plugin.grant.mask(&reason)),
+            other => other,
+        });
+        self.apply_outcome(exec, outcome).await
     }
 
     /// Turns a step's outcome into the next state of its execution.

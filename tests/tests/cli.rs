@@ -194,3 +194,48 @@ async fn bad_arguments_are_refused_by_the_parser() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn run_masks_granted_secrets_in_the_requests_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::start(|_| async { (200, json!({"stored": true})) }).await;
+    let daemon_config = dir.path().join("stephost.toml");
+    std::fs::write(
+        &daemon_config,
+        "[secrets]\nerp = { value = \"Bearer top-secret-key\" }\n[plugins.integration-step]\nsecrets = [\"erp\"]\n",
+    )
+    .unwrap();
+    let config = write(
+        dir.path(),
+        "config.json",
+        &json!({"url": partner.base, "api_key_secret": "erp"}),
+    );
+    let (code, report) = run(&[
+        "run",
+        "--plugin",
+        "integration-step",
+        "--config",
+        &config,
+        "--daemon-config",
+        daemon_config.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{report:#}");
+    let received = partner.wait_for_requests(1).await;
+    assert_eq!(
+        received[0].header("authorization"),
+        Some("Bearer top-secret-key"),
+        "the partner gets the real key"
+    );
+    let printed = report.to_string();
+    assert!(
+        !printed.contains("top-secret-key"),
+        "the report shows no secret: {printed}"
+    );
+    let headers = report["requests"][0]["headers"].as_array().unwrap();
+    let auth = headers
+        .iter()
+        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case("authorization"))
+        .expect("the Authorization header is listed");
+    assert_eq!(auth[1], "****");
+}
