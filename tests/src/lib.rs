@@ -231,57 +231,64 @@ impl Partner {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let handler = handler.clone();
-                let recorded = recorded.clone();
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let handler = handler.clone();
-                        let recorded = recorded.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let uri = req.uri().to_string();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().to_vec())
-                                .unwrap_or_default();
-                            let request = PartnerRequest {
-                                method,
-                                uri,
-                                headers,
-                                body,
-                            };
-                            recorded.lock().unwrap().push(request.clone());
-                            let (status, value) = handler(request).await;
-                            let mut resp =
-                                hyper::Response::new(Full::new(Bytes::from(value.to_string())));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, Infallible>(resp)
-                        }
-                    },
-                );
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve_partner(
+                    TokioIo::new(stream),
+                    handler.clone(),
+                    recorded.clone(),
+                ));
             }
         });
         Self {
             base: format!("http://{addr}"),
+            requests,
+            task,
+        }
+    }
+
+    /// Like [`Partner::start`], over HTTPS with a self-signed certificate
+    /// for `localhost`: a partner whose certificate does not validate.
+    pub async fn start_tls<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(PartnerRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let handler = handler.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate aborts the
+                    // handshake: nothing to serve then.
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        serve_partner(TokioIo::new(tls), handler, recorded).await;
+                    }
+                });
+            }
+        });
+        Self {
+            base: format!("https://localhost:{port}"),
             requests,
             task,
         }
@@ -314,6 +321,54 @@ impl Drop for Partner {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves one partner connection: records each request, answers with the
+/// handler's reply.
+async fn serve_partner<I>(io: I, handler: Handler, recorded: Arc<Mutex<Vec<PartnerRequest>>>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        let recorded = recorded.clone();
+        async move {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let request = PartnerRequest {
+                method,
+                uri,
+                headers,
+                body,
+            };
+            recorded.lock().unwrap().push(request.clone());
+            let (status, value) = handler(request).await;
+            let mut resp = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
 }
 
 /// POSTs a callback body to a callback URL; returns status and JSON body.

@@ -533,3 +533,38 @@ async fn invalid_config_fails_the_step_before_any_request() {
     assert!(partner.requests().is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn tls_is_validated_by_default_and_validate_tls_false_accepts_a_self_signed_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::start_tls(|_| async { (200, json!({"ok": true})) }).await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "http-task", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    let text = exec["error"]["text"].as_str().unwrap().to_lowercase();
+    assert!(
+        text.contains("certificate"),
+        "the refusal names the certificate: {exec:#}"
+    );
+    assert!(
+        partner.requests().is_empty(),
+        "no request got past the handshake"
+    );
+
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "http-task",
+            "config": {"url": partner.base, "validate_tls": false},
+            "input": {},
+        }))
+        .await;
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"ok": true}));
+    assert_eq!(partner.requests().len(), 1);
+    daemon.stop().await;
+}
