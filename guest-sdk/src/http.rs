@@ -208,9 +208,16 @@ impl HttpError {
 }
 
 impl From<HttpError> for Failure {
-    /// An HTTP error the step did not handle itself: code `http-error`.
+    /// An HTTP error the step did not handle itself. The host's refusals
+    /// keep their own codes, so an operator sees `egress-denied` or
+    /// `body-too-large` rather than a generic `http-error`.
     fn from(e: HttpError) -> Self {
-        Failure::new("http-error", e.message())
+        let code = match e {
+            HttpError::Denied(_) => "egress-denied",
+            HttpError::BodyTooLarge(_) => "body-too-large",
+            _ => "http-error",
+        };
+        Failure::new(code, e.message())
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, Permission};
 use crate::config::AuthConfig;
 use crate::model::{Doc, ExecState, Execution, ReceivedCallback, now_ms};
+use crate::plugins::PluginError;
 use crate::store::{ExecutionFilter, StoreError};
 use crate::workflow::{AdminError, CallbackError, CallbackReply, StartError, Target, Workflows};
 
@@ -21,6 +22,7 @@ use crate::workflow::{AdminError, CallbackError, CallbackReply, StartError, Targ
 pub struct Api {
     workflows: Arc<Workflows>,
     max_body: usize,
+    max_plugin_bytes: usize,
     auth: AuthConfig,
 }
 
@@ -103,11 +105,12 @@ pub fn execution_view(exec: &Execution) -> Value {
 
 impl Api {
     /// An API over the state machine.
-    pub fn new(workflows: Arc<Workflows>, max_body: usize, auth: AuthConfig) -> Self {
+    pub fn new(workflows: Arc<Workflows>, config: &crate::config::Config) -> Self {
         Self {
             workflows,
-            max_body,
-            auth,
+            max_body: config.max_request_body_bytes,
+            max_plugin_bytes: config.max_plugin_bytes,
+            auth: config.auth.clone(),
         }
     }
 
@@ -140,9 +143,9 @@ impl Api {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let route = (req.method().clone(), segments.as_slice());
         let needed = match &route {
-            (_, ["healthz"]) | (_, ["v1", "callbacks", _]) => None,
+            (_, ["healthz"]) | (_, ["metrics"]) | (_, ["v1", "callbacks", _]) => None,
             (Method::POST, ["v1", "executions"]) => Some(Permission::ExecutionsWrite),
-            (Method::GET, ["v1", "executions", ..]) | (Method::GET, ["v1", "plugins"]) => {
+            (Method::GET, ["v1", "executions", ..]) | (Method::GET, ["v1", "plugins", ..]) => {
                 Some(Permission::ExecutionsRead)
             }
             _ => Some(Permission::Admin),
@@ -154,6 +157,7 @@ impl Api {
             (Method::GET, ["healthz"]) => {
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
+            (Method::GET, ["metrics"]) => Ok(self.metrics()),
             (Method::POST, ["v1", "executions"]) => self.start(req).await,
             (Method::GET, ["v1", "executions"]) => self.list(&req),
             (Method::GET, ["v1", "executions", id]) => self.get(id),
@@ -171,14 +175,18 @@ impl Api {
                 self.callback(&id, req).await
             }
             (Method::GET, ["v1", "plugins"]) => Ok(self.plugins()),
+            (Method::GET, ["v1", "plugins", name]) => self.plugin(name),
+            (Method::POST, ["v1", "plugins"]) => self.upload(req).await,
             (Method::POST, ["v1", "tokens"]) => self.create_token(req).await,
             (_, ["healthz"])
+            | (_, ["metrics"])
             | (_, ["v1", "executions"])
             | (_, ["v1", "executions", _])
             | (_, ["v1", "executions", _, "retry" | "skip" | "cancel"])
             | (_, ["v1", "callbacks", _])
             | (_, ["v1", "tokens"])
-            | (_, ["v1", "plugins"]) => Err(ApiError::new(
+            | (_, ["v1", "plugins"])
+            | (_, ["v1", "plugins", _]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 format!("{} is not allowed on {path}", req.method()),
@@ -250,7 +258,11 @@ impl Api {
     }
 
     async fn body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-        let limited = Limited::new(req.into_body(), self.max_body);
+        self.body_up_to(req, self.max_body).await
+    }
+
+    async fn body_up_to(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+        let limited = Limited::new(req.into_body(), limit);
         match limited.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e)
@@ -260,7 +272,7 @@ impl Api {
                 Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body-too-large",
-                    format!("request body exceeds {} bytes", self.max_body),
+                    format!("request body exceeds {limit} bytes"),
                 ))
             }
             Err(e) => Err(ApiError::bad_request(format!(
@@ -271,47 +283,19 @@ impl Api {
 
     async fn start(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let body = self.body(req).await?;
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
-        for key in obj.keys() {
-            if !matches!(key.as_str(), "plugin" | "workflow" | "config" | "input") {
-                return Err(ApiError::bad_request(format!("unknown field {key:?}")));
-            }
-        }
-        let text = |key: &str| -> Result<Option<String>, ApiError> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(ApiError::bad_request(format!("{key:?} must be a string"))),
-            }
+        let StartRequest {
+            target,
+            input,
+            callback_url,
+        } = parse_start(&body)?;
+        // With a callback_url the result is POSTed there when it ends: 202.
+        let status = match callback_url {
+            Some(_) => StatusCode::ACCEPTED,
+            None => StatusCode::CREATED,
         };
-        let config = obj.get("config").cloned().unwrap_or(Value::Null);
-        if !(config.is_null() || config.is_object()) {
-            return Err(ApiError::bad_request("\"config\" must be an object"));
-        }
-        let target = match (text("plugin")?, text("workflow")?) {
-            (Some(name), None) => Target::Plugin { name, config },
-            (None, Some(name)) => {
-                if !config.is_null() {
-                    return Err(ApiError::bad_request(
-                        "\"config\" goes with \"plugin\"; a workflow's steps carry their own",
-                    ));
-                }
-                Target::Workflow(name)
-            }
-            _ => {
-                return Err(ApiError::bad_request(
-                    "give exactly one of \"plugin\" or \"workflow\"",
-                ));
-            }
-        };
-        let input = obj.get("input").cloned().unwrap_or(Value::Null);
         let exec = self
             .workflows
-            .start(target, Doc::json(&input))
+            .start_with_delivery(target, Doc::json(&input), callback_url)
             .await
             .map_err(|e| match e {
                 StartError::UnknownWorkflow(_) => {
@@ -323,7 +307,7 @@ impl Api {
                 StartError::Store(e) => e.into(),
             })?;
         Ok(json_response(
-            StatusCode::CREATED,
+            status,
             &json!({"id": exec.id, "state": exec.state.as_str()}),
         ))
     }
@@ -339,7 +323,10 @@ impl Api {
             .store()
             .execution(id)?
             .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
-        Ok(json_response(StatusCode::OK, &execution_view(&exec)))
+        let mut view = execution_view(&exec);
+        let deliveries = self.workflows.store().deliveries_of(id)?;
+        view["delivery"] = crate::delivery::view(&deliveries);
+        Ok(json_response(StatusCode::OK, &view))
     }
 
     fn list(&self, req: &Request<Incoming>) -> Result<Resp, ApiError> {
@@ -388,22 +375,88 @@ impl Api {
         ))
     }
 
+    /// `POST /v1/plugins?name=NAME` with the component's bytes: compiled,
+    /// checked against the world and described before anything changes.
+    async fn upload(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let name = query_pairs(req.uri().query())
+            .into_iter()
+            .find(|(k, _)| k == "name")
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                ApiError::bad_request("give the plugin's name: POST /v1/plugins?name=NAME")
+            })?;
+        let registry = self.workflows.registry();
+        if crate::builtin::component(&name).is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "plugin-exists",
+                format!("{name:?} is a built-in plugin; upload under another name"),
+            ));
+        }
+        let body = self.body_up_to(req, self.max_plugin_bytes).await?;
+        let plugin = registry.load(&name, &body, false).await.map_err(|e| {
+            let code = match &e {
+                PluginError::NotAComponent { .. } => "not-a-component",
+                PluginError::WrongWorld { .. } => "wrong-world",
+                PluginError::Describe { .. } => "describe-failed",
+                PluginError::InvalidName(_) => "invalid-name",
+                PluginError::Unknown(_) | PluginError::Store(_) => "plugin-error",
+            };
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+        })?;
+        self.workflows
+            .store()
+            .put_plugin_ref(&plugin.name, &plugin.hash)?;
+        Ok(json_response(StatusCode::CREATED, &plugin_view(&plugin)))
+    }
+
+    fn plugin(&self, name: &str) -> Result<Resp, ApiError> {
+        let plugin = self
+            .workflows
+            .registry()
+            .current(name)
+            .ok_or_else(|| ApiError::not_found(format!("no plugin {name:?}")))?;
+        let mut view = plugin_view(&plugin);
+        view["config_schema"] = plugin
+            .info
+            .config_schema
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        view["grant"] = json!({
+            "allowed_hosts": format!("{:?}", plugin.grant.hosts),
+            "secrets": plugin.grant.secrets.keys().collect::<Vec<_>>(),
+            "limits": {
+                "memory_mb": plugin.grant.limits.memory_mb,
+                "time_limit_ms": plugin.grant.limits.time_limit_ms,
+                "max_body_bytes": plugin.grant.limits.max_body_bytes,
+            },
+        });
+        Ok(json_response(StatusCode::OK, &view))
+    }
+
+    /// `GET /metrics`: Prometheus text format; open like `/healthz` (counts
+    /// and plugin names only, no execution data).
+    fn metrics(&self) -> Resp {
+        let text = self
+            .workflows
+            .metrics()
+            .render(self.workflows.store().as_ref());
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+
     fn plugins(&self) -> Resp {
         let items: Vec<Value> = self
             .workflows
             .registry()
             .list()
             .iter()
-            .map(|p| {
-                json!({
-                    "name": p.name,
-                    "hash": p.hash,
-                    "version": p.info.version,
-                    "description": p.info.description,
-                    "builtin": p.builtin,
-                    "size": p.size,
-                })
-            })
+            .map(|p| plugin_view(p))
             .collect();
         json_response(StatusCode::OK, &json!({ "plugins": items }))
     }
@@ -453,6 +506,23 @@ impl Api {
             .workflows
             .callback(id, secret.as_deref(), token_ok, callback)
             .await
+            .inspect(|reply| {
+                self.workflows.metrics().callback(match reply {
+                    CallbackReply::Applied { .. } => "applied",
+                    CallbackReply::Stored => "stored",
+                    CallbackReply::Rejected(_) => "rejected",
+                })
+            })
+            .inspect_err(|e| {
+                self.workflows.metrics().callback(match e {
+                    CallbackError::NotFound => "not-found",
+                    CallbackError::BadSecret | CallbackError::TokenRequired => "unauthorized",
+                    CallbackError::Duplicate(_) => "duplicate",
+                    CallbackError::Gone(_) => "gone",
+                    CallbackError::Store(StoreError::Conflict(_)) => "busy",
+                    CallbackError::Store(_) => "error",
+                })
+            })
             .map_err(|e| {
                 let (status, code) = match &e {
                     CallbackError::NotFound => (StatusCode::NOT_FOUND, "unknown-callback"),
@@ -485,6 +555,17 @@ impl Api {
     }
 }
 
+fn plugin_view(p: &crate::plugins::LoadedPlugin) -> Value {
+    json!({
+        "name": p.name,
+        "hash": p.hash,
+        "version": p.info.version,
+        "description": p.info.description,
+        "builtin": p.builtin,
+        "size": p.size,
+    })
+}
+
 fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Missing | AuthError::Invalid => {
@@ -492,6 +573,72 @@ fn auth_error(e: AuthError) -> ApiError {
         }
         AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
     }
+}
+
+/// What `POST /v1/executions` asks for.
+#[derive(Debug)]
+pub struct StartRequest {
+    /// The workflow or plugin.
+    pub target: Target,
+    /// The input document (JSON).
+    pub input: Value,
+    /// Where to POST the result when the execution ends.
+    pub callback_url: Option<String>,
+}
+
+/// Parses and checks the body of `POST /v1/executions`. Pure, so it can be
+/// fuzzed: any bytes give a request or a 400, never a panic.
+pub fn parse_start(body: &[u8]) -> Result<StartRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "plugin" | "workflow" | "config" | "input" | "callback_url"
+        ) {
+            return Err(ApiError::bad_request(format!("unknown field {key:?}")));
+        }
+    }
+    let text = |key: &str| -> Result<Option<String>, ApiError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::bad_request(format!("{key:?} must be a string"))),
+        }
+    };
+    let config = obj.get("config").cloned().unwrap_or(Value::Null);
+    if !(config.is_null() || config.is_object()) {
+        return Err(ApiError::bad_request("\"config\" must be an object"));
+    }
+    let target = match (text("plugin")?, text("workflow")?) {
+        (Some(name), None) => Target::Plugin { name, config },
+        (None, Some(name)) => {
+            if !config.is_null() {
+                return Err(ApiError::bad_request(
+                    "\"config\" goes with \"plugin\"; a workflow's steps carry their own",
+                ));
+            }
+            Target::Workflow(name)
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of \"plugin\" or \"workflow\"",
+            ));
+        }
+    };
+    let input = obj.get("input").cloned().unwrap_or(Value::Null);
+    let callback_url = text("callback_url")?;
+    if let Some(url) = &callback_url {
+        crate::delivery::validate_callback_url(url).map_err(ApiError::bad_request)?;
+    }
+    Ok(StartRequest {
+        target,
+        input,
+        callback_url,
+    })
 }
 
 /// Decodes `a=b&c=d` with percent-decoding.
@@ -510,4 +657,79 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("plugin".to_owned()),
+            Just("workflow".to_owned()),
+            Just("config".to_owned()),
+            Just("input".to_owned()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_a_request_or_a_400(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(e) = parse_start(&bytes) {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn any_json_gives_a_request_or_a_400(value in json_value()) {
+            // Compare with the value as it reads back: serde_json's default
+            // float parsing does not round-trip every last bit.
+            let text = value.to_string();
+            let value: Value = serde_json::from_str(&text).unwrap();
+            match parse_start(text.as_bytes()) {
+                Ok(request) => {
+                    let has_one = value.get("plugin").is_some_and(Value::is_string)
+                        != value.get("workflow").is_some_and(Value::is_string);
+                    prop_assert!(has_one, "accepted without exactly one target: {}", value);
+                    prop_assert_eq!(&request.input, value.get("input").unwrap_or(&Value::Null));
+                }
+                Err(e) => prop_assert_eq!(e.status, StatusCode::BAD_REQUEST),
+            }
+        }
+
+        #[test]
+        fn any_query_string_parses_without_panic(query in ".{0,64}") {
+            let _ = url_pairs(&query);
+        }
+
+        #[test]
+        fn any_authorization_header_is_a_clean_refusal(header in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = crate::store::SledStore::open(dir.path()).unwrap();
+            prop_assert!(crate::auth::authenticate(&store, Some(&header)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_parses() {
+        let r = parse_start(br#"{"plugin": "echo", "config": {"a": 1}, "input": [1]}"#).unwrap();
+        assert!(matches!(r.target, Target::Plugin { ref name, .. } if name == "echo"));
+        assert_eq!(r.input, serde_json::json!([1]));
+    }
 }

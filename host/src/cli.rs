@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Permission;
 use crate::config::Config;
-use crate::daemon::{Daemon, open_store, shutdown_signal};
+use crate::daemon::{Daemon, open_store, shutdown_signals};
 use crate::model::Doc;
 use crate::workflow::Target;
 
@@ -52,6 +52,9 @@ pub enum Command {
     /// Inspect and repair executions of a running daemon.
     #[command(subcommand)]
     Executions(ExecutionsCommand),
+    /// Write, load and inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 /// Options of `stephost serve`; each overrides the config file.
@@ -69,6 +72,10 @@ pub struct ServeArgs {
     /// Base URL partners call back on [default: http://<listen>].
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Let plugins reach this internal address range (CIDR; repeatable),
+    /// e.g. 127.0.0.0/8 for partners on this machine.
+    #[arg(long = "egress-allow", value_name = "CIDR")]
+    pub egress_allow: Vec<String>,
 }
 
 impl ServeArgs {
@@ -84,6 +91,9 @@ impl ServeArgs {
         if let Some(url) = &self.public_url {
             config.public_url = Some(url.clone());
         }
+        config
+            .egress_allow
+            .extend(self.egress_allow.iter().cloned());
         config.validate()?;
         Ok(config)
     }
@@ -120,6 +130,9 @@ pub struct RunArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Let plugins reach this internal address range (CIDR; repeatable).
+    #[arg(long = "egress-allow", value_name = "CIDR")]
+    pub egress_allow: Vec<String>,
 }
 
 /// `stephost token ...`
@@ -198,6 +211,47 @@ pub enum ExecutionsCommand {
     },
 }
 
+/// `stephost plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a new plugin project: a sample step, build.sh, stephost.toml.
+    New {
+        /// Plugin name (lower-case letters, digits, '-').
+        name: String,
+        /// Language of the project.
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Lang::Rust)]
+        lang: crate::scaffold::Lang,
+        /// Directory to create [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Load a component into a running daemon (uploaded, kept across
+    /// restarts; new executions use it).
+    Add {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Name to load it under.
+        name: String,
+        /// The component file (`.wasm`).
+        file: PathBuf,
+    },
+    /// List the daemon's plugins.
+    List {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one plugin: version, hash, config schema, grant.
+    Inspect {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Plugin name.
+        name: String,
+    },
+}
+
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(path) => Config::from_file(path)?,
@@ -247,7 +301,8 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
-            daemon.serve(listener, shutdown_signal()).await?;
+            // First SIGTERM/Ctrl-C: graceful; a second one exits at once.
+            daemon.serve(listener, shutdown_signals()).await?;
             Ok(0)
         }
         Command::Run(args) => run_locally(args, out).await,
@@ -266,6 +321,41 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             Ok(0)
         }
         Command::Executions(cmd) => remote(cmd, out).await,
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            crate::scaffold::new_plugin(&dir, &name, lang)?;
+            writeln!(
+                out,
+                "{}",
+                json!({"created": dir, "plugin": name, "lang": lang.to_string()})
+            )?;
+            Ok(0)
+        }
+        Command::Plugin(PluginCommand::Add { remote, name, file }) => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("read the component {}", file.display()))?;
+            call(
+                &remote,
+                reqwest::Method::POST,
+                &format!("/v1/plugins?name={name}"),
+                Some(bytes),
+                out,
+            )
+            .await
+        }
+        Command::Plugin(PluginCommand::List { remote }) => {
+            call(&remote, reqwest::Method::GET, "/v1/plugins", None, out).await
+        }
+        Command::Plugin(PluginCommand::Inspect { remote, name }) => {
+            call(
+                &remote,
+                reqwest::Method::GET,
+                &format!("/v1/plugins/{name}"),
+                None,
+                out,
+            )
+            .await
+        }
     }
 }
 
@@ -276,6 +366,9 @@ async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let data = tempfile::tempdir().context("create a temporary data dir")?;
     config.data_dir = data.path().to_owned();
     config.public_url = args.public_url.clone().or(config.public_url);
+    config
+        .egress_allow
+        .extend(args.egress_allow.iter().cloned());
     let target = match (&args.plugin, &args.workflow) {
         (Some(plugin), _) => Target::Plugin {
             name: plugin.clone(),
@@ -380,12 +473,27 @@ async fn remote(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyhow::Result<i
             format!("/v1/executions/{id}/cancel"),
         ),
     };
+    call(remote, method, &path, None, out).await
+}
+
+/// One API call to a running daemon; prints the JSON answer, returns 0 on
+/// success and 1 otherwise.
+async fn call(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let url = format!("{}{path}", remote.url.trim_end_matches('/'));
     let mut request = reqwest::Client::new()
         .request(method, &url)
-        .timeout(Duration::from_secs(30));
+        .timeout(Duration::from_secs(300));
     if let Some(token) = &remote.token {
         request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
     }
     let resp = request
         .send()

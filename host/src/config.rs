@@ -49,8 +49,14 @@ pub struct Config {
     pub max_callback_timeout_ms: u64,
     /// Largest request body the API accepts (callbacks, executions).
     pub max_request_body_bytes: usize,
+    /// Largest component accepted by `POST /v1/plugins`.
+    pub max_plugin_bytes: usize,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Internal address ranges plugins may reach anyway (CIDR, e.g.
+    /// `10.20.0.0/16`); every other loopback, link-local, private or
+    /// metadata address is refused after DNS resolution.
+    pub egress_allow: Vec<String>,
     /// Who may call the API.
     pub auth: AuthConfig,
     /// Limits applied to every plugin unless its own section says otherwise.
@@ -61,6 +67,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Named workflows: ordered lists of steps.
     pub workflows: BTreeMap<String, WorkflowConfig>,
+    /// Result delivery to clients that start executions with a `callback_url`.
+    pub delivery: crate::delivery::DeliveryConfig,
 }
 
 impl Default for Config {
@@ -72,12 +80,15 @@ impl Default for Config {
             default_callback_timeout_ms: 24 * 60 * 60 * 1000,
             max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
             max_request_body_bytes: 4 * 1024 * 1024,
+            max_plugin_bytes: 128 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            egress_allow: Vec::new(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
             secrets: BTreeMap::new(),
             plugins: BTreeMap::new(),
             workflows: BTreeMap::new(),
+            delivery: crate::delivery::DeliveryConfig::default(),
         }
     }
 }
@@ -149,6 +160,10 @@ pub struct PluginConfig {
     /// A component file to load under this name; absent for the built-in
     /// reference plugins.
     pub path: Option<PathBuf>,
+    /// Hosts it may send requests to: `scheme://host[:port]` patterns,
+    /// `*.` subdomain wildcards, `:*` for any port, `"*"` for any host.
+    /// Absent: any host for the reference plugins, none for others.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Secrets this plugin may read and sign with.
     #[serde(default)]
     pub secrets: Vec<String>,
@@ -243,11 +258,19 @@ impl Config {
                 }
             }
         }
+        self.address_policy()?;
+        for (plugin, pc) in &self.plugins {
+            if let Some(hosts) = &pc.allowed_hosts {
+                crate::egress::HostRules::parse(hosts)
+                    .map_err(|e| ConfigError::Invalid(format!("plugin {plugin:?}: {e}")))?;
+            }
+        }
         for (name, wf) in &self.workflows {
             if wf.steps.is_empty() {
                 return invalid(format!("workflow {name:?} has no steps"));
             }
         }
+        self.delivery.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -274,6 +297,48 @@ impl Config {
             }
         }
         limits
+    }
+
+    /// The daemon's address policy.
+    pub fn address_policy(&self) -> Result<crate::egress::AddressPolicy, ConfigError> {
+        let allow = self
+            .egress_allow
+            .iter()
+            .map(|range| {
+                range.parse::<ipnet::IpNet>().or_else(|_| {
+                    range
+                        .parse::<std::net::IpAddr>()
+                        .map(ipnet::IpNet::from)
+                        .map_err(|_| {
+                            ConfigError::Invalid(format!(
+                                "egress_allow entry {range:?} is not an address range like 10.0.0.0/8"
+                            ))
+                        })
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::egress::AddressPolicy { allow })
+    }
+
+    /// Everything `plugin` is granted: hosts, secrets, limits.
+    pub fn grant_for(&self, plugin: &str) -> Result<crate::capabilities::Grant, ConfigError> {
+        let configured = self
+            .plugins
+            .get(plugin)
+            .and_then(|p| p.allowed_hosts.as_ref());
+        let hosts = match configured {
+            Some(entries) => crate::egress::HostRules::parse(entries)
+                .map_err(|e| ConfigError::Invalid(format!("plugin {plugin:?}: {e}")))?,
+            // The workflow author picks a reference plugin's URL; the
+            // address policy still applies.
+            None if crate::builtin::component(plugin).is_some() => crate::egress::HostRules::Any,
+            None => crate::egress::HostRules::None,
+        };
+        Ok(crate::capabilities::Grant {
+            secrets: self.secrets_for(plugin)?,
+            limits: self.limits_for(plugin),
+            hosts,
+        })
     }
 
     /// Resolves the secrets granted to `plugin` to their values.

@@ -24,7 +24,7 @@ pub struct Daemon {
     config: Arc<Config>,
     workflows: Arc<Workflows>,
     registrar: Arc<DurableRegistrar>,
-    ticker: tokio::task::JoinHandle<()>,
+    ticker: crate::engine::EpochTicker,
     interrupted: Vec<String>,
 }
 
@@ -50,10 +50,11 @@ impl Daemon {
         config.validate()?;
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
-        let engine = crate::engine::new_engine()?;
+        let engine = crate::engine::new_engine(&config)?;
         let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
-        let mut services = HostServices::new(registrar.clone())?;
+        let policy = Arc::new(config.address_policy()?);
+        let mut services = HostServices::new(registrar.clone(), policy)?;
         services.dry_run = dry_run;
         services.request_sink = sink;
         let executor = Arc::new(Executor::new(engine, services)?);
@@ -83,6 +84,20 @@ impl Daemon {
                 );
             }
         }
+        // Plugins uploaded through the API, at the version last uploaded.
+        for (name, hash) in store.plugin_refs()? {
+            if config.plugins.get(&name).is_some_and(|p| p.path.is_some()) {
+                tracing::warn!(plugin = %name, "an uploaded plugin is shadowed by the config file's path");
+                continue;
+            }
+            let bytes = store
+                .component(&hash)?
+                .with_context(|| format!("uploaded plugin {name}: component {hash} is missing"))?;
+            registry
+                .load(&name, &bytes, false)
+                .await
+                .with_context(|| format!("reload uploaded plugin {name}"))?;
+        }
         for (wf, def) in &config.workflows {
             for step in &def.steps {
                 if registry.current(&step.plugin).is_none() {
@@ -92,6 +107,9 @@ impl Daemon {
         }
         let workflows = Arc::new(Workflows::new(store, registry, executor, config.clone()));
         let interrupted = workflows.interrupted()?;
+        workflows
+            .metrics()
+            .seed_executions(&workflows.store().count_executions_by_state()?);
         Ok(Self {
             interrupted,
             config,
@@ -133,7 +151,11 @@ impl Daemon {
         // Not a tracked step task: shutdown stops it at once rather than
         // waiting out the grace period for a loop that never ends.
         let timers = self.workflows.clone();
-        let timer_loop = tokio::spawn(async move { crate::timers::run(timers).await });
+        let deliverer = Arc::new(crate::delivery::Deliverer::new(
+            &self.config,
+            self.workflows.clone(),
+        )?);
+        let timer_loop = tokio::spawn(async move { crate::timers::run(timers, deliverer).await });
         tracing::info!(%local, recovered, "stephost serving");
         if self.config.auth.enabled && self.workflows.store().token_count()? == 0 {
             tracing::warn!(
@@ -142,11 +164,7 @@ impl Daemon {
             );
         }
 
-        let api = Arc::new(Api::new(
-            self.workflows.clone(),
-            self.config.max_request_body_bytes,
-            self.config.auth.clone(),
-        ));
+        let api = Arc::new(Api::new(self.workflows.clone(), &self.config));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         tokio::pin!(shutdown);
@@ -178,8 +196,13 @@ impl Daemon {
         }
         drop(listener);
         let grace = Duration::from_millis(self.config.shutdown_grace_ms);
-        tracing::info!("shutting down: no longer accepting connections");
-        if tokio::time::timeout(grace, graceful.shutdown())
+        // One grace period for requests and steps together.
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(
+            grace_ms = self.config.shutdown_grace_ms,
+            "shutting down: no longer accepting connections; in-flight requests and step calls may finish"
+        );
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {
@@ -187,7 +210,9 @@ impl Daemon {
         }
         timer_loop.abort();
         let _ = timer_loop.await;
-        self.workflows.shutdown(grace).await;
+        self.workflows
+            .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         self.ticker.abort();
         self.workflows.store().flush().await?;
         tracing::info!("stopped");
@@ -209,6 +234,66 @@ pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
             anyhow::Error::from(e)
         }
     })
+}
+
+/// The daemon process's signals: the returned future resolves on the first
+/// SIGTERM or Ctrl-C (SIGINT), which starts a graceful shutdown (stop
+/// accepting, let in-flight requests and step calls finish within
+/// `shutdown_grace_ms`, flush, exit 0); a second one exits the process at
+/// once (status 128 + signal). That loses nothing: whatever the daemon
+/// acknowledged is already on disk, and a step cut short re-runs from its
+/// last step boundary, with the same step-run-id, at the next start.
+/// Call it inside the runtime; the handlers are in place when it returns.
+pub fn shutdown_signals() -> impl Future<Output = ()> + Send + 'static {
+    let (first, first_received) = tokio::sync::oneshot::channel::<()>();
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                tracing::error!("cannot listen for SIGTERM/SIGINT");
+                return std::future::pending::<()>().await;
+            };
+            let mut first = Some(first);
+            loop {
+                let code = tokio::select! {
+                    _ = term.recv() => 128 + 15,
+                    _ = int.recv() => 128 + 2,
+                };
+                match first.take() {
+                    Some(tx) => {
+                        tracing::info!(
+                            "signal received: shutting down gracefully (a second signal exits at once)"
+                        );
+                        let _ = tx.send(());
+                    }
+                    None => {
+                        tracing::warn!(
+                            "second signal: exiting at once; everything acknowledged is on disk, interrupted steps re-run at the next start"
+                        );
+                        std::process::exit(code);
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = first.send(());
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        }
+    });
+    async move {
+        let _ = first_received.await;
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

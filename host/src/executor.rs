@@ -18,8 +18,13 @@ use crate::capabilities::{CallInfo, Grant, HostServices, RecordedRequest, StepSt
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StepError {
     /// The call ran past its time limit.
-    #[error("step exceeded its time limit of {0} ms")]
-    TimeLimit(u64),
+    #[error("step exceeded its time limit of {limit_ms} ms (stopped after {after_ms} ms)")]
+    TimeLimit {
+        /// The limit.
+        limit_ms: u64,
+        /// When it was actually stopped, from the start of the call.
+        after_ms: u64,
+    },
     /// The plugin tried to grow its memory past the limit.
     #[error("step exceeded its memory limit of {0} MiB")]
     MemoryLimit(u64),
@@ -35,7 +40,7 @@ impl StepError {
     /// The error code recorded on the execution.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::TimeLimit(_) => "time-limit",
+            Self::TimeLimit { .. } => "time-limit",
             Self::MemoryLimit(_) => "memory-limit",
             Self::Trap(_) => "trap",
             Self::Instantiate(_) => "instantiate",
@@ -80,6 +85,9 @@ pub struct Executor {
     engine: Engine,
     linker: Linker<StepState>,
     services: HostServices,
+    /// One permit per instance slot of the engine's pool: a call beyond the
+    /// pool waits for a slot instead of failing to instantiate.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -102,7 +110,17 @@ impl Executor {
             engine,
             linker,
             services,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::engine::DEFAULT_MAX_INSTANCES as usize,
+            )),
         })
+    }
+
+    /// Sets how many calls may hold an instance at once; must not exceed
+    /// the engine's [`crate::engine::EngineOptions::max_instances`].
+    pub fn with_max_instances(mut self, n: u32) -> Self {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize));
+        self
     }
 
     /// The engine components must be compiled with.
@@ -186,6 +204,32 @@ impl Executor {
         let limit_ms = grant.limits.time_limit_ms;
         let memory_mb = grant.limits.memory_mb;
         let deadline = call.deadline;
+        let started = deadline
+            .checked_sub(Duration::from_millis(limit_ms))
+            .unwrap_or_else(Instant::now);
+        let time_limit = move || StepError::TimeLimit {
+            limit_ms,
+            after_ms: started.elapsed().as_millis() as u64,
+        };
+        // Declared before the store, so it is released after the store
+        // (and its pool slot) is dropped.
+        let _slot = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::debug!(plugin = %call.plugin, "all instance slots busy; waiting for one");
+                let wait = self.slots.clone().acquire_owned();
+                match tokio::time::timeout_at(deadline.into(), wait).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => {
+                        return (
+                            Err(StepError::Instantiate("the executor is shut down".into())),
+                            Vec::new(),
+                        );
+                    }
+                    Err(_) => return (Err(time_limit()), Vec::new()),
+                }
+            }
+        };
         let mut store = Store::new(
             &self.engine,
             StepState::new(grant, call, self.services.clone()),
@@ -213,7 +257,7 @@ impl Executor {
             f(instance, &mut store).await.map_err(|e| {
                 let data = store.data();
                 if data.timed_out {
-                    StepError::TimeLimit(limit_ms)
+                    time_limit()
                 } else if data.limiter.memory_exceeded {
                     StepError::MemoryLimit(memory_mb)
                 } else {
@@ -223,7 +267,7 @@ impl Executor {
         };
         let result = match tokio::time::timeout(budget, run).await {
             Ok(result) => result,
-            Err(_) => Err(StepError::TimeLimit(limit_ms)),
+            Err(_) => Err(time_limit()),
         };
         let requests = std::mem::take(&mut store.data_mut().requests);
         (result, requests)
@@ -233,13 +277,22 @@ impl Executor {
 /// The first line of a trap's message and its trap code: enough to tell a
 /// panic from an `unreachable` without dumping a whole backtrace.
 fn trap_text(e: &wasmtime::Error) -> String {
-    let full = format!("{e:#}");
-    let mut text: String = full.lines().next().unwrap_or("unknown trap").to_owned();
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        text = format!("{trap}: {text}");
-    }
+    // A trap's own message says what happened; the error's first line is
+    // only "error while executing at wasm backtrace:".
+    let mut text = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or("unknown trap")
+            .to_owned(),
+    };
     if text.len() > 2000 {
-        text.truncate(2000);
+        let mut cut = 2000;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
     }
     text
 }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use sha2::Digest as _;
-use wasmtime::component::Component;
 
 use crate::bindings::{PluginInfo, StepPluginPre};
 use crate::capabilities::{Grant, StepState};
 use crate::config::Config;
+use crate::engine::ComponentCache;
 use crate::executor::Executor;
 use crate::store::Store;
 
@@ -117,6 +117,7 @@ pub struct Registry {
     config: Arc<Config>,
     current: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     versions: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    cache: ComponentCache,
 }
 
 impl std::fmt::Debug for Registry {
@@ -127,8 +128,14 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// An empty registry.
+    /// Compiled components are cached in `<data_dir>/cache/`.
     pub fn new(executor: Arc<Executor>, store: Arc<dyn Store>, config: Arc<Config>) -> Self {
+        let cache = ComponentCache::new(
+            executor.engine().clone(),
+            Some(config.data_dir.join("cache")),
+        );
         Self {
+            cache,
             executor,
             store,
             config,
@@ -154,19 +161,23 @@ impl Registry {
             });
         }
         let hash = content_hash(bytes);
-        let engine = self.executor.engine().clone();
+        let cache = self.cache.clone();
         let owned = bytes.to_vec();
+        let key = hash.clone();
+        let started = std::time::Instant::now();
         // Compiling is CPU-bound for up to seconds: keep it off the runtime.
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-            .await
-            .map_err(|e| PluginError::NotAComponent {
-                name: name.to_owned(),
-                reason: format!("compiler crashed: {e}"),
-            })?
-            .map_err(|e| PluginError::NotAComponent {
-                name: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, from) =
+            tokio::task::spawn_blocking(move || cache.load_or_compile(&key, &owned))
+                .await
+                .map_err(|e| PluginError::NotAComponent {
+                    name: name.to_owned(),
+                    reason: format!("compiler crashed: {e}"),
+                })?
+                .map_err(|e| PluginError::NotAComponent {
+                    name: name.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
+        tracing::debug!(plugin = name, hash = %&hash[..12], ?from, elapsed_ms = started.elapsed().as_millis() as u64, "component ready");
         let pre = self
             .executor
             .prepare(&component)
@@ -174,16 +185,14 @@ impl Registry {
                 name: name.to_owned(),
                 reason: format!("{e:#}"),
             })?;
-        let grant = Arc::new(Grant {
-            secrets: self
-                .config
-                .secrets_for(name)
+        let grant = Arc::new(
+            self.config
+                .grant_for(name)
                 .map_err(|e| PluginError::Describe {
                     name: name.to_owned(),
                     reason: e.to_string(),
                 })?,
-            limits: self.config.limits_for(name),
-        });
+        );
         let info = self
             .executor
             .describe(&pre, grant.clone(), name)

@@ -1,11 +1,17 @@
-//! The durable timer loop: callback timeouts and `retry-after` delays live
-//! in the store, ordered by due time, so they survive restarts (late ones
-//! fire at once) and a million pending timers cost no thread and no memory.
+//! The durable timer loop: callback timeouts, `retry-after` delays and
+//! result-delivery retries live in the store, ordered by due time, so they
+//! survive restarts (late ones fire at once, on the first look after the
+//! start) and a million pending timers cost no thread and no memory.
+//!
+//! Firing a timer only claims what it guards (one compare-and-swap write)
+//! and hands the work to a task of its own, so a slow step or a slow client
+//! never holds the loop up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::now_ms;
+use crate::delivery::Deliverer;
+use crate::model::{TimerKind, now_ms};
 use crate::workflow::Workflows;
 
 /// Longest sleep between looks at the store; bounds how late a timer added
@@ -13,9 +19,12 @@ use crate::workflow::Workflows;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Timers fired per store scan.
 const BATCH: usize = 256;
+/// Pause after a timer failed to fire (storage trouble), so a timer that
+/// keeps failing does not spin the loop.
+const ERROR_PAUSE: Duration = Duration::from_millis(200);
 
-/// Fires due timers until cancelled.
-pub async fn run(workflows: Arc<Workflows>) {
+/// Fires due timers until the task is aborted.
+pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
     let wake = workflows.timer_wake();
     loop {
         let now = now_ms();
@@ -28,10 +37,21 @@ pub async fn run(workflows: Arc<Workflows>) {
             }
         };
         let full = due.len() == BATCH;
+        let mut failed = false;
         for timer in due {
-            if let Err(e) = workflows.fire_timer(timer).await {
-                tracing::error!(error = %e, "timer could not fire; retrying");
+            let execution_id = timer.execution_id.clone();
+            let fired = match timer.kind {
+                TimerKind::Delivery { .. } => deliverer.fire(timer).await,
+                _ => workflows.fire_timer(timer).await,
+            };
+            if let Err(e) = fired {
+                failed = true;
+                tracing::error!(%execution_id, error = %e, "timer could not fire; retrying");
             }
+        }
+        if failed {
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
         }
         if full {
             continue;

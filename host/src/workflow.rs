@@ -135,6 +135,7 @@ pub struct Workflows {
     tasks: TaskTracker,
     cancel: CancellationToken,
     timer_wake: Arc<tokio::sync::Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -167,7 +168,13 @@ impl Workflows {
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             timer_wake: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
+    }
+
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The store.
@@ -228,6 +235,18 @@ impl Workflows {
         target: Target,
         input: Doc,
     ) -> Result<Execution, StartError> {
+        self.start_with_delivery(target, input, None).await
+    }
+
+    /// [`Workflows::start`], and when `callback_url` is given, the result
+    /// is POSTed there when the execution ends (see [`crate::delivery`]):
+    /// that wish is written with the execution, in the same change.
+    pub async fn start_with_delivery(
+        self: &Arc<Self>,
+        target: Target,
+        input: Doc,
+        callback_url: Option<String>,
+    ) -> Result<Execution, StartError> {
         let (workflow, specs) = match target {
             Target::Workflow(name) => {
                 let wf = self
@@ -280,8 +299,13 @@ impl Workflows {
         exec.log(ExecState::Running, "started", None);
         self.store.apply(&Change {
             execution: Some(exec.clone()),
+            deliveries: callback_url
+                .map(|url| crate::delivery::armed(&exec.id, &url))
+                .into_iter()
+                .collect(),
             ..Default::default()
         })?;
+        self.metrics.transition(None, ExecState::Running);
         self.store.flush().await?;
         self.spawn_drive(exec.id.clone());
         Ok(exec)
@@ -296,8 +320,11 @@ impl Workflows {
     /// Runs step calls until the execution is no longer running. The first
     /// report goes to `first`, for a callback waiting for its verdict.
     async fn drive(&self, id: &str, mut first: Option<tokio::sync::oneshot::Sender<StepReport>>) {
+        use tracing::Instrument as _;
         loop {
-            let report = match self.step_once(id).await {
+            let span =
+                tracing::info_span!("execution", execution_id = id, step = tracing::field::Empty);
+            let report = match self.step_once(id).instrument(span).await {
                 Ok(report) => report,
                 Err(e) => {
                     tracing::error!(execution_id = id, error = %e, "step transition failed; the execution re-runs on restart");
@@ -308,6 +335,22 @@ impl Workflows {
                 let _ = tx.send(report.clone());
             }
             if report != StepReport::Running {
+                return;
+            }
+            // The next call sends the step-run-id this write chose (a new
+            // step's): it must outlive a crash, or a re-run would send the
+            // partner a different one for the same step.
+            if let Err(e) = self.store.flush().await {
+                tracing::error!(execution_id = id, error = %e, "cannot flush a step boundary; the execution re-runs on restart");
+                return;
+            }
+            if self.tasks.is_closed() {
+                // Shutting down: the step call in flight finished; the next
+                // step starts from this durable boundary at the next start.
+                tracing::info!(
+                    execution_id = id,
+                    "shutting down: the execution continues from this step boundary at the next start"
+                );
                 return;
             }
         }
@@ -322,6 +365,7 @@ impl Workflows {
             return Ok(StepReport::Lost);
         }
         let step = exec.step().clone();
+        tracing::Span::current().record("step", step.name.as_str());
         let plugin = match &step.plugin_hash {
             Some(hash) => self.registry.version(&step.plugin, hash).await,
             None => self
@@ -359,6 +403,18 @@ impl Workflows {
             .executor
             .call(&plugin.pre, plugin.grant.clone(), call, invocation)
             .await;
+        self.metrics.step_call(
+            &plugin.name,
+            match &result.outcome {
+                Ok(Outcome::Complete(_)) => crate::metrics::StepResult::Complete,
+                Ok(Outcome::Fail(_)) => crate::metrics::StepResult::Fail,
+                Ok(Outcome::Suspend(_)) => crate::metrics::StepResult::Suspend,
+                Ok(Outcome::RetryAfter(_)) => crate::metrics::StepResult::RetryAfter,
+                Ok(Outcome::RejectCallback(_)) => crate::metrics::StepResult::RejectCallback,
+                Err(_) => crate::metrics::StepResult::Error,
+            },
+            started.elapsed(),
+        );
         tracing::debug!(
             execution_id = id,
             step = %step.name,
@@ -518,24 +574,35 @@ impl Workflows {
     ) -> Result<StepReport, StoreError> {
         let state = next.state;
         let id = next.id.clone();
-        match self.store.apply(&Change {
+        let step = next.step().name.clone();
+        let mut change = Change {
             execution: Some(next),
             callbacks,
             add_timers,
             remove_timers,
-        }) {
+            ..Default::default()
+        };
+        // The result delivery goes into the very write that ends the
+        // execution: no end without its delivery.
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        match self.store.apply(&change) {
             Ok(()) => {}
             Err(StoreError::Conflict(why)) => {
-                tracing::warn!(execution_id = %id, %why, "execution changed under a running step; dropping its outcome");
+                tracing::warn!(execution_id = %id, %step, %why, "execution changed under a running step; dropping its outcome");
                 return Ok(StepReport::Lost);
             }
             Err(e) => return Err(e),
+        }
+        self.metrics.transition(Some(ExecState::Running), state);
+        if delivering {
+            self.metrics.delivery_enqueued();
+            self.timer_wake.notify_one();
         }
         Ok(match state {
             ExecState::Running => StepReport::Running,
             ExecState::Suspended => StepReport::Suspended,
             s => {
-                tracing::info!(execution_id = %id, state = s.as_str(), "execution ended");
+                tracing::info!(execution_id = %id, %step, state = s.as_str(), "execution ended");
                 StepReport::Ended(s)
             }
         })
@@ -637,8 +704,11 @@ impl Workflows {
         rec.version += 1;
         match std::mem::replace(&mut rec.state, CallbackState::Consumed) {
             CallbackState::Received { callback } => {
-                next.state = ExecState::Running;
+                // Suspended and at once resumed: two lines whose from/to
+                // chain (running → suspended → running).
+                next.state = ExecState::Suspended;
                 next.log(from, "suspended", None);
+                next.state = ExecState::Running;
                 next.log(ExecState::Suspended, "callback", None);
                 next.pending = Some(PendingResume {
                     event: ResumeWith::Callback {
@@ -747,7 +817,7 @@ impl Workflows {
                         Err(e) => return Err(e.into()),
                     }
                     self.store.flush().await?;
-                    tracing::info!(execution_id = %exec.id, correlation_id, "early callback stored");
+                    tracing::info!(execution_id = %exec.id, step = %exec.step().name, correlation_id, "early callback stored");
                     return Ok(CallbackReply::Stored);
                 }
             }
@@ -792,6 +862,8 @@ impl Workflows {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
+            self.metrics
+                .transition(Some(ExecState::Suspended), ExecState::Running);
             self.store.flush().await?;
             // The claim is durable; resume in a task of its own so a partner
             // hanging up cannot abandon the execution half-way.
@@ -824,10 +896,15 @@ impl Workflows {
             let kind_ok = match timer.kind {
                 TimerKind::CallbackTimeout => w.correlation_id.is_some(),
                 TimerKind::Retry => w.correlation_id.is_none(),
+                // Result deliveries are fired by `crate::delivery`.
+                TimerKind::Delivery { .. } => false,
             };
             (e.state == ExecState::Suspended && w.due_ms == timer.due_ms && kind_ok)
                 .then_some(w.clone())
         });
+        if matches!(timer.kind, TimerKind::Delivery { .. }) {
+            return Ok(());
+        }
         let (Some(exec), Some(waiting)) = (exec, live) else {
             // Stale: the wait it guarded already ended.
             return match self.store.apply(&Change {
@@ -860,6 +937,11 @@ impl Workflows {
                 next.log(from, "timer", None);
                 ResumeWith::Timer
             }
+            TimerKind::Delivery { .. } => return Ok(()),
+        };
+        let kind = match timer.kind {
+            TimerKind::CallbackTimeout => "callback-timeout",
+            _ => "retry",
         };
         next.pending = Some(PendingResume {
             event,
@@ -874,6 +956,8 @@ impl Workflows {
             ..Default::default()
         }) {
             Ok(()) => {
+                self.metrics.timer_fired(kind);
+                self.metrics.transition(Some(from), ExecState::Running);
                 self.spawn_drive(id);
                 Ok(())
             }
@@ -946,12 +1030,19 @@ impl Workflows {
                 change.callbacks.push(rec);
             }
         }
+        let from = exec.state;
         let next = failed(exec, "cancelled", "cancelled by an operator");
         change.execution = Some(next.clone());
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
         match self.store.apply(&change) {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
             Err(e) => return Err(e.into()),
+        }
+        self.metrics.transition(Some(from), ExecState::Failed);
+        if delivering {
+            self.metrics.delivery_enqueued();
+            self.timer_wake.notify_one();
         }
         self.store.flush().await?;
         Ok(next)
@@ -977,13 +1068,22 @@ impl Workflows {
     }
 
     async fn admin_commit(self: &Arc<Self>, next: Execution) -> Result<Execution, AdminError> {
-        match self.store.apply(&Change {
+        let mut change = Change {
             execution: Some(next.clone()),
             ..Default::default()
-        }) {
+        };
+        // A skip can complete the execution: its result goes out then.
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        match self.store.apply(&change) {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
             Err(e) => return Err(e.into()),
+        }
+        // Retry and skip apply only to failed executions.
+        self.metrics.transition(Some(ExecState::Failed), next.state);
+        if delivering {
+            self.metrics.delivery_enqueued();
+            self.timer_wake.notify_one();
         }
         self.store.flush().await?;
         if next.state == ExecState::Running {
@@ -1007,6 +1107,7 @@ impl Workflows {
     /// boundary, with the same step-run-id.
     pub fn recover(self: &Arc<Self>, ids: Vec<String>) -> usize {
         let n = ids.len();
+        self.metrics.recovered(n);
         for id in ids {
             tracing::info!(execution_id = %id, "recovering execution");
             self.spawn_drive(id);
@@ -1017,10 +1118,25 @@ impl Workflows {
 
 /// The durable [`Registrar`]: a callback is in the store, flushed, before
 /// its URL reaches the plugin.
+///
+/// A step run that a crash interrupted before its `suspend` was durable is
+/// re-run with the same step-run-id; its registrations then get the very
+/// tickets the interrupted run got (same correlation id, same URL), so the
+/// partner sees the same callback URL again, and a callback it already
+/// sent (and got `202` for) is delivered rather than stranded on a URL
+/// nobody waits on. Tickets are derived from a secret of the data dir, the
+/// step-run-id, the attempt and the registration's position in the call.
 pub struct DurableRegistrar {
     store: Arc<dyn Store>,
     public_url: std::sync::RwLock<String>,
+    /// Records created before this time come from an earlier process.
+    boot_ms: u64,
+    key: std::sync::OnceLock<Vec<u8>>,
 }
+
+/// Registrations per step attempt that get reproducible tickets; any
+/// further ones get random tickets.
+const REPRODUCIBLE_REGISTRATIONS: u32 = 64;
 
 impl DurableRegistrar {
     /// A registrar handing out URLs under `public_url`.
@@ -1028,7 +1144,45 @@ impl DurableRegistrar {
         Self {
             store,
             public_url: std::sync::RwLock::new(public_url),
+            boot_ms: now_ms(),
+            key: std::sync::OnceLock::new(),
         }
+    }
+
+    fn key(&self) -> Result<&[u8], StoreError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let key = self.store.node_secret("callback-tickets")?;
+        Ok(self.key.get_or_init(|| key))
+    }
+
+    /// The `n`-th ticket (correlation id, URL secret) of a step attempt.
+    fn derived_ticket(
+        &self,
+        key: &[u8],
+        call: &CallInfo,
+        attempt: u32,
+        n: u32,
+    ) -> (String, String) {
+        use hmac::Mac as _;
+        let mac = |data: &str| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+                .expect("HMAC takes a key of any length");
+            mac.update(data.as_bytes());
+            mac.finalize().into_bytes()
+        };
+        let digest = mac(&format!(
+            "correlation-id\n{}\n{}\n{attempt}\n{n}",
+            call.execution_id, call.step_run_id
+        ));
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let id = uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string();
+        let secret = hex::encode(mac(&format!("callback-secret\n{id}")));
+        (id, secret)
     }
 
     /// Changes the base URL (once the listener's port is known).
@@ -1045,25 +1199,58 @@ impl Registrar for DurableRegistrar {
     ) -> crate::store::BoxFuture<'a, Result<bindings::stephost::plugin::callbacks::Ticket, String>>
     {
         Box::pin(async move {
-            let correlation_id = new_id();
-            let secret = hex::encode(rand::random::<[u8; 32]>());
-            let rec = CallbackRecord {
-                correlation_id: correlation_id.clone(),
-                version: 1,
-                execution_id: call.execution_id.clone(),
-                step_run_id: call.step_run_id.clone(),
-                secret_sha256: sha256_hex(secret.as_bytes()),
-                require_token,
-                state: CallbackState::Registered,
-                created_ms: now_ms(),
-            };
             let fail = |e: StoreError| format!("could not register the callback: {e}");
-            self.store
-                .apply(&Change {
-                    callbacks: vec![rec],
-                    ..Default::default()
-                })
-                .map_err(fail)?;
+            let key = self.key().map_err(fail)?;
+            let attempt = match self.store.execution(&call.execution_id).map_err(fail)? {
+                Some(exec) if exec.step_run_id == call.step_run_id => Some(exec.attempt),
+                _ => None,
+            };
+            let mut chosen = None;
+            for n in 0..REPRODUCIBLE_REGISTRATIONS {
+                let Some(attempt) = attempt else { break };
+                let (correlation_id, secret) = self.derived_ticket(key, call, attempt, n);
+                let Some(rec) = self.store.callback(&correlation_id).map_err(fail)? else {
+                    chosen = Some((correlation_id, secret, true));
+                    break;
+                };
+                // Handed out by an earlier process to this very step attempt
+                // and not waited on yet: the interrupted run's ticket.
+                let reusable = rec.execution_id == call.execution_id
+                    && rec.step_run_id == call.step_run_id
+                    && rec.require_token == require_token
+                    && rec.created_ms < self.boot_ms
+                    && rec.secret_sha256 == sha256_hex(secret.as_bytes())
+                    && matches!(
+                        rec.state,
+                        CallbackState::Registered | CallbackState::Received { .. }
+                    );
+                if reusable {
+                    chosen = Some((correlation_id, secret, false));
+                    break;
+                }
+            }
+            let (correlation_id, secret, fresh) =
+                chosen.unwrap_or_else(|| (new_id(), hex::encode(rand::random::<[u8; 32]>()), true));
+            if fresh {
+                let rec = CallbackRecord {
+                    correlation_id: correlation_id.clone(),
+                    version: 1,
+                    execution_id: call.execution_id.clone(),
+                    step_run_id: call.step_run_id.clone(),
+                    secret_sha256: sha256_hex(secret.as_bytes()),
+                    require_token,
+                    state: CallbackState::Registered,
+                    created_ms: now_ms(),
+                };
+                self.store
+                    .apply(&Change {
+                        callbacks: vec![rec],
+                        ..Default::default()
+                    })
+                    .map_err(fail)?;
+            } else {
+                tracing::info!(execution_id = %call.execution_id, step = %call.step, %correlation_id, "re-run step gets the callback ticket of its interrupted run");
+            }
             self.store.flush().await.map_err(fail)?;
             let base = self.public_url.read().expect("lock poisoned").clone();
             Ok(bindings::stephost::plugin::callbacks::Ticket {

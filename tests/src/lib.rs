@@ -16,6 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use stephost::{Config, Daemon};
 
+/// The loopback ranges, for `egress_allow`.
+pub const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
 /// How long a test waits for a state before failing.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -32,8 +35,18 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon with `config` (its `data_dir` replaced by `data_dir`).
+    /// Starts a daemon with `config` (its `data_dir` replaced by `data_dir`)
+    /// that may reach partners on loopback, where every test partner lives.
     pub async fn start(mut config: Config, data_dir: &Path) -> Self {
+        config
+            .egress_allow
+            .extend(LOOPBACK.iter().map(|r| r.to_string()));
+        Self::start_with_policy(config, data_dir).await
+    }
+
+    /// Starts a daemon with `config` exactly as given: no loopback
+    /// exemption unless the config has one.
+    pub async fn start_with_policy(mut config: Config, data_dir: &Path) -> Self {
         init_logging();
         config.data_dir = data_dir.to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

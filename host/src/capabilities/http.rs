@@ -111,6 +111,21 @@ impl StepState {
                 url.scheme()
             )));
         }
+        self.grant
+            .hosts
+            .check(&self.call.plugin, &url)
+            .map_err(HttpError::Denied)?;
+        // A literal IP never reaches the resolver, so check it here.
+        let literal = url
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = literal {
+            self.services
+                .policy
+                .check(ip)
+                .map_err(|why| HttpError::Denied(format!("egress denied: {why}")))?;
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &req.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -179,6 +194,13 @@ impl StepState {
 fn map_error(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         return HttpError::Timeout;
+    }
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(denied) = s.downcast_ref::<crate::egress::EgressDenied>() {
+            return HttpError::Denied(denied.to_string());
+        }
+        source = s.source();
     }
     // The source chain says why (refused, reset, TLS); the top level alone
     // only says "error sending request".

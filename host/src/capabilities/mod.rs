@@ -28,6 +28,8 @@ pub struct Grant {
     pub secrets: BTreeMap<String, String>,
     /// Resource limits.
     pub limits: Limits,
+    /// Hosts it may send requests to.
+    pub hosts: crate::egress::HostRules,
 }
 
 impl Grant {
@@ -68,6 +70,8 @@ pub struct HostServices {
     pub http_insecure: reqwest::Client,
     /// Where callbacks are registered.
     pub registrar: Arc<dyn Registrar>,
+    /// Which addresses plugins may reach.
+    pub policy: Arc<crate::egress::AddressPolicy>,
     /// `stephost run --dry-run`: record requests, send none.
     pub dry_run: bool,
     /// `stephost run`: every request of every call, as it happens.
@@ -84,8 +88,12 @@ impl std::fmt::Debug for HostServices {
 }
 
 impl HostServices {
-    /// Builds the HTTP clients around a registrar.
-    pub fn new(registrar: Arc<dyn Registrar>) -> anyhow::Result<Self> {
+    /// Builds the HTTP clients around a registrar; both resolve names
+    /// through the address policy.
+    pub fn new(
+        registrar: Arc<dyn Registrar>,
+        policy: Arc<crate::egress::AddressPolicy>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         // Redirects are not followed: a plugin sees the 3xx and decides, and
         // a partner cannot bounce a request to a host the plugin never named.
@@ -93,6 +101,7 @@ impl HostServices {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .danger_accept_invalid_certs(insecure)
+                .dns_resolver(Arc::new(crate::egress::PolicyResolver::new(policy.clone())))
                 .user_agent(concat!("stephost/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("build the outbound HTTP client")
@@ -101,6 +110,7 @@ impl HostServices {
             http: build(false)?,
             http_insecure: build(true)?,
             registrar,
+            policy,
             dry_run: false,
             request_sink: None,
         })

@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 pub use sled_store::SledStore;
 
-use crate::model::{CallbackRecord, ExecState, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
 /// What the store can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,8 @@ pub struct Change {
     pub add_timers: Vec<Timer>,
     /// Timers to remove (missing ones are ignored).
     pub remove_timers: Vec<Timer>,
+    /// New result-delivery records, same version rule as executions.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// A boxed future, so the trait stays object-safe.
@@ -89,7 +91,27 @@ pub trait Store: Send + Sync + 'static {
     fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError>;
     /// Number of stored tokens.
     fn token_count(&self) -> Result<usize, StoreError>;
+    /// Records that `name` is an uploaded plugin at version `hash`.
+    fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError>;
+    /// Uploaded plugins: (name, hash of the current version).
+    fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Makes everything applied so far durable on disk. Concurrent callers
     /// share one disk flush.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // Durability and observability (result delivery, timers, metrics).
+
+    /// One result delivery, by [`crate::model::delivery_key`].
+    fn delivery(&self, key: &str) -> Result<Option<Delivery>, StoreError>;
+    /// An execution's deliveries, the `armed` record (seq 0) first, then
+    /// by sequence.
+    fn deliveries_of(&self, execution_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// How many executions are in each state; read once at open to seed
+    /// the metrics gauges, which transitions then keep current.
+    fn count_executions_by_state(&self) -> Result<Vec<(ExecState, u64)>, StoreError>;
+    /// Pending timers in all, and how many of them are due at `now_ms`.
+    fn timer_backlog(&self, now_ms: u64) -> Result<(u64, u64), StoreError>;
+    /// A random 32-byte secret of this store under `name`, created (and
+    /// flushed) on first use and the same ever after.
+    fn node_secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
 }

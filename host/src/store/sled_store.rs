@@ -3,12 +3,13 @@
 //! atomic transitions.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::{BoxFuture, Change, ExecutionFilter, Store, StoreError};
-use crate::model::{CallbackRecord, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
 /// sled-backed store.
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct SledStore {
     timers: sled::Tree,
     components: sled::Tree,
     tokens: sled::Tree,
+    deliveries: sled::Tree,
+    commit: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -61,8 +64,141 @@ impl SledStore {
             timers: db.open_tree("timers").map_err(backend)?,
             components: db.open_tree("components").map_err(backend)?,
             tokens: db.open_tree("tokens").map_err(backend)?,
+            deliveries: db.open_tree("deliveries").map_err(backend)?,
+            commit: Arc::new(GroupCommit::default()),
             db,
         })
+    }
+}
+
+impl SledStore {
+    /// How many disk flushes (fsyncs) [`Store::flush`] has done: fewer than
+    /// its callers when they overlap (group commit).
+    pub fn disk_flushes(&self) -> u64 {
+        self.commit.lock().disk_flushes
+    }
+
+    /// The flush as it was before group commit: one sled flush per caller.
+    /// Only for the benchmark that compares the two.
+    #[doc(hidden)]
+    pub async fn flush_ungrouped(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Group commit: concurrent [`Store::flush`] callers share disk flushes.
+///
+/// Each caller takes a ticket after its writes are applied. One caller at a
+/// time leads: it notes the newest ticket issued, flushes sled (which makes
+/// every write applied before the flush started durable), and publishes
+/// that ticket as flushed. Callers that arrive meanwhile wait; when the
+/// flush ends, those it covered return, and one of the rest leads the next
+/// flush for all of them. So N overlapping requests cost about two fsyncs,
+/// not N, and nobody returns before a flush that began after its writes.
+#[derive(Debug)]
+struct GroupCommit {
+    state: Mutex<CommitState>,
+    /// Bumped whenever a flush ends (or its leader gives up).
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct CommitState {
+    /// Tickets handed out so far.
+    issued: u64,
+    /// Every ticket up to this one is durable.
+    flushed: u64,
+    /// A leader is flushing now.
+    flushing: bool,
+    /// Disk flushes done, for the benchmarks and tests.
+    disk_flushes: u64,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            done: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Clears `flushing` if a leader's future is dropped mid-flush, so the
+/// waiters elect another instead of waiting forever.
+struct LeaderGuard<'a> {
+    commit: &'a GroupCommit,
+    armed: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.commit.lock().flushing = false;
+            self.commit.done.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+impl GroupCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn flush(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let mut done = self.done.subscribe();
+        let ticket = {
+            let mut s = self.lock();
+            s.issued += 1;
+            s.issued
+        };
+        loop {
+            let covers = {
+                let mut s = self.lock();
+                if s.flushed >= ticket {
+                    return Ok(());
+                }
+                if s.flushing {
+                    None
+                } else {
+                    s.flushing = true;
+                    Some(s.issued)
+                }
+            };
+            let Some(covers) = covers else {
+                // Marks the current value seen; a change after the check
+                // above wakes us.
+                done.borrow_and_update();
+                if self.lock().flushing && done.changed().await.is_err() {
+                    return Err(StoreError::Backend("group commit closed".into()));
+                }
+                continue;
+            };
+            let mut guard = LeaderGuard {
+                commit: self,
+                armed: true,
+            };
+            let db = db.clone();
+            let result = tokio::task::spawn_blocking(move || db.flush()).await;
+            guard.armed = false;
+            let result = match result {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(backend(e)),
+                Err(e) => Err(StoreError::Backend(format!("flush task failed: {e}"))),
+            };
+            {
+                let mut s = self.lock();
+                s.flushing = false;
+                s.disk_flushes += 1;
+                if result.is_ok() {
+                    s.flushed = s.flushed.max(covers);
+                }
+            }
+            self.done.send_modify(|n| *n += 1);
+            // On failure the others try a flush of their own and see the
+            // error themselves.
+            return result;
+        }
     }
 }
 
@@ -138,7 +274,13 @@ impl Store for SledStore {
     }
 
     fn apply(&self, change: &Change) -> Result<(), StoreError> {
-        let result = (&self.executions, &self.callbacks, &self.timers).transaction(|(e, c, t)| {
+        let trees = (
+            &self.executions,
+            &self.callbacks,
+            &self.timers,
+            &self.deliveries,
+        );
+        let result = trees.transaction(|(e, c, t, d)| {
             if let Some(exec) = &change.execution {
                 check_version(e, "execution", &exec.id, exec.version)?;
                 e.insert(exec.id.as_bytes(), encode(exec))?;
@@ -152,6 +294,11 @@ impl Store for SledStore {
             }
             for timer in &change.add_timers {
                 t.insert(timer.key(), encode(timer))?;
+            }
+            for delivery in &change.deliveries {
+                let key = delivery.key();
+                check_version(d, "delivery", &key, delivery.version)?;
+                d.insert(key.as_bytes(), encode(delivery))?;
             }
             Ok(())
         });
@@ -213,11 +360,94 @@ impl Store for SledStore {
         Ok(self.tokens.len())
     }
 
+    fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError> {
+        let refs = self.db.open_tree("plugins").map_err(backend)?;
+        refs.insert(name.as_bytes(), hash.as_bytes())
+            .map_err(backend)?;
+        refs.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let refs = self.db.open_tree("plugins").map_err(backend)?;
+        refs.iter()
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.db.flush_async().await.map_err(backend)?;
-            Ok(())
-        })
+        Box::pin(self.commit.flush(&self.db))
+    }
+
+    // Durability and observability (result delivery, timers, metrics).
+
+    fn delivery(&self, key: &str) -> Result<Option<Delivery>, StoreError> {
+        match self.deliveries.get(key.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn deliveries_of(&self, execution_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let prefix = format!("{execution_id}/");
+        let mut out = Vec::new();
+        for item in self.deliveries.scan_prefix(prefix.as_bytes()) {
+            let (key, bytes) = item.map_err(backend)?;
+            out.push(decode(&key, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn count_executions_by_state(&self) -> Result<Vec<(ExecState, u64)>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: ExecState,
+        }
+        let states = [
+            ExecState::Running,
+            ExecState::Suspended,
+            ExecState::Completed,
+            ExecState::Failed,
+        ];
+        let mut counts = [0u64; 4];
+        for item in self.executions.iter() {
+            let (key, bytes) = item.map_err(backend)?;
+            let StateOnly { state } = decode(&key, &bytes)?;
+            if let Some(i) = states.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        Ok(states.into_iter().zip(counts).collect())
+    }
+
+    fn timer_backlog(&self, now_ms: u64) -> Result<(u64, u64), StoreError> {
+        let end = now_ms.saturating_add(1).to_be_bytes();
+        let due = self.timers.range(..end.as_slice()).count() as u64;
+        Ok((self.timers.len() as u64, due))
+    }
+
+    fn node_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let meta = self.db.open_tree("meta").map_err(backend)?;
+        let key = format!("secret/{name}");
+        if let Some(existing) = meta.get(key.as_bytes()).map_err(backend)? {
+            return Ok(existing.to_vec());
+        }
+        let fresh = rand::random::<[u8; 32]>();
+        // Of two racing creators the first wins; both then use its value.
+        let _ = meta
+            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&fresh[..]))
+            .map_err(backend)?;
+        meta.flush().map_err(backend)?;
+        meta.get(key.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| backend("node secret vanished after creation"))
     }
 }
 
@@ -332,6 +562,42 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.next_timer_due().unwrap(), Some(200));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_share_disk_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let n: u64 = 64;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .apply(&Change {
+                        execution: Some(exec(&format!("e{i}"), 1)),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                store.flush().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let flushes = store.disk_flushes();
+        assert!(
+            (1..n).contains(&flushes),
+            "{n} overlapping flushes took {flushes} disk flushes"
+        );
+        // A flush with nothing new still waits for a disk flush of its own.
+        store.flush().await.unwrap();
+        assert_eq!(store.disk_flushes(), flushes + 1);
+        drop(store);
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..n {
+            assert!(store.execution(&format!("e{i}")).unwrap().is_some());
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,397 @@
+//! Figure 3 (and 5): suspend/resume cycles through the real daemon over
+//! HTTP on loopback. A client starts `wait-for-callback` executions; the
+//! step registers a callback (flushed), POSTs to a partner, and suspends;
+//! the partner answers 200 and calls back at once. The daemon acknowledges
+//! the callback only once it is durable (the claim is flushed) and the
+//! step has resumed and completed, so the callback's round trip is the
+//! callback-to-resumed latency.
+//!
+//! Closed loop at each `--concurrency` (cycles/s), then an open loop at
+//! half the best rate (latency at half load). Everything runs in this
+//! process: the daemon on a runtime of its own, client and partner on
+//! another, all sharing the machine's cores.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+
+use crate::stats::{Samples, fmt, machine};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrent clients of the closed-loop rows, comma separated.
+    #[arg(long, default_value = "1,10,100,1000", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Seconds per closed-loop row.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Seconds of the open-loop run at half the best rate (0: skip it).
+    #[arg(long, default_value_t = 10)]
+    half_load_secs: u64,
+    /// Worker threads of the daemon's runtime.
+    #[arg(long, default_value_t = 2)]
+    daemon_threads: usize,
+}
+
+/// What the partner saw when it called back.
+#[derive(Debug, Clone)]
+struct CallbackSeen {
+    status: u16,
+    latency: Duration,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<CallbackSeen>>>>;
+
+/// The partner: answers the step's POST at once, then calls back.
+async fn partner(waiters: Waiters, http: reqwest::Client) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let waiters = waiters.clone();
+            let http = http.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let waiters = waiters.clone();
+                        let http = http.clone();
+                        async move {
+                            let url = req
+                                .headers()
+                                .get("x-callback-url")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let cycle = serde_json::from_slice::<Value>(&body)
+                                .ok()
+                                .and_then(|v| v["cycle"].as_u64());
+                            if let (Some(url), Some(cycle)) = (url, cycle) {
+                                tokio::spawn(call_back(http, waiters, url, cycle));
+                            }
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"{}"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(format!("http://{addr}/partner"))
+}
+
+async fn call_back(http: reqwest::Client, waiters: Waiters, url: String, cycle: u64) {
+    let t = Instant::now();
+    let status = match http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(json!({"cycle": cycle, "ok": true}).to_string())
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let _ = resp.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    };
+    let seen = CallbackSeen {
+        status,
+        latency: t.elapsed(),
+    };
+    if let Some(tx) = waiters.lock().unwrap().remove(&cycle) {
+        let _ = tx.send(seen);
+    }
+}
+
+struct Bench {
+    base: String,
+    partner_url: String,
+    http: reqwest::Client,
+    waiters: Waiters,
+    next: AtomicU64,
+    workflows: Arc<stephost::workflow::Workflows>,
+}
+
+/// One finished cycle.
+struct Cycle {
+    total: Duration,
+    callback: CallbackSeen,
+}
+
+impl Bench {
+    /// Start -> suspend -> callback -> completed.
+    async fn cycle(&self) -> anyhow::Result<Cycle> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.lock().unwrap().insert(k, tx);
+        let t = Instant::now();
+        let resp = self
+            .http
+            .post(format!("{}/v1/executions", self.base))
+            .json(&json!({
+                "plugin": "wait-for-callback",
+                "config": {"url": self.partner_url},
+                "input": {"cycle": k},
+            }))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status == 201, "start answered {status}: {body}");
+        let id = body["id"]
+            .as_str()
+            .context("start returns an id")?
+            .to_owned();
+        let callback = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .context("no callback within 60 s")?
+            .context("partner dropped the cycle")?;
+        match callback.status {
+            // Resumed and completed before the acknowledgement.
+            200 => {}
+            // Arrived before the step suspended: stored durably, and
+            // applied when the step suspends (counted by the sweep after
+            // each row, not waited for here).
+            202 => {}
+            other => anyhow::bail!("callback for {id} answered {other}"),
+        }
+        Ok(Cycle {
+            total: t.elapsed(),
+            callback,
+        })
+    }
+
+    /// Executions by state, straight from the daemon's store.
+    fn states(&self) -> HashMap<String, u64> {
+        self.workflows
+            .store()
+            .count_executions_by_state()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, n)| (s.as_str().to_owned(), n))
+            .collect()
+    }
+}
+struct Row {
+    cycles: Vec<Cycle>,
+    elapsed: Duration,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.cycles.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, label: &str) {
+        let total = Samples::new(self.cycles.iter().map(|c| c.total).collect());
+        let cb = Samples::new(self.cycles.iter().map(|c| c.callback.latency).collect());
+        let early = self
+            .cycles
+            .iter()
+            .filter(|c| c.callback.status == 202)
+            .count();
+        println!(
+            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} |",
+            self.cycles.len(),
+            self.rate(),
+            fmt(total.median()),
+            fmt(total.pct(99.0)),
+            fmt(cb.median()),
+            fmt(cb.pct(99.0)),
+            self.errors,
+        );
+        if let Some(e) = &self.first_error {
+            println!("|   first error: {e} |||||||||");
+        }
+    }
+}
+
+async fn closed_loop(bench: Arc<Bench>, clients: usize, secs: u64) -> Row {
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let bench = bench.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut errors = Vec::new();
+            while Instant::now() < stop {
+                match bench.cycle().await {
+                    Ok(c) => done.push(c),
+                    Err(e) => errors.push(format!("{e:#}")),
+                }
+            }
+            (done, errors)
+        }));
+    }
+    let mut cycles = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        let (d, e) = t.await.expect("client task");
+        cycles.extend(d);
+        errors.extend(e);
+    }
+    Row {
+        cycles,
+        elapsed: started.elapsed(),
+        errors: errors.len(),
+        first_error: errors.into_iter().next(),
+    }
+}
+
+async fn open_loop(bench: Arc<Bench>, rate: f64, secs: u64) -> Row {
+    let total = (rate * secs as f64) as u64;
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        // Arrivals on a fixed schedule, whatever the daemon does.
+        let at = started + gap.mul_f64(i as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let bench = bench.clone();
+        tasks.push(tokio::spawn(async move { bench.cycle().await }));
+    }
+    let mut cycles = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await.expect("cycle task") {
+            Ok(c) => cycles.push(c),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    Row {
+        cycles,
+        elapsed: started.elapsed(),
+        errors: errors.len(),
+        first_error: errors.into_iter().next(),
+    }
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let daemon_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.daemon_threads)
+        .thread_name("daemon")
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = stephost::Config::default();
+    config.data_dir = dir.path().join("data");
+    config.auth.enabled = false;
+    config.egress_allow = vec!["127.0.0.0/8".into()];
+    let (base, stop, served, workflows) = daemon_rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let daemon = stephost::Daemon::open(config).await?;
+        let workflows = daemon.workflows().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(daemon.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        anyhow::Ok((base, tx, served, workflows))
+    })?;
+
+    let result = client_rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let waiters: Waiters = Arc::default();
+        let partner_url = partner(waiters.clone(), http.clone()).await?;
+        let bench = Arc::new(Bench {
+            base,
+            partner_url,
+            http,
+            waiters,
+            next: AtomicU64::new(0),
+            workflows,
+        });
+        // Warm up connections and code paths.
+        for _ in 0..50 {
+            bench.cycle().await?;
+        }
+        println!("# Figure 3: start -> suspend -> callback -> completed, wait-for-callback over HTTP on loopback");
+        println!("machine: {}", machine());
+        println!();
+        println!(
+            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut best: f64 = 0.0;
+        let mut sweeps = Vec::new();
+        let mut before = bench.states();
+        let mut sweep = |label: String, before: &mut HashMap<String, u64>| {
+            let after = bench.states();
+            let delta = |k: &str| {
+                let n = |m: &HashMap<String, u64>| m.get(k).copied().unwrap_or(0);
+                n(&after).saturating_sub(n(before))
+            };
+            sweeps.push(format!(
+                "| {label} | {} | {} | {} | {} |",
+                delta("completed"),
+                delta("running"),
+                delta("suspended"),
+                delta("failed")
+            ));
+            *before = after;
+        };
+        for &c in &args.concurrency {
+            let row = closed_loop(bench.clone(), c, args.secs).await;
+            row.print(&format!("{c} concurrent"));
+            best = best.max(row.rate());
+            // Let the daemon settle, then see where every execution ended.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            sweep(format!("{c} concurrent"), &mut before);
+        }
+        if args.half_load_secs > 0 && best > 0.0 {
+            let rate = best / 2.0;
+            let row = open_loop(bench.clone(), rate, args.half_load_secs).await;
+            row.print(&format!("open loop at {rate:.0}/s (half the best)"));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            sweep(format!("open loop at {rate:.0}/s"), &mut before);
+        }
+        println!();
+        println!("Where the executions of each row ended, 1 s after it (from the store):");
+        println!();
+        println!("| load | completed | still running | suspended | failed |");
+        println!("|---|---:|---:|---:|---:|");
+        for line in sweeps {
+            println!("{line}");
+        }
+        anyhow::Ok(())
+    });
+    let _ = stop.send(());
+    daemon_rt.block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(30), served).await;
+    });
+    result
+}

@@ -1,0 +1,6 @@
+//! placeholder
+#[derive(clap::Args)]
+pub struct Args {}
+pub fn main(_a: Args) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Percentiles of measured durations, and the machine a run was on.
+
+use std::time::Duration;
+
+/// Sorted samples.
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    pub fn new(mut v: Vec<Duration>) -> Self {
+        v.sort_unstable();
+        Self(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `p`-th percentile (0..=100), nearest rank.
+    pub fn pct(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+
+    pub fn median(&self) -> Duration {
+        self.pct(50.0)
+    }
+}
+
+/// `12.3 µs`, `4.56 ms`, `1.23 s`.
+pub fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1_000_000.0 {
+        format!("{:.1} µs", ns / 1_000.0)
+    } else if ns < 1_000_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else {
+        format!("{:.2} s", ns / 1_000_000_000.0)
+    }
+}
+
+/// `nproc` and the CPU model, for the report's header.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cpus} CPUs, {model}")
+}
+
+/// Resident set size of this process, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

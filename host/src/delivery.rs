@@ -1,0 +1,536 @@
+//! Result delivery: a client that starts an execution with a `callback_url`
+//! gets the result POSTed there when the execution ends, signed with the
+//! Standard Webhooks scheme when a signing secret is configured.
+//!
+//! Nothing is lost on the way:
+//! - the request for a delivery (`armed` record) is written with the
+//!   execution itself, before `202` is answered;
+//! - the delivery is queued (a `pending` record and its durable timer) in
+//!   the very [`Change`] that ends the execution, so no end goes out
+//!   without its delivery;
+//! - an attempt first takes a lease (its timer moved past the request's
+//!   time limit) and flushes the store, so what a client receives is always
+//!   on disk, and an attempt cut short by a crash is made again after the
+//!   restart, with the same `webhook-id` for the client to recognise;
+//! - a failed attempt (non-2xx, no answer) is recorded on the delivery with
+//!   its reason and retried every `callback_retry_interval_ms`, up to
+//!   `callback_maximum_retries` times.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac as _};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::model::{
+    Delivery, DeliveryAttempt, DeliveryState, Doc, ExecState, Execution, Timer, TimerKind,
+    delivery_key, now_ms,
+};
+use crate::store::{Change, Store, StoreError};
+use crate::workflow::Workflows;
+
+/// Time an attempt may take beyond its request's time limit before its
+/// lease runs out and the delivery is tried again.
+const LEASE_MARGIN_MS: u64 = 5_000;
+/// How much of a client's error answer is kept on the attempt.
+const MAX_REASON_CHARS: usize = 300;
+/// Longest `callback_url` accepted.
+const MAX_URL_LEN: usize = 2048;
+
+/// `[delivery]` in `stephost.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// `whsec_<base64 key>`: sign every delivery (Standard Webhooks).
+    /// Without it deliveries go out unsigned.
+    pub signing_secret: Option<String>,
+    /// Or the name of an environment variable holding that secret.
+    pub signing_secret_env: Option<String>,
+    /// Delay between a failed attempt and the next.
+    pub callback_retry_interval_ms: u64,
+    /// Retries after the first attempt before the daemon gives up.
+    pub callback_maximum_retries: u32,
+    /// Time limit of one attempt, connecting included.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            signing_secret: None,
+            signing_secret_env: None,
+            callback_retry_interval_ms: 60_000,
+            callback_maximum_retries: 5,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.callback_retry_interval_ms == 0 {
+            return Err("delivery.callback_retry_interval_ms must be greater than zero".into());
+        }
+        if self.request_timeout_ms == 0 {
+            return Err("delivery.request_timeout_ms must be greater than zero".into());
+        }
+        if self.signing_secret.is_some() && self.signing_secret_env.is_some() {
+            return Err(
+                "give delivery.signing_secret or delivery.signing_secret_env, not both".into(),
+            );
+        }
+        if let Some(secret) = &self.signing_secret {
+            decode_secret(secret).map_err(|e| format!("delivery.signing_secret: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The signing key, if one is configured (read from the environment
+    /// when `signing_secret_env` names a variable).
+    pub fn signing_key(&self) -> Result<Option<Vec<u8>>, String> {
+        let secret = match (&self.signing_secret, &self.signing_secret_env) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                format!("delivery.signing_secret_env names {var:?}, which is not set")
+            })?,
+            (None, None) => return Ok(None),
+        };
+        decode_secret(&secret)
+            .map(Some)
+            .map_err(|e| format!("delivery signing secret: {e}"))
+    }
+}
+
+/// The key inside a `whsec_…` secret.
+fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_ (the Standard Webhooks secret format)")?;
+    let key = STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+    if key.len() < 16 {
+        return Err(format!(
+            "the key is {} bytes; use at least 16 (24 to 64 recommended)",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// Checks a client's `callback_url`: absolute http(s) with a host.
+/// Where it may point is checked when it is used (the address policy).
+pub fn validate_callback_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("callback_url is longer than {MAX_URL_LEN} bytes"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "callback_url must be http or https, not {}",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("callback_url has no host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("callback_url must not carry credentials".into());
+    }
+    Ok(())
+}
+
+/// The record written with a new execution whose client wants its result.
+pub fn armed(execution_id: &str, url: &str) -> Delivery {
+    let now = now_ms();
+    Delivery {
+        execution_id: execution_id.to_owned(),
+        seq: 0,
+        version: 1,
+        url: url.to_owned(),
+        state: DeliveryState::Armed,
+        webhook_id: None,
+        body: String::new(),
+        attempts: Vec::new(),
+        due_ms: None,
+        created_ms: now,
+        updated_ms: now,
+    }
+}
+
+/// The body POSTed to the client: `{"id", "state", "output"}` or
+/// `{"id", "state", "error"}`.
+pub fn result_body(exec: &Execution) -> String {
+    let mut body = serde_json::json!({
+        "id": exec.id,
+        "state": exec.state.as_str(),
+    });
+    match exec.state {
+        ExecState::Completed => {
+            body["output"] = exec
+                .output
+                .as_ref()
+                .map(Doc::to_json_value)
+                .unwrap_or(serde_json::Value::Null);
+        }
+        _ => {
+            body["error"] = serde_json::to_value(&exec.error).unwrap_or(serde_json::Value::Null);
+        }
+    }
+    body.to_string()
+}
+
+/// If `change` ends an execution whose client asked for the result, adds
+/// the delivery and its timer (due now) to that same change. Returns
+/// whether it did; then wake the timer loop once the change is applied.
+pub fn enqueue_on_end(store: &dyn Store, change: &mut Change) -> Result<bool, StoreError> {
+    let Some(exec) = &change.execution else {
+        return Ok(false);
+    };
+    if !exec.state.is_terminal() {
+        return Ok(false);
+    }
+    let Some(armed) = store.delivery(&delivery_key(&exec.id, 0))? else {
+        return Ok(false);
+    };
+    let now = now_ms();
+    let seq = exec.version;
+    let delivery = Delivery {
+        execution_id: exec.id.clone(),
+        seq,
+        version: 1,
+        url: armed.url,
+        state: DeliveryState::Pending,
+        webhook_id: Some(format!("msg_{}", uuid::Uuid::new_v4().simple())),
+        body: result_body(exec),
+        attempts: Vec::new(),
+        due_ms: Some(now),
+        created_ms: now,
+        updated_ms: now,
+    };
+    change.add_timers.push(Timer {
+        due_ms: now,
+        execution_id: exec.id.clone(),
+        kind: TimerKind::Delivery { seq },
+    });
+    change.deliveries.push(delivery);
+    Ok(true)
+}
+
+/// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`: the
+/// Standard Webhooks `webhook-signature` value.
+pub fn sign(key: &[u8], webhook_id: &str, timestamp: u64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(format!("{webhook_id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// The API view of an execution's latest delivery, or `null`.
+pub fn view(deliveries: &[Delivery]) -> serde_json::Value {
+    let Some(latest) = deliveries.last() else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "url": latest.url,
+        "state": latest.state,
+        "webhook_id": latest.webhook_id,
+        "attempts": latest.attempts,
+        "next_attempt_ms": match latest.state {
+            DeliveryState::Pending => latest.due_ms,
+            _ => None,
+        },
+        "deliveries": deliveries.iter().filter(|d| d.seq > 0).count(),
+    })
+}
+
+/// Sends due deliveries; driven by the timer loop.
+pub struct Deliverer {
+    workflows: Arc<Workflows>,
+    client: reqwest::Client,
+    policy: Arc<crate::egress::AddressPolicy>,
+    key: Option<Vec<u8>>,
+    config: DeliveryConfig,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").finish_non_exhaustive()
+    }
+}
+
+impl Deliverer {
+    /// A deliverer with the daemon's delivery settings and address policy
+    /// (a client's URL is held to the same egress rules as a plugin's).
+    pub fn new(config: &crate::Config, workflows: Arc<Workflows>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let settings = config.delivery.clone();
+        let key = settings.signing_key().map_err(anyhow::Error::msg)?;
+        let policy = Arc::new(config.address_policy()?);
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .dns_resolver(Arc::new(crate::egress::PolicyResolver::new(policy.clone())))
+            .user_agent(concat!("stephost/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("build the delivery HTTP client")?;
+        Ok(Self {
+            workflows,
+            client,
+            policy,
+            key,
+            config: settings,
+        })
+    }
+
+    /// Fires a due delivery timer: takes the lease on the delivery, then
+    /// makes the attempt in the background.
+    pub async fn fire(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
+        let TimerKind::Delivery { seq } = timer.kind else {
+            return Ok(());
+        };
+        let store = self.workflows.store().clone();
+        let current = store.delivery(&delivery_key(&timer.execution_id, seq))?;
+        let live =
+            current.filter(|d| d.state == DeliveryState::Pending && d.due_ms == Some(timer.due_ms));
+        let Some(delivery) = live else {
+            return drop_timer(store.as_ref(), timer);
+        };
+        let lease_due = now_ms() + self.config.request_timeout_ms + LEASE_MARGIN_MS;
+        let mut next = delivery;
+        next.version += 1;
+        next.due_ms = Some(lease_due);
+        next.updated_ms = now_ms();
+        let lease = Timer {
+            due_ms: lease_due,
+            execution_id: timer.execution_id.clone(),
+            kind: timer.kind.clone(),
+        };
+        match store.apply(&Change {
+            deliveries: vec![next.clone()],
+            remove_timers: vec![timer],
+            add_timers: vec![lease],
+            ..Default::default()
+        }) {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.workflows.metrics().timer_fired("delivery");
+        let this = self.clone();
+        self.workflows
+            .spawn(async move { this.attempt(next).await });
+        Ok(())
+    }
+
+    /// One attempt of a leased delivery, and its record.
+    async fn attempt(&self, delivery: Delivery) {
+        let store = self.workflows.store().clone();
+        let execution_id = delivery.execution_id.clone();
+        // Only what is on disk goes out: a client never sees a result that
+        // a crash could take back.
+        if let Err(e) = store.flush().await {
+            tracing::warn!(%execution_id, error = %e, "cannot flush before a result delivery; it is retried when its lease runs out");
+            return;
+        }
+        let started = Instant::now();
+        let time_ms = now_ms();
+        let result = self.send(&delivery).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let number = delivery.attempts.len() + 1;
+        let mut next = delivery.clone();
+        next.version += 1;
+        next.updated_ms = now_ms();
+        let lease = Timer {
+            due_ms: delivery.due_ms.unwrap_or_default(),
+            execution_id: execution_id.clone(),
+            kind: TimerKind::Delivery { seq: delivery.seq },
+        };
+        let mut change = Change {
+            remove_timers: vec![lease],
+            ..Default::default()
+        };
+        let (ok, gave_up) = match result {
+            Ok(status) => {
+                next.attempts.push(DeliveryAttempt {
+                    time_ms,
+                    duration_ms,
+                    status: Some(status),
+                    error: None,
+                });
+                next.state = DeliveryState::Delivered;
+                next.due_ms = None;
+                tracing::info!(%execution_id, url = %delivery.url, attempt = number, status, "result delivered");
+                (true, false)
+            }
+            Err((status, reason)) => {
+                next.attempts.push(DeliveryAttempt {
+                    time_ms,
+                    duration_ms,
+                    status,
+                    error: Some(reason.clone()),
+                });
+                let retries_used = next.attempts.len().saturating_sub(1);
+                if retries_used >= self.config.callback_maximum_retries as usize {
+                    next.state = DeliveryState::Failed;
+                    next.due_ms = None;
+                    tracing::error!(%execution_id, url = %delivery.url, attempt = number, %reason, "result delivery failed; giving up after the last retry");
+                    (false, true)
+                } else {
+                    let due = now_ms() + self.config.callback_retry_interval_ms;
+                    next.due_ms = Some(due);
+                    change.add_timers.push(Timer {
+                        due_ms: due,
+                        execution_id: execution_id.clone(),
+                        kind: TimerKind::Delivery { seq: delivery.seq },
+                    });
+                    tracing::warn!(%execution_id, url = %delivery.url, attempt = number, %reason, retry_in_ms = self.config.callback_retry_interval_ms, "result delivery failed; will retry");
+                    (false, false)
+                }
+            }
+        };
+        change.deliveries.push(next);
+        match store.apply(&change) {
+            Ok(()) => {
+                self.workflows.metrics().delivery_attempt(ok, gave_up);
+                if !change.add_timers.is_empty() {
+                    self.workflows.timer_wake().notify_one();
+                }
+            }
+            Err(StoreError::Conflict(why)) => {
+                tracing::warn!(%execution_id, %why, "delivery record changed during an attempt; keeping the newer one");
+            }
+            Err(e) => {
+                tracing::error!(%execution_id, error = %e, "cannot record a delivery attempt; it is made again when its lease runs out");
+            }
+        }
+    }
+
+    /// POSTs the result. `Ok(status)` for a 2xx; otherwise the status (if
+    /// any) and why it failed.
+    async fn send(&self, d: &Delivery) -> Result<u16, (Option<u16>, String)> {
+        let url = reqwest::Url::parse(&d.url).map_err(|e| (None, format!("bad URL: {e}")))?;
+        // A literal IP never reaches the resolver: check it here.
+        if let Some(host) = url.host_str() {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                self.policy
+                    .check(ip)
+                    .map_err(|why| (None, format!("egress denied: {why}")))?;
+            }
+        }
+        let webhook_id = d.webhook_id.clone().unwrap_or_else(|| d.key());
+        let timestamp = now_ms() / 1000;
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .body(d.body.clone());
+        if let Some(key) = &self.key {
+            request = request.header(
+                "webhook-signature",
+                sign(key, &webhook_id, timestamp, &d.body),
+            );
+        }
+        let response = request.send().await.map_err(|e| (None, describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(status.as_u16());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let mut snippet: String = text.chars().take(MAX_REASON_CHARS).collect();
+        if text.chars().count() > MAX_REASON_CHARS {
+            snippet.push('…');
+        }
+        Err((
+            Some(status.as_u16()),
+            format!("client answered HTTP {}: {snippet}", status.as_u16()),
+        ))
+    }
+}
+
+fn drop_timer(store: &dyn Store, timer: Timer) -> Result<(), StoreError> {
+    match store.apply(&Change {
+        remove_timers: vec![timer],
+        ..Default::default()
+    }) {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a request got no answer, with the cause (refused, timeout, TLS).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "no answer within the request time limit".into();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(denied) = s.downcast_ref::<crate::egress::EgressDenied>() {
+            return denied.to_string();
+        }
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the Standard Webhooks specification
+    /// (github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md).
+    #[test]
+    fn signs_like_the_standard_webhooks_reference() {
+        let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = r#"{"test": 2432232314}"#;
+        let sig = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn the_delivery_section_parses_with_defaults_and_names_bad_keys() {
+        let c = crate::Config::from_toml("").unwrap();
+        assert_eq!(c.delivery.callback_retry_interval_ms, 60_000);
+        assert_eq!(c.delivery.callback_maximum_retries, 5);
+        assert_eq!(c.delivery.signing_key(), Ok(None));
+        let c = crate::Config::from_toml(
+            "[delivery]\nsigning_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\ncallback_retry_interval_ms = 250\ncallback_maximum_retries = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.delivery.signing_key().unwrap().unwrap().len(), 24);
+        assert_eq!(c.delivery.callback_maximum_retries, 0);
+        let err = crate::Config::from_toml("[delivery]\nretry_interval = 1").unwrap_err();
+        assert!(err.to_string().contains("retry_interval"), "{err}");
+        let err = crate::Config::from_toml("[delivery]\nsigning_secret = \"secret\"").unwrap_err();
+        assert!(err.to_string().contains("whsec_"), "{err}");
+        let err =
+            crate::Config::from_toml("[delivery]\ncallback_retry_interval_ms = 0").unwrap_err();
+        assert!(
+            err.to_string().contains("callback_retry_interval_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_and_urls_are_checked() {
+        assert!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(decode_secret("whsec_!!!").is_err());
+        assert!(decode_secret("whsec_c2hvcnQ=").is_err(), "too short");
+        assert!(validate_callback_url("https://client.example/results?x=1").is_ok());
+        assert!(validate_callback_url("ftp://client.example/").is_err());
+        assert!(validate_callback_url("not a url").is_err());
+        assert!(validate_callback_url("https://user:pw@client.example/").is_err());
+    }
+}

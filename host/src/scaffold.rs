@@ -1,0 +1,282 @@
+//! `stephost plugin new`: writes a ready-to-build plugin project in Rust,
+//! Python or JavaScript, so that a first plugin is minutes away: a sample
+//! step that passes, a `build.sh` that produces `NAME.wasm`, and a
+//! `stephost.toml` that loads it for `stephost run`.
+//!
+//! Everything is embedded in the binary — the templates under
+//! `host/templates/`, the Python and JavaScript helper layers from
+//! `plugins/python-sdk` and `plugins/js-sdk`, and `wit/stephost.wit` — so
+//! the project a binary writes always matches the contract that binary
+//! speaks, and no checkout is needed for Python or JavaScript.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context as _;
+
+/// The contract, for the bindings generators of Python and JavaScript.
+const WIT: &str = include_str!("../../wit/stephost.wit");
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A `cdylib` crate on `stephost-guest`, built for `wasm32-wasip2`.
+    Rust,
+    /// A module built with componentize-py.
+    #[value(alias = "py")]
+    Python,
+    /// An ES module built with componentize-js.
+    #[value(alias = "javascript")]
+    Js,
+}
+
+impl FromStr for Lang {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown language {s:?}: use rust, python or js"))
+    }
+}
+
+impl fmt::Display for Lang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        })
+    }
+}
+
+/// One file of a project: path relative to the project, text with
+/// `{{name}}`-style placeholders, and whether it is a script to run.
+struct File {
+    path: &'static str,
+    text: &'static str,
+    executable: bool,
+}
+
+const fn file(path: &'static str, text: &'static str) -> File {
+    File {
+        path,
+        text,
+        executable: false,
+    }
+}
+
+const fn script(path: &'static str, text: &'static str) -> File {
+    File {
+        path,
+        text,
+        executable: true,
+    }
+}
+
+const COMMON: &[File] = &[
+    file(
+        "stephost.toml",
+        include_str!("../templates/common/stephost.toml"),
+    ),
+    file("step.json", include_str!("../templates/common/step.json")),
+    file("input.json", include_str!("../templates/common/input.json")),
+    // Not `.gitignore` in the source tree, where git would obey it.
+    file(".gitignore", include_str!("../templates/common/gitignore")),
+];
+
+const RUST: &[File] = &[
+    file(
+        "Cargo.toml",
+        include_str!("../templates/rust/Cargo.toml.in"),
+    ),
+    file("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
+    script("build.sh", include_str!("../templates/rust/build.sh")),
+    file("README.md", include_str!("../templates/rust/README.md")),
+];
+
+const PYTHON: &[File] = &[
+    file("app.py", include_str!("../templates/python/app.py")),
+    file(
+        "stephost/__init__.py",
+        include_str!("../../plugins/python-sdk/stephost/__init__.py"),
+    ),
+    file("wit/stephost.wit", WIT),
+    script("build.sh", include_str!("../templates/python/build.sh")),
+    file("README.md", include_str!("../templates/python/README.md")),
+];
+
+const JS: &[File] = &[
+    file("index.js", include_str!("../templates/js/index.js")),
+    file(
+        "stephost.js",
+        include_str!("../../plugins/js-sdk/stephost.js"),
+    ),
+    file("wit/stephost.wit", WIT),
+    script("build.sh", include_str!("../templates/js/build.sh")),
+    file("README.md", include_str!("../templates/js/README.md")),
+];
+
+/// Where a Rust project finds `stephost-guest`, which is not on crates.io:
+/// `STEPHOST_GUEST_SDK` if set, else the `guest-sdk/` of the checkout this
+/// binary was built from.
+fn guest_sdk() -> PathBuf {
+    std::env::var_os("STEPHOST_GUEST_SDK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let host = Path::new(env!("CARGO_MANIFEST_DIR"));
+            host.parent().unwrap_or(host).join("guest-sdk")
+        })
+}
+
+/// A plugin name that is also a valid daemon plugin name, crate name and
+/// file name: lower-case letters, digits and `-`, starting with a letter.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    anyhow::ensure!(
+        ok,
+        "invalid plugin name {name:?}: use lower-case letters, digits and '-', starting with a letter"
+    );
+    Ok(())
+}
+
+/// Writes a new plugin project named `name` in `lang` into `dir`, which
+/// must not exist or be empty: an author's files are never overwritten.
+///
+/// `./build.sh` in the project writes `NAME.wasm`, and `stephost.toml`
+/// there loads it: `stephost run --plugin NAME --daemon-config
+/// stephost.toml --config step.json --input input.json` runs the sample
+/// step. A Rust project depends on `stephost-guest` by path (see
+/// [`guest_sdk`]: `STEPHOST_GUEST_SDK`, else this binary's checkout).
+pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
+    check_name(name)?;
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("{} exists and is not a directory", dir.display()))?;
+        anyhow::ensure!(
+            entries.next().is_none(),
+            "{} is not empty; choose a new directory for the plugin",
+            dir.display()
+        );
+    }
+    let guest_sdk = guest_sdk();
+    let vars = [
+        ("{{name}}", name.to_owned()),
+        ("{{crate}}", name.replace('-', "_")),
+        ("{{guest_sdk}}", guest_sdk.display().to_string()),
+    ];
+    let files = match lang {
+        Lang::Rust => RUST,
+        Lang::Python => PYTHON,
+        Lang::Js => JS,
+    };
+    for file in COMMON.iter().chain(files) {
+        let text = vars
+            .iter()
+            .fold(file.text.to_owned(), |text, (key, value)| {
+                text.replace(key, value)
+            });
+        let path = dir.join(file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        if file.executable {
+            make_executable(&path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("make {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_path: &Path) -> anyhow::Result<()> {
+    // Without a mode bit, the script runs as `bash build.sh`.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_parse_case_insensitively_with_aliases() {
+        assert_eq!("rust".parse::<Lang>(), Ok(Lang::Rust));
+        assert_eq!("Python".parse::<Lang>(), Ok(Lang::Python));
+        assert_eq!("py".parse::<Lang>(), Ok(Lang::Python));
+        assert_eq!("javascript".parse::<Lang>(), Ok(Lang::Js));
+        assert!(
+            "cobol"
+                .parse::<Lang>()
+                .unwrap_err()
+                .contains("rust, python or js")
+        );
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            assert_eq!(lang.to_string().parse::<Lang>(), Ok(lang));
+        }
+    }
+
+    #[test]
+    fn names_must_suit_daemon_crate_and_file() {
+        check_name("my-step2").unwrap();
+        for bad in ["", "My", "2fast", "a_b", "../x", &"a".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn writes_every_file_with_placeholders_filled_and_never_overwrites() {
+        let root = tempfile::tempdir().unwrap();
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let dir = root.path().join(lang.to_string());
+            new_plugin(&dir, "my-step", lang).unwrap();
+            let build = std::fs::read_to_string(dir.join("build.sh")).unwrap();
+            assert!(build.contains("my-step.wasm"), "{lang}: {build}");
+            for entry in walk(&dir) {
+                let text = std::fs::read_to_string(&entry).unwrap();
+                assert!(
+                    !text.contains("{{"),
+                    "{} keeps a placeholder",
+                    entry.display()
+                );
+            }
+            let toml = std::fs::read_to_string(dir.join("stephost.toml")).unwrap();
+            assert!(toml.contains("[plugins.my-step]"), "{toml}");
+            let err = new_plugin(&dir, "my-step", lang).unwrap_err();
+            assert!(err.to_string().contains("not empty"), "{err}");
+        }
+        let cargo = std::fs::read_to_string(root.path().join("rust/Cargo.toml")).unwrap();
+        assert!(cargo.contains("name = \"my-step\""), "{cargo}");
+        let py = root.path().join("python");
+        assert!(py.join("stephost/__init__.py").is_file());
+        assert_eq!(
+            std::fs::read_to_string(py.join("wit/stephost.wit")).unwrap(),
+            WIT
+        );
+        assert!(root.path().join("js/stephost.js").is_file());
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+}

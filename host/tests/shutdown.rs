@@ -1,0 +1,274 @@
+//! Graceful shutdown of the real `stephost` binary: SIGTERM stops
+//! accepting, lets the step call in flight finish, flushes and exits 0; a
+//! second SIGTERM exits at once, and the next start loses nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Partner, Process, Request, client, create_token, free_port, write_config};
+use serde_json::{Value, json};
+
+async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, token: &str, path: &str) -> Value {
+    client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A partner that records requests and answers each after `delay(n)`.
+async fn slow_partner(
+    delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
+) -> (Partner, Arc<Mutex<Vec<Request>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let count = Arc::new(AtomicUsize::new(0));
+    let delay = Arc::new(delay);
+    let partner = Partner::start(move |req| {
+        recorded.lock().unwrap().push(req);
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let wait = delay(n);
+        async move {
+            tokio::time::sleep(wait).await;
+            (202, "{}".to_owned())
+        }
+    })
+    .await;
+    (partner, seen)
+}
+
+async fn wait_requests(seen: &Mutex<Vec<Request>>, n: usize) -> Vec<Request> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = seen.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partner got {} of {n}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_state(base: &str, token: &str, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exec = get(base, token, &format!("/v1/executions/{id}")).await;
+        if exec["state"] == state {
+            return exec;
+        }
+        assert!(Instant::now() < deadline, "waited for {state}: {exec:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(dir: &std::path::Path, grace_ms: u64) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!("shutdown_grace_ms = {grace_ms}\negress_allow = [\"127.0.0.0/8\"]\n"),
+    )
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_lets_the_step_in_flight_finish_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data);
+    let config = config(dir.path(), 10_000);
+    let port = free_port();
+    let log = dir.path().join("daemon.log");
+    // The step's request takes 1.5 s to be answered.
+    let (partner, seen) = slow_partner(|_| Duration::from_millis(1500)).await;
+
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    let (status, started) = post(
+        &daemon.base,
+        &token,
+        "/v1/executions",
+        json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    wait_requests(&seen, 1).await;
+
+    let signalled = Instant::now();
+    daemon.term();
+    // Not accepting any more, at once.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let refused = client()
+            .get(format!("{}/healthz", daemon.base))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await
+            .is_err();
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits within the grace period");
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+    assert!(
+        took >= Duration::from_millis(900),
+        "it waited for the step call in flight: {took:?}"
+    );
+
+    // The step's outcome was written and flushed: the execution waits on
+    // disk, and the step is not run again.
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    let exec = wait_state(&daemon.base, &token, &id, "suspended").await;
+    let events: Vec<&str> = exec["status_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["started", "suspended"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the finished step is not re-run"
+    );
+    let url = seen.lock().unwrap()[0]
+        .header("x-callback-url")
+        .unwrap()
+        .to_owned();
+    let resp = client()
+        .post(&url)
+        .body(r#"{"done": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_state(&daemon.base, &token, &id, "completed").await;
+    daemon.term();
+    let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_and_the_next_start_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data);
+    let config = config(dir.path(), 30_000);
+    let port = free_port();
+    let log = dir.path().join("daemon.log");
+    // The first request hangs far beyond the test; later ones are quick.
+    let (partner, seen) = slow_partner(|n| {
+        if n == 0 {
+            Duration::from_secs(120)
+        } else {
+            Duration::ZERO
+        }
+    })
+    .await;
+
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    let (status, started) = post(
+        &daemon.base,
+        &token,
+        "/v1/executions",
+        json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let hanging = started["id"].as_str().unwrap().to_owned();
+    let first_send = wait_requests(&seen, 1).await[0].clone();
+    let (_, started) = post(
+        &daemon.base,
+        &token,
+        "/v1/executions",
+        json!({"plugin": "echo", "input": {"kept": true}}),
+    )
+    .await;
+    let echoed = started["id"].as_str().unwrap().to_owned();
+    wait_state(&daemon.base, &token, &echoed, "completed").await;
+
+    daemon.term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the first SIGTERM waits for the step in flight"
+    );
+    let second = Instant::now();
+    daemon.term();
+    let status = daemon
+        .wait_exit(Duration::from_secs(2))
+        .await
+        .expect("a second SIGTERM exits at once");
+    assert!(second.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(128 + 15));
+
+    // Everything acknowledged is there; the interrupted step re-runs with
+    // the same step-run-id and the same callback URL.
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    let done = get(&daemon.base, &token, &format!("/v1/executions/{echoed}")).await;
+    assert_eq!(done["state"], "completed");
+    assert_eq!(done["output"], json!({"kept": true}));
+    wait_state(&daemon.base, &token, &hanging, "suspended").await;
+    let sent = wait_requests(&seen, 2).await;
+    assert_eq!(
+        sent[1].header("x-step-run-id"),
+        first_send.header("x-step-run-id"),
+        "the re-run carries the same step-run-id"
+    );
+    assert_eq!(
+        sent[1].header("x-callback-url"),
+        first_send.header("x-callback-url"),
+        "and the same callback URL, so a partner's callback on it is not lost"
+    );
+    let url = sent[1].header("x-callback-url").unwrap().to_owned();
+    let resp = client()
+        .post(&url)
+        .body(r#"{"late": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let exec = wait_state(&daemon.base, &token, &hanging, "completed").await;
+    assert_eq!(exec["output"], json!({"late": 1}));
+    daemon.term();
+    assert_eq!(
+        daemon
+            .wait_exit(Duration::from_secs(15))
+            .await
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+}
