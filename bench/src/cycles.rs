@@ -303,10 +303,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let mut config = stephost::Config::default();
-    config.data_dir = dir.path().join("data");
+    let mut config = stephost::Config {
+        data_dir: dir.path().join("data"),
+        egress_allow: vec!["127.0.0.0/8".into()],
+        ..Default::default()
+    };
     config.auth.enabled = false;
-    config.egress_allow = vec!["127.0.0.0/8".into()];
     let (base, stop, served, workflows) = daemon_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);

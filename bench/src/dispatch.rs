@@ -58,7 +58,7 @@ impl Registrar for NoRegistrar {
     }
 }
 
-fn services() -> anyhow::Result<HostServices> {
+pub fn services() -> anyhow::Result<HostServices> {
     HostServices::new(
         Arc::new(NoRegistrar),
         Arc::new(stephost::egress::AddressPolicy::default()),

@@ -1,6 +1,324 @@
-//! placeholder
+//! Figure 4: many suspended executions. Writes N suspended executions
+//! (execution, waiting callback, timeout timer: what a real suspension
+//! writes) straight through the `Store` trait, then starts the real
+//! `stephost serve` on that data dir as a child process and measures:
+//! restart to serving (spawn until `/healthz` answers), its RSS, callback
+//! lookups over HTTP (an unknown secret: the lookup runs, the claim does
+//! not), and disk per pending execution. The open-time scans (recovery's
+//! search for `running` executions, the metrics' count by state) are timed
+//! on their own first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use stephost::model::{CallbackRecord, CallbackState, ExecState, Timer, TimerKind, Waiting};
+use stephost::store::{Change, ExecutionFilter, SledStore, Store as _};
+
+use crate::stats::{Samples, fmt, machine};
+
 #[derive(clap::Args)]
-pub struct Args {}
-pub fn main(_a: Args) -> anyhow::Result<()> {
+pub struct Args {
+    /// Suspended executions to write.
+    #[arg(long, default_value_t = 100_000)]
+    executions: u64,
+    /// Callback lookups to time.
+    #[arg(long, default_value_t = 5_000)]
+    lookups: usize,
+    /// The daemon binary [default: `stephost` beside this program].
+    #[arg(long)]
+    stephost: Option<PathBuf>,
+    /// Keep the data here (reused if it already holds the executions).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                apparent += m.len();
+                allocated += m.blocks() * 512;
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The correlation id of the `i`-th suspension: derivable, so lookups can
+/// pick random ones without keeping a million ids in memory.
+fn correlation_id(i: u64) -> String {
+    format!("00000000-0000-4000-8000-{i:012x}")
+}
+
+fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let threads = 2;
+    let due = stephost::model::now_ms() + 24 * 3600 * 1000;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut i = t;
+                while i < n {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let cid = correlation_id(i);
+                    let mut exec = crate::store::execution(id.clone(), 1, ExecState::Suspended);
+                    exec.waiting = Some(Waiting {
+                        correlation_id: Some(cid.clone()),
+                        state: Vec::new(),
+                        due_ms: due,
+                    });
+                    exec.log(ExecState::Running, "started", None);
+                    exec.log(ExecState::Running, "suspended", None);
+                    let rec = CallbackRecord {
+                        correlation_id: cid,
+                        version: 1,
+                        execution_id: id.clone(),
+                        step_run_id: exec.step_run_id.clone(),
+                        // The SHA-256 of a secret nobody sends.
+                        secret_sha256: "f".repeat(64),
+                        require_token: false,
+                        state: CallbackState::Waiting,
+                        created_ms: exec.created_ms,
+                    };
+                    store.apply(&Change {
+                        execution: Some(exec),
+                        callbacks: vec![rec],
+                        add_timers: vec![Timer {
+                            due_ms: due,
+                            execution_id: id,
+                            kind: TimerKind::CallbackTimeout,
+                        }],
+                        ..Default::default()
+                    })?;
+                    i += threads;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("populate thread")?;
+    }
+    Ok(started.elapsed())
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let temp = tempfile::tempdir()?;
+    let data = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().join("data"));
+    let stephost = match &args.stephost {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench lives in a directory")?
+            .join("stephost"),
+    };
+    anyhow::ensure!(
+        stephost.exists(),
+        "no daemon binary at {} (build it: cargo build --release -p stephost)",
+        stephost.display()
+    );
+
+    println!("# Figure 4: {} suspended executions", args.executions);
+    println!("machine: {}", machine());
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+
+    // Write them (or reuse them).
+    let store = Arc::new(SledStore::open(&data)?);
+    let existing = store
+        .count_executions_by_state()?
+        .into_iter()
+        .find(|(s, _)| *s == ExecState::Suspended)
+        .map_or(0, |(_, n)| n);
+    if existing < args.executions {
+        let took = populate(&store, args.executions)?;
+        rt.block_on(store.flush())?;
+        println!(
+            "| write {} suspensions through the Store trait (2 threads) | {} ({:.0}/s) |",
+            args.executions,
+            fmt(took),
+            args.executions as f64 / took.as_secs_f64()
+        );
+    }
+
+    // The scans the daemon does at open.
+    let t = Instant::now();
+    let running = store.executions(&ExecutionFilter {
+        state: Some(ExecState::Running),
+        ..Default::default()
+    })?;
+    println!(
+        "| open-time scan for `running` executions (Workflows::interrupted; found {}) | {} |",
+        running.len(),
+        fmt(t.elapsed())
+    );
+    let t = Instant::now();
+    store.count_executions_by_state()?;
+    println!(
+        "| open-time count by state (metrics seed) | {} |",
+        fmt(t.elapsed())
+    );
+    let mut ids: Vec<u64> = (0..args.lookups as u64)
+        .map(|_| rand_below(args.executions))
+        .collect();
+    ids.sort_unstable();
+    let t = Instant::now();
+    let mut direct = Vec::with_capacity(ids.len());
+    for &i in &ids {
+        let t = Instant::now();
+        store
+            .callback(&correlation_id(i))?
+            .context("populated callback is there")?;
+        direct.push(t.elapsed());
+    }
+    let _ = t;
+    let direct = Samples::new(direct);
+    println!(
+        "| callback lookup in the store (in process, cold) median / p99 | {} / {} |",
+        fmt(direct.median()),
+        fmt(direct.pct(99.0))
+    );
+    drop(store);
+
+    let (apparent, allocated) = disk_usage(&data);
+    println!(
+        "| disk: data dir (apparent / allocated) | {} / {} |",
+        mib(apparent),
+        mib(allocated)
+    );
+    println!(
+        "| disk per pending execution (allocated) | {:.0} bytes |",
+        allocated as f64 / args.executions as f64
+    );
+
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        for (label, start) in [("cold compiled-component cache", 0), ("warm cache", 1)] {
+            if start == 0 {
+                // Cold: as after an upgrade, nothing compiled yet.
+                let _ = std::fs::remove_dir_all(data.join("cache"));
+            }
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                l.local_addr()?.port()
+            };
+            let base = format!("http://127.0.0.1:{port}");
+            let t = Instant::now();
+            let mut child = tokio::process::Command::new(&stephost)
+                .arg("serve")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(&data)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            let pid = child.id().context("child pid")?;
+            let serving = loop {
+                if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+                    && r.status().is_success()
+                {
+                    break t.elapsed();
+                }
+                anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "daemon never served");
+                if let Some(status) = child.try_wait()? {
+                    anyhow::bail!("daemon exited: {status}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            println!("| restart to serving ({label}) | {} |", fmt(serving));
+            println!("| daemon RSS once serving ({label}) | {} |", mib(rss_of(pid)));
+            if start == 1 {
+                let mut lat = Vec::with_capacity(ids.len());
+                let mut statuses = std::collections::BTreeMap::new();
+                for &i in &ids {
+                    let url = format!("{base}/v1/callbacks/{}?secret=wrong", correlation_id(i));
+                    let t = Instant::now();
+                    let resp = http.post(&url).body("{}").send().await?;
+                    let status = resp.status().as_u16();
+                    let _ = resp.bytes().await;
+                    lat.push(t.elapsed());
+                    *statuses.entry(status).or_insert(0u32) += 1;
+                }
+                let s = Samples::new(lat);
+                println!(
+                    "| callback lookup over HTTP ({} POSTs, wrong secret: {statuses:?}) median / p99 | {} / {} |",
+                    s.len(),
+                    fmt(s.median()),
+                    fmt(s.pct(99.0))
+                );
+                println!("| daemon RSS after the lookups | {} |", mib(rss_of(pid)));
+            }
+            // Graceful stop: SIGTERM to our own child, by its pid.
+            let t = Instant::now();
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+            println!("| graceful stop ({label}) | {} |", fmt(t.elapsed()));
+        }
+        anyhow::Ok(())
+    })?;
+    let (apparent, allocated) = disk_usage(&data);
+    println!(
+        "| disk after the daemon ran (apparent / allocated) | {} / {} |",
+        mib(apparent),
+        mib(allocated)
+    );
     Ok(())
+}
+
+fn rand_below(n: u64) -> u64 {
+    // A small xorshift: no dependency, good enough to spread lookups.
+    use std::cell::Cell;
+    thread_local!(static S: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) });
+    S.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % n.max(1)
+    })
 }

@@ -57,6 +57,7 @@ pub fn machine() -> String {
 }
 
 /// Resident set size of this process, in bytes (Linux).
+#[allow(dead_code)]
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()

@@ -436,7 +436,25 @@ impl Workflows {
             Outcome::RejectCallback(reason) => Outcome::RejectCallback(plugin.grant.mask(&reason)),
             other => other,
         });
-        self.apply_outcome(exec, outcome).await
+        // A commit can lose to a write that touched only a record the
+        // outcome reads — an early callback landing on the callback record
+        // between `suspend` reading it and the commit. If the execution
+        // itself did not move, apply the same outcome again: this time it
+        // sees the callback and resumes at once.
+        let mut exec = exec;
+        for _ in 0..16 {
+            let report = self.apply_outcome(exec.clone(), outcome.clone()).await?;
+            if report != StepReport::Lost {
+                return Ok(report);
+            }
+            match self.store.execution(id)? {
+                Some(now) if now.version == exec.version && now.state == ExecState::Running => {
+                    exec = now;
+                }
+                _ => return Ok(StepReport::Lost),
+            }
+        }
+        Ok(StepReport::Lost)
     }
 
     /// Turns a step's outcome into the next state of its execution.

@@ -21,7 +21,48 @@ pub struct SledStore {
     components: sled::Tree,
     tokens: sled::Tree,
     deliveries: sled::Tree,
+    /// Ids of the executions in state `running` (empty values): recovery
+    /// reads these at open instead of scanning every execution.
+    running: sled::Tree,
+    /// Executions per state (state name -> i64, big-endian), kept in the
+    /// same transaction as every execution write: counting them at open
+    /// costs four reads, not a scan.
+    counts: sled::Tree,
     commit: Arc<GroupCommit>,
+}
+
+/// sled keeps up to this much of the database in its page cache (its
+/// default, 1 GiB, let a daemon with a million waiting executions grow to
+/// a gigabyte of RSS after one scan). Lookups touch a handful of pages.
+const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// Marks, in the `meta` tree, that the `running` index is complete.
+const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
+/// Marks, in the `meta` tree, that the per-state counts are complete.
+const COUNTS_MARK: &[u8] = b"index/counts/v1";
+
+/// Every execution state, in the order the counts are reported.
+const STATES: [ExecState; 4] = [
+    ExecState::Running,
+    ExecState::Suspended,
+    ExecState::Completed,
+    ExecState::Failed,
+];
+
+fn count_key(state: ExecState) -> &'static [u8] {
+    // Exhaustive, so a new state cannot be left uncounted.
+    match state {
+        ExecState::Running => b"running",
+        ExecState::Suspended => b"suspended",
+        ExecState::Completed => b"completed",
+        ExecState::Failed => b"failed",
+    }
+}
+
+fn count_value(bytes: Option<&[u8]>) -> i64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, i64::from_be_bytes)
 }
 
 impl std::fmt::Debug for SledStore {
@@ -54,20 +95,65 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
             .open()
             .map_err(|e| {
                 StoreError::Backend(format!("cannot open data dir {}: {e}", dir.display()))
             })?;
-        Ok(Self {
+        let store = Self {
             executions: db.open_tree("executions").map_err(backend)?,
             callbacks: db.open_tree("callbacks").map_err(backend)?,
             timers: db.open_tree("timers").map_err(backend)?,
             components: db.open_tree("components").map_err(backend)?,
             tokens: db.open_tree("tokens").map_err(backend)?,
             deliveries: db.open_tree("deliveries").map_err(backend)?,
+            running: db.open_tree("executions-running").map_err(backend)?,
+            counts: db.open_tree("execution-counts").map_err(backend)?,
             commit: Arc::new(GroupCommit::default()),
             db,
-        })
+        };
+        store.build_indexes()?;
+        Ok(store)
+    }
+
+    /// Builds the `running` index and the per-state counts once, for a
+    /// data dir written before they existed: one scan, then never again.
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        let meta = self.db.open_tree("meta").map_err(backend)?;
+        let running_done = meta.contains_key(RUNNING_INDEX_MARK).map_err(backend)?;
+        let counts_done = meta.contains_key(COUNTS_MARK).map_err(backend)?;
+        if running_done && counts_done {
+            return Ok(());
+        }
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: ExecState,
+        }
+        if !running_done {
+            self.running.clear().map_err(backend)?;
+        }
+        let mut counts = [0i64; STATES.len()];
+        for item in self.executions.iter() {
+            let (key, bytes) = item.map_err(backend)?;
+            let StateOnly { state } = decode(&key, &bytes)?;
+            if !running_done && state == ExecState::Running {
+                self.running.insert(key, &[]).map_err(backend)?;
+            }
+            if let Some(i) = STATES.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        if !counts_done {
+            for (state, n) in STATES.iter().zip(counts) {
+                self.counts
+                    .insert(count_key(*state), &n.to_be_bytes())
+                    .map_err(backend)?;
+            }
+        }
+        meta.insert(RUNNING_INDEX_MARK, &[]).map_err(backend)?;
+        meta.insert(COUNTS_MARK, &[]).map_err(backend)?;
+        self.db.flush().map_err(backend)?;
+        Ok(())
     }
 }
 
@@ -78,11 +164,16 @@ impl SledStore {
         self.commit.lock().disk_flushes
     }
 
-    /// The flush as it was before group commit: one sled flush per caller.
-    /// Only for the benchmark that compares the two.
+    /// One disk flush per caller, without grouping: only for the benchmark
+    /// that compares the two. (The flush before group commit was sled's
+    /// `flush_async`, which deadlocks when called concurrently: sled#1308.)
     #[doc(hidden)]
     pub async fn flush_ungrouped(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(backend)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Backend(format!("flush task failed: {e}")))?
+            .map_err(backend)?;
         Ok(())
     }
 }
@@ -202,6 +293,37 @@ impl GroupCommit {
     }
 }
 
+/// [`check_version`] for an execution; also tells its current state
+/// (`None` when it is new), for the per-state counts.
+fn check_execution_version(
+    tree: &TransactionalTree,
+    exec: &Execution,
+) -> Result<Option<ExecState>, ConflictableTransactionError<StoreError>> {
+    #[derive(serde::Deserialize)]
+    struct VersionAndState {
+        version: u64,
+        state: ExecState,
+    }
+    let key = exec.id.as_str();
+    let current = match tree.get(key.as_bytes())? {
+        None => None,
+        Some(bytes) => Some(
+            decode::<VersionAndState>(key.as_bytes(), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?,
+        ),
+    };
+    let current_version = current.as_ref().map_or(0, |c| c.version);
+    if current_version + 1 != exec.version {
+        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+            format!(
+                "execution {key} is at version {current_version}, change expects {}",
+                exec.version.saturating_sub(1)
+            ),
+        )));
+    }
+    Ok(current.map(|c| c.state))
+}
+
 /// Checks that `key` holds version `new_version - 1` (or nothing, for 1).
 fn check_version(
     tree: &TransactionalTree,
@@ -243,6 +365,29 @@ impl Store for SledStore {
 
     fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
         let mut out = Vec::new();
+        if filter.state == Some(ExecState::Running) {
+            // From the index: cost by the running executions, not all.
+            for item in self.running.iter() {
+                let (key, _) = item.map_err(backend)?;
+                let Some(bytes) = self.executions.get(&key).map_err(backend)? else {
+                    continue;
+                };
+                let exec: Execution = decode(&key, &bytes)?;
+                if exec.state != ExecState::Running
+                    || filter
+                        .workflow
+                        .as_ref()
+                        .is_some_and(|w| *w != exec.workflow)
+                {
+                    continue;
+                }
+                out.push(exec);
+                if filter.limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
         for item in self.executions.iter() {
             let (key, bytes) = item.map_err(backend)?;
             let exec: Execution = decode(&key, &bytes)?;
@@ -279,11 +424,31 @@ impl Store for SledStore {
             &self.callbacks,
             &self.timers,
             &self.deliveries,
+            &self.running,
+            &self.counts,
         );
-        let result = trees.transaction(|(e, c, t, d)| {
+        let result = trees.transaction(|(e, c, t, d, r, n)| {
             if let Some(exec) = &change.execution {
-                check_version(e, "execution", &exec.id, exec.version)?;
+                let before = check_execution_version(e, exec)?;
                 e.insert(exec.id.as_bytes(), encode(exec))?;
+                if before != Some(exec.state) {
+                    // sled runs transactions one at a time (a global lock),
+                    // so these counters never conflict.
+                    let bump = |state: ExecState, by: i64| {
+                        let key = count_key(state);
+                        let now = count_value(n.get(key)?.as_deref()) + by;
+                        n.insert(key, &now.to_be_bytes()).map(|_| ())
+                    };
+                    bump(exec.state, 1)?;
+                    if let Some(old) = before {
+                        bump(old, -1)?;
+                    }
+                }
+                if exec.state == ExecState::Running {
+                    r.insert(exec.id.as_bytes(), &[])?;
+                } else {
+                    r.remove(exec.id.as_bytes())?;
+                }
             }
             for cb in &change.callbacks {
                 check_version(c, "callback", &cb.correlation_id, cb.version)?;
@@ -405,25 +570,14 @@ impl Store for SledStore {
     }
 
     fn count_executions_by_state(&self) -> Result<Vec<(ExecState, u64)>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct StateOnly {
-            state: ExecState,
-        }
-        let states = [
-            ExecState::Running,
-            ExecState::Suspended,
-            ExecState::Completed,
-            ExecState::Failed,
-        ];
-        let mut counts = [0u64; 4];
-        for item in self.executions.iter() {
-            let (key, bytes) = item.map_err(backend)?;
-            let StateOnly { state } = decode(&key, &bytes)?;
-            if let Some(i) = states.iter().position(|s| *s == state) {
-                counts[i] += 1;
-            }
-        }
-        Ok(states.into_iter().zip(counts).collect())
+        // Kept by `apply`: four reads, whatever the number of executions.
+        STATES
+            .into_iter()
+            .map(|state| {
+                let n = self.counts.get(count_key(state)).map_err(backend)?;
+                Ok((state, count_value(n.as_deref()).max(0) as u64))
+            })
+            .collect()
     }
 
     fn timer_backlog(&self, now_ms: u64) -> Result<(u64, u64), StoreError> {
@@ -598,6 +752,85 @@ mod tests {
         for i in 0..n {
             assert!(store.execution(&format!("e{i}")).unwrap().is_some());
         }
+    }
+
+    fn counts(store: &SledStore) -> Vec<u64> {
+        store
+            .count_executions_by_state()
+            .unwrap()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    #[test]
+    fn the_running_index_follows_every_transition_and_is_built_for_old_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = |store: &SledStore| -> Vec<String> {
+            store
+                .executions(&ExecutionFilter {
+                    state: Some(ExecState::Running),
+                    ..Default::default()
+                })
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for id in ["a", "b", "c"] {
+                store
+                    .apply(&Change {
+                        execution: Some(exec(id, 1)),
+                        ..Default::default()
+                    })
+                    .unwrap();
+            }
+            let mut b = exec("b", 2);
+            b.state = ExecState::Suspended;
+            store
+                .apply(&Change {
+                    execution: Some(b),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(running(&store), ["a", "c"]);
+            // running, suspended, completed, failed
+            assert_eq!(counts(&store), [2, 1, 0, 0]);
+            // A refused change leaves the index alone too.
+            let mut stale = exec("a", 5);
+            stale.state = ExecState::Completed;
+            assert!(
+                store
+                    .apply(&Change {
+                        execution: Some(stale),
+                        ..Default::default()
+                    })
+                    .is_err()
+            );
+            assert_eq!(running(&store), ["a", "c"]);
+            assert_eq!(counts(&store), [2, 1, 0, 0]);
+            let mut c = exec("c", 2);
+            c.state = ExecState::Failed;
+            store
+                .apply(&Change {
+                    execution: Some(c),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(counts(&store), [1, 1, 0, 1]);
+            // As if written before the index and the counts existed.
+            store.db.drop_tree("executions-running").unwrap();
+            store.db.drop_tree("execution-counts").unwrap();
+            let meta = store.db.open_tree("meta").unwrap();
+            meta.remove(RUNNING_INDEX_MARK).unwrap();
+            meta.remove(COUNTS_MARK).unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(running(&store), ["a"]);
+        assert_eq!(counts(&store), [1, 1, 0, 1]);
     }
 
     #[tokio::test]
