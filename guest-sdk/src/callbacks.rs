@@ -6,16 +6,22 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::Callback;
 use crate::bindings::stephost::plugin::callbacks as wit;
+use crate::{Callback, Failure};
 
 pub use wit::Ticket;
 
 /// Register a callback for this step. With `require_token`, the caller
 /// needs an API token with permission `callbacks:send` in addition to the
-/// secret embedded in the ticket's URL.
-pub fn register(require_token: bool) -> Result<Ticket, String> {
-    wit::register(wit::CallbackOptions { require_token })
+/// secret embedded in the ticket's URL. A refusal comes back as the
+/// `callback-error` failure a step reports as it is.
+pub fn register(require_token: bool) -> Result<Ticket, Failure> {
+    wit::register(wit::CallbackOptions { require_token }).map_err(|e| {
+        Failure::new(
+            "callback-error",
+            format!("could not register a callback: {e}"),
+        )
+    })
 }
 
 impl Callback {

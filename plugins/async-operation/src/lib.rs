@@ -157,12 +157,7 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     config.check(ctx.step())?;
     // Registered before the operation hears of it, so outputs posted before
     // the 202 even arrives still find the callback.
-    let ticket = callbacks::register(false).map_err(|e| {
-        Failure::new(
-            "callback-error",
-            format!("could not register a callback: {e}"),
-        )
-    })?;
+    let ticket = callbacks::register(false)?;
     let response = request(&config, input, &ticket.url)?
         .send()
         .map_err(no_answer)?;

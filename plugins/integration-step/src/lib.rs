@@ -159,12 +159,7 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     let body = json_body(&input)?;
     // Registered before the partner hears of it, so a partner that POSTs
     // to the response URL before its 202 arrives is still heard.
-    let ticket = callbacks::register(false).map_err(|e| {
-        Failure::new(
-            "callback-error",
-            format!("could not register a callback: {e}"),
-        )
-    })?;
+    let ticket = callbacks::register(false)?;
     let mut request = http::Request::new(config.method.as_str(), &config.url);
     for (name, value) in &config.headers {
         request = request.header(name, value);

@@ -188,12 +188,7 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     }
     // Registered before the partner hears of it, so a partner that calls
     // back before answering still finds the callback.
-    let ticket = callbacks::register(config.require_token).map_err(|e| {
-        Failure::new(
-            "callback-error",
-            format!("could not register a callback: {e}"),
-        )
-    })?;
+    let ticket = callbacks::register(config.require_token)?;
     let response = request
         .header(CORRELATION_ID, &ticket.correlation_id)
         .header(CALLBACK_URL, &ticket.url)

@@ -38,17 +38,27 @@ fn attack(ctx: &Context) -> Result<Outcome, Failure> {
         "huge-output" => Ok(Outcome::complete(Document::text("x".repeat(20 << 20)))),
         "huge-state" => {
             // Asks the host to keep 4 MiB per waiting execution.
-            let ticket = callbacks::register(false).map_err(|e| Failure::new("callback-error", e))?;
-            Ok(Outcome::suspend(ticket.correlation_id, vec![7u8; 4 << 20], None))
+            let ticket = callbacks::register(false)?;
+            Ok(Outcome::suspend(
+                ticket.correlation_id,
+                vec![7u8; 4 << 20],
+                None,
+            ))
         }
         "fetch" => {
             // Forbidden host or internal address: the host answers with a
             // typed error, which the SDK maps to `egress-denied`.
             let url = config.url.unwrap_or_default();
             let resp = http::Request::get(&url).send()?;
-            Ok(Outcome::complete(Document::text(format!("got {}", resp.status))))
+            Ok(Outcome::complete(Document::text(format!(
+                "got {}",
+                resp.status
+            ))))
         }
-        other => Err(Failure::new("invalid-config", format!("unknown mode {other:?}"))),
+        other => Err(Failure::new(
+            "invalid-config",
+            format!("unknown mode {other:?}"),
+        )),
     }
 }
 
