@@ -23,7 +23,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
-use crate::stats::{Samples, fmt, machine};
+use crate::stats::{Samples, cpu_times, fmt, machine};
+use stephost::store::WriteStats;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -199,6 +200,40 @@ struct Row {
     elapsed: Duration,
     errors: usize,
     first_error: Option<String>,
+    usage: Usage,
+}
+
+/// What a row cost: CPU of the whole process (daemon, client and partner)
+/// and the store's flushes.
+#[derive(Default)]
+struct Usage {
+    user: Duration,
+    system: Duration,
+    writes: WriteStats,
+}
+
+impl Usage {
+    fn now(bench: &Bench) -> Self {
+        let (user, system) = cpu_times();
+        Self {
+            user,
+            system,
+            writes: bench.workflows.store().write_stats(),
+        }
+    }
+
+    fn since(self, before: &Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+            writes: WriteStats {
+                changes: self.writes.changes - before.writes.changes,
+                transactions: self.writes.transactions - before.writes.transactions,
+                flush_requests: self.writes.flush_requests - before.writes.flush_requests,
+                disk_flushes: self.writes.disk_flushes - before.writes.disk_flushes,
+            },
+        }
+    }
 }
 
 impl Row {
@@ -214,8 +249,10 @@ impl Row {
             .iter()
             .filter(|c| c.callback.status == 202)
             .count();
+        let n = self.cycles.len().max(1) as f64;
+        let u = &self.usage;
         println!(
-            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} |",
+            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} | {:.0} µs | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} |",
             self.cycles.len(),
             self.rate(),
             fmt(total.median()),
@@ -223,14 +260,21 @@ impl Row {
             fmt(cb.median()),
             fmt(cb.pct(99.0)),
             self.errors,
+            (u.user + u.system).as_secs_f64() * 1e6 / n,
+            100.0 * u.system.as_secs_f64() / (u.user + u.system).as_secs_f64().max(1e-9),
+            u.writes.changes as f64 / n,
+            u.writes.transactions as f64 / n,
+            u.writes.flush_requests as f64 / n,
+            u.writes.disk_flushes as f64 / n,
         );
         if let Some(e) = &self.first_error {
-            println!("|   first error: {e} |||||||||");
+            println!("|   first error: {e} |||||||||||||||");
         }
     }
 }
 
 async fn closed_loop(bench: Arc<Bench>, clients: usize, secs: u64) -> Row {
+    let before = Usage::now(&bench);
     let stop = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -260,10 +304,12 @@ async fn closed_loop(bench: Arc<Bench>, clients: usize, secs: u64) -> Row {
         elapsed: started.elapsed(),
         errors: errors.len(),
         first_error: errors.into_iter().next(),
+        usage: Usage::now(&bench).since(&before),
     }
 }
 
 async fn open_loop(bench: Arc<Bench>, rate: f64, secs: u64) -> Row {
+    let before = Usage::now(&bench);
     let total = (rate * secs as f64) as u64;
     let gap = Duration::from_secs_f64(1.0 / rate);
     let started = Instant::now();
@@ -288,6 +334,7 @@ async fn open_loop(bench: Arc<Bench>, rate: f64, secs: u64) -> Row {
         elapsed: started.elapsed(),
         errors: errors.len(),
         first_error: errors.into_iter().next(),
+        usage: Usage::now(&bench).since(&before),
     }
 }
 
@@ -345,9 +392,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("machine: {}", machine());
         println!();
         println!(
-            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors |"
+            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors | CPU per cycle | of it system | changes per cycle | transactions per cycle | flush requests per cycle | disk flushes per cycle |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut best: f64 = 0.0;
         let mut sweeps = Vec::new();
         let mut before = bench.states();

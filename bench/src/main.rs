@@ -13,6 +13,11 @@ mod store;
 
 use clap::{Parser, Subcommand};
 
+/// The daemon's allocator (see `host/src/main.rs`), so the daemon the
+/// benchmarks run in-process allocates as `stephost serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "stephost benchmarks: each prints a table of measured figures")]
 struct Cli {

@@ -77,14 +77,17 @@ fn correlation_id(i: u64) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
 }
 
-fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
+/// Writers of [`populate`]: enough that group apply batches them.
+const WRITERS: u64 = 64;
+
+async fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let threads = 2;
+    let threads = WRITERS;
     let due = stephost::model::now_ms() + 24 * 3600 * 1000;
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let store = store.clone();
-            std::thread::spawn(move || -> anyhow::Result<()> {
+            tokio::spawn(async move {
                 let mut i = t;
                 while i < n {
                     let id = uuid::Uuid::new_v4().to_string();
@@ -108,24 +111,26 @@ fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
                         state: CallbackState::Waiting,
                         created_ms: exec.created_ms,
                     };
-                    store.apply(&Change {
-                        execution: Some(exec),
-                        callbacks: vec![rec],
-                        add_timers: vec![Timer {
-                            due_ms: due,
-                            execution_id: id,
-                            kind: TimerKind::CallbackTimeout,
-                        }],
-                        ..Default::default()
-                    })?;
+                    store
+                        .apply(&Change {
+                            execution: Some(exec),
+                            callbacks: vec![rec],
+                            add_timers: vec![Timer {
+                                due_ms: due,
+                                execution_id: id,
+                                kind: TimerKind::CallbackTimeout,
+                            }],
+                            ..Default::default()
+                        })
+                        .await?;
                     i += threads;
                 }
-                Ok(())
+                anyhow::Ok(())
             })
         })
         .collect();
     for h in handles {
-        h.join().expect("populate thread")?;
+        h.await.expect("populate task")?;
     }
     Ok(started.elapsed())
 }
@@ -166,10 +171,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .find(|(s, _)| *s == ExecState::Suspended)
         .map_or(0, |(_, n)| n);
     if existing < args.executions {
-        let took = populate(&store, args.executions)?;
+        let took = rt.block_on(populate(&store, args.executions))?;
         rt.block_on(store.flush())?;
         println!(
-            "| write {} suspensions through the Store trait (2 threads) | {} ({:.0}/s) |",
+            "| write {} suspensions through the Store trait ({WRITERS} concurrent writers) | {} ({:.0}/s) |",
             args.executions,
             fmt(took),
             args.executions as f64 / took.as_secs_f64()

@@ -64,3 +64,22 @@ pub fn rss_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
+
+/// CPU time this process has used so far, user and system, all threads
+/// (including finished ones), from `/proc/self/stat` (Linux; zero elsewhere).
+pub fn cpu_times() -> (Duration, Duration) {
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on
+    // Linux). The command name (field 2) may hold spaces: split after it.
+    let ticks = |s: &str| {
+        s.parse::<u64>()
+            .map_or(Duration::ZERO, |t| Duration::from_millis(t * 10))
+    };
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((ticks(fields.get(11)?), ticks(fields.get(12)?)))
+        })
+        .unwrap_or_default()
+}

@@ -78,7 +78,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                             store.apply(&Change {
                                 execution: Some(execution(id.clone(), version, ExecState::Running)),
                                 ..Default::default()
-                            })?;
+                            }).await?;
                             if grouped {
                                 store.flush().await?;
                             } else {
@@ -96,7 +96,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 let elapsed = started.elapsed();
                 let s = Samples::new(all);
                 let n = s.len() as f64;
-                let flushes = store.disk_flushes();
+                let flushes = store.write_stats().disk_flushes;
                 println!(
                     "| {} | {c} | {:.0} | {} | {} | {} | {} |",
                     if grouped { "group commit" } else { "per request (before)" },

@@ -300,7 +300,7 @@ impl Deliverer {
         let live =
             current.filter(|d| d.state == DeliveryState::Pending && d.due_ms == Some(timer.due_ms));
         let Some(delivery) = live else {
-            return drop_timer(store.as_ref(), timer);
+            return drop_timer(store.as_ref(), timer).await;
         };
         let lease_due = now_ms() + self.config.request_timeout_ms + LEASE_MARGIN_MS;
         let mut next = delivery;
@@ -312,12 +312,15 @@ impl Deliverer {
             execution_id: timer.execution_id.clone(),
             kind: timer.kind.clone(),
         };
-        match store.apply(&Change {
-            deliveries: vec![next.clone()],
-            remove_timers: vec![timer],
-            add_timers: vec![lease],
-            ..Default::default()
-        }) {
+        match store
+            .apply(&Change {
+                deliveries: vec![next.clone()],
+                remove_timers: vec![timer],
+                add_timers: vec![lease],
+                ..Default::default()
+            })
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Ok(()),
             Err(e) => return Err(e),
@@ -396,7 +399,7 @@ impl Deliverer {
             }
         };
         change.deliveries.push(next);
-        match store.apply(&change) {
+        match store.apply(&change).await {
             Ok(()) => {
                 self.workflows.metrics().delivery_attempt(ok, gave_up);
                 if !change.add_timers.is_empty() {
@@ -457,11 +460,14 @@ impl Deliverer {
     }
 }
 
-fn drop_timer(store: &dyn Store, timer: Timer) -> Result<(), StoreError> {
-    match store.apply(&Change {
-        remove_timers: vec![timer],
-        ..Default::default()
-    }) {
+async fn drop_timer(store: &dyn Store, timer: Timer) -> Result<(), StoreError> {
+    match store
+        .apply(&Change {
+            remove_timers: vec![timer],
+            ..Default::default()
+        })
+        .await
+    {
         Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
     }

@@ -385,6 +385,48 @@ impl Metrics {
             Err(e) => tracing::warn!(error = %e, "cannot count timers for /metrics"),
         }
 
+        let flushes = store.write_stats();
+        header(
+            &mut out,
+            "stephost_store_changes_total",
+            "counter",
+            "State transitions written (or refused as conflicts).",
+        );
+        let _ = writeln!(out, "stephost_store_changes_total {}", flushes.changes);
+        header(
+            &mut out,
+            "stephost_store_transactions_total",
+            "counter",
+            "Database transactions they took: group apply writes concurrent transitions in one.",
+        );
+        let _ = writeln!(
+            out,
+            "stephost_store_transactions_total {}",
+            flushes.transactions
+        );
+        header(
+            &mut out,
+            "stephost_store_flush_requests_total",
+            "counter",
+            "Writes that waited to be durable (every acknowledged start, registration and callback).",
+        );
+        let _ = writeln!(
+            out,
+            "stephost_store_flush_requests_total {}",
+            flushes.flush_requests
+        );
+        header(
+            &mut out,
+            "stephost_store_disk_flushes_total",
+            "counter",
+            "Disk flushes that served them: group commit lets concurrent requests share one.",
+        );
+        let _ = writeln!(
+            out,
+            "stephost_store_disk_flushes_total {}",
+            flushes.disk_flushes
+        );
+
         header(
             &mut out,
             "stephost_deliveries_enqueued_total",

@@ -297,14 +297,16 @@ impl Workflows {
             updated_ms: now,
         };
         exec.log(ExecState::Running, "started", None);
-        self.store.apply(&Change {
-            execution: Some(exec.clone()),
-            deliveries: callback_url
-                .map(|url| crate::delivery::armed(&exec.id, &url))
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        })?;
+        self.store
+            .apply(&Change {
+                execution: Some(exec.clone()),
+                deliveries: callback_url
+                    .map(|url| crate::delivery::armed(&exec.id, &url))
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .await?;
         self.metrics.transition(None, ExecState::Running);
         self.store.flush().await?;
         self.spawn_drive(exec.id.clone());
@@ -603,7 +605,7 @@ impl Workflows {
         // The result delivery goes into the very write that ends the
         // execution: no end without its delivery.
         let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
-        match self.store.apply(&change) {
+        match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(why)) => {
                 tracing::warn!(execution_id = %id, %step, %why, "execution changed under a running step; dropping its outcome");
@@ -826,10 +828,14 @@ impl Workflows {
                     rec.state = CallbackState::Received {
                         callback: callback.clone(),
                     };
-                    match self.store.apply(&Change {
-                        callbacks: vec![rec],
-                        ..Default::default()
-                    }) {
+                    match self
+                        .store
+                        .apply(&Change {
+                            callbacks: vec![rec],
+                            ..Default::default()
+                        })
+                        .await
+                    {
                         Ok(()) => {}
                         Err(StoreError::Conflict(_)) => continue,
                         Err(e) => return Err(e.into()),
@@ -870,12 +876,16 @@ impl Workflows {
                 kind: TimerKind::CallbackTimeout,
             };
             let id = next.id.clone();
-            match self.store.apply(&Change {
-                execution: Some(next),
-                callbacks: vec![rec],
-                remove_timers: vec![timer],
-                ..Default::default()
-            }) {
+            match self
+                .store
+                .apply(&Change {
+                    execution: Some(next),
+                    callbacks: vec![rec],
+                    remove_timers: vec![timer],
+                    ..Default::default()
+                })
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -925,10 +935,14 @@ impl Workflows {
         }
         let (Some(exec), Some(waiting)) = (exec, live) else {
             // Stale: the wait it guarded already ended.
-            return match self.store.apply(&Change {
-                remove_timers: vec![timer],
-                ..Default::default()
-            }) {
+            return match self
+                .store
+                .apply(&Change {
+                    remove_timers: vec![timer],
+                    ..Default::default()
+                })
+                .await
+            {
                 Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -967,12 +981,16 @@ impl Workflows {
             waiting,
         });
         let id = next.id.clone();
-        match self.store.apply(&Change {
-            execution: Some(next),
-            callbacks,
-            remove_timers: vec![timer],
-            ..Default::default()
-        }) {
+        match self
+            .store
+            .apply(&Change {
+                execution: Some(next),
+                callbacks,
+                remove_timers: vec![timer],
+                ..Default::default()
+            })
+            .await
+        {
             Ok(()) => {
                 self.metrics.timer_fired(kind);
                 self.metrics.transition(Some(from), ExecState::Running);
@@ -1052,7 +1070,7 @@ impl Workflows {
         let next = failed(exec, "cancelled", "cancelled by an operator");
         change.execution = Some(next.clone());
         let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
-        match self.store.apply(&change) {
+        match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
             Err(e) => return Err(e.into()),
@@ -1092,7 +1110,7 @@ impl Workflows {
         };
         // A skip can complete the execution: its result goes out then.
         let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
-        match self.store.apply(&change) {
+        match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
             Err(e) => return Err(e.into()),
@@ -1265,6 +1283,7 @@ impl Registrar for DurableRegistrar {
                         callbacks: vec![rec],
                         ..Default::default()
                     })
+                    .await
                     .map_err(fail)?;
             } else {
                 tracing::info!(execution_id = %call.execution_id, step = %call.step, %correlation_id, "re-run step gets the callback ticket of its interrupted run");

@@ -547,6 +547,27 @@ async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
     assert_eq!(get("stephost_delivery_attempts_total"), 2.0);
     assert_eq!(get("stephost_delivery_failures_total"), 1.0);
     assert_eq!(get("stephost_deliveries_delivered_total"), 1.0);
+    // Every start is durable before its 201, so each waited for a flush;
+    // group commit may serve several of them with one disk flush.
+    let requests = get("stephost_store_flush_requests_total");
+    let disk = get("stephost_store_disk_flushes_total");
+    assert!(requests >= 6.0, "six starts waited for a flush: {requests}");
+    assert!(
+        (1.0..=requests).contains(&disk),
+        "{disk} disk flushes for {requests} requests"
+    );
+    // Each start, step end and suspension is a change; group apply may
+    // write several in one transaction, never one in several.
+    let changes = get("stephost_store_changes_total");
+    let transactions = get("stephost_store_transactions_total");
+    assert!(
+        changes >= 12.0,
+        "six starts and six ends at least: {changes}"
+    );
+    assert!(
+        (1.0..=changes).contains(&transactions),
+        "{transactions} transactions for {changes} changes"
+    );
 
     // The gauges are seeded from the store after a restart.
     daemon.stop().await;

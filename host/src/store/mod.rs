@@ -75,7 +75,10 @@ pub trait Store: Send + Sync + 'static {
     /// One callback registration.
     fn callback(&self, correlation_id: &str) -> Result<Option<CallbackRecord>, StoreError>;
     /// Applies a change atomically, or refuses it with `Conflict`.
-    fn apply(&self, change: &Change) -> Result<(), StoreError>;
+    /// Concurrent changes may be written together (one transaction for
+    /// all), each still checked and refused on its own. Not durable until
+    /// [`Store::flush`].
+    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Timers due at or before `now_ms`, earliest first, at most `limit`.
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError>;
     /// When the earliest timer is due.
@@ -114,4 +117,21 @@ pub trait Store: Send + Sync + 'static {
     /// A random 32-byte secret of this store under `name`, created (and
     /// flushed) on first use and the same ever after.
     fn node_secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    /// What the writes cost so far: changes against transactions, and
+    /// flush requests against disk flushes (group apply and group commit).
+    fn write_stats(&self) -> WriteStats;
+}
+
+/// Counters of [`Store::apply`] and [`Store::flush`], since the store was
+/// opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Changes applied or refused.
+    pub changes: u64,
+    /// Database transactions they took.
+    pub transactions: u64,
+    /// Calls of [`Store::flush`].
+    pub flush_requests: u64,
+    /// Disk flushes they were served by.
+    pub disk_flushes: u64,
 }
