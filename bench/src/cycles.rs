@@ -34,12 +34,20 @@ pub struct Args {
     /// Seconds per closed-loop row.
     #[arg(long, default_value_t = 10)]
     secs: u64,
-    /// Seconds of the open-loop run at half the best rate (0: skip it).
+    /// Seconds of each open-loop run: at half the best closed-loop rate,
+    /// then at each of `--open-rates` (0: skip them).
     #[arg(long, default_value_t = 10)]
     half_load_secs: u64,
+    /// More open-loop rates (cycles/s), comma separated: 2500 is half the
+    /// 5,000/s target.
+    #[arg(long, value_delimiter = ',')]
+    open_rates: Vec<f64>,
     /// Worker threads of the daemon's runtime.
     #[arg(long, default_value_t = 2)]
     daemon_threads: usize,
+    /// Worker threads of the load generator's runtime (client and partner).
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
 }
 
 /// What the partner saw when it called back.
@@ -345,7 +353,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.client_threads)
         .thread_name("client")
         .enable_all()
         .build()?;
@@ -422,11 +430,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             sweep(format!("{c} concurrent"), &mut before);
         }
         if args.half_load_secs > 0 && best > 0.0 {
-            let rate = best / 2.0;
-            let row = open_loop(bench.clone(), rate, args.half_load_secs).await;
-            row.print(&format!("open loop at {rate:.0}/s (half the best)"));
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            sweep(format!("open loop at {rate:.0}/s"), &mut before);
+            let rates = std::iter::once((best / 2.0, " (half the best)"))
+                .chain(args.open_rates.iter().map(|&r| (r, "")));
+            for (rate, why) in rates {
+                let row = open_loop(bench.clone(), rate, args.half_load_secs).await;
+                row.print(&format!("open loop at {rate:.0}/s{why}"));
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                sweep(format!("open loop at {rate:.0}/s"), &mut before);
+            }
         }
         println!();
         println!("Where the executions of each row ended, 1 s after it (from the store):");

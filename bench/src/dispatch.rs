@@ -71,6 +71,7 @@ fn call_info() -> CallInfo {
         execution_id: "bench-execution".into(),
         step: "echo".into(),
         step_run_id: "bench-step-run".into(),
+        attempt: 1,
         deadline: Instant::now() + Duration::from_secs(60),
     }
 }

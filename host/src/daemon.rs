@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::api::Api;
@@ -166,7 +166,11 @@ impl Daemon {
 
         let api = Arc::new(Api::new(self.workflows.clone(), &self.config));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // HTTP/1.1 only (the API speaks nothing else), so nothing sniffs
+        // each connection for an HTTP/2 preface; with a timer, a client
+        // that never finishes its headers is cut off (hyper: 30 s).
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(hyper_util::rt::TokioTimer::new());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -181,10 +185,13 @@ impl Daemon {
                             continue;
                         }
                     };
+                    // Answers go out whole at once; do not hold the last
+                    // segment back waiting for an ACK (Nagle).
+                    let _ = stream.set_nodelay(true);
                     let api = api.clone();
                     let service = hyper::service::service_fn(move |req| api.clone().handle(req));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn.into_owned());
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection ended with an error");

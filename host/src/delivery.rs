@@ -403,7 +403,7 @@ impl Deliverer {
             Ok(()) => {
                 self.workflows.metrics().delivery_attempt(ok, gave_up);
                 if !change.add_timers.is_empty() {
-                    self.workflows.timer_wake().notify_one();
+                    self.workflows.timer_wake().now();
                 }
             }
             Err(StoreError::Conflict(why)) => {

@@ -147,6 +147,7 @@ impl Executor {
             execution_id: String::new(),
             step: String::new(),
             step_run_id: String::new(),
+            attempt: 1,
             deadline: Instant::now() + Duration::from_millis(grant.limits.time_limit_ms),
         };
         let (result, _) = self

@@ -8,6 +8,7 @@
 //! never holds the loop up.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::delivery::Deliverer;
@@ -22,6 +23,44 @@ const BATCH: usize = 256;
 /// Pause after a timer failed to fire (storage trouble), so a timer that
 /// keeps failing does not spin the loop.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// Wakes the timer loop early, when a timer is written that is due before
+/// the loop would next look. Most timers (callback timeouts of minutes or
+/// hours) are not: the loop is woken for the few that are, instead of
+/// scanning the store again after every suspension.
+#[derive(Debug, Default)]
+pub struct TimerWake {
+    notify: tokio::sync::Notify,
+    /// When the sleeping loop looks next (ms since the epoch); 0 while it
+    /// is looking, so a timer written meanwhile always wakes it.
+    planned_ms: AtomicU64,
+}
+
+impl TimerWake {
+    /// A timer due at `due_ms` was written (and committed).
+    pub fn added(&self, due_ms: u64) {
+        if due_ms < self.planned_ms.load(Ordering::SeqCst) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// A timer due now was written.
+    pub fn now(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Sleeps until `sleep` has passed or an earlier timer is added. Any
+    /// `added` from the loop's scan on wakes it (the permit is kept).
+    async fn sleep(&self, sleep: Duration) {
+        let planned = now_ms().saturating_add(sleep.as_millis() as u64);
+        self.planned_ms.store(planned, Ordering::SeqCst);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = self.notify.notified() => {}
+        }
+        self.planned_ms.store(0, Ordering::SeqCst);
+    }
+}
 
 /// Fires due timers until the task is aborted.
 pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
@@ -60,9 +99,6 @@ pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).min(MAX_SLEEP),
             _ => MAX_SLEEP,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = wake.notified() => {}
-        }
+        wake.sleep(sleep).await;
     }
 }

@@ -134,7 +134,7 @@ pub struct Workflows {
     config: Arc<Config>,
     tasks: TaskTracker,
     cancel: CancellationToken,
-    timer_wake: Arc<tokio::sync::Notify>,
+    timer_wake: Arc<crate::timers::TimerWake>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -167,7 +167,7 @@ impl Workflows {
             config,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
-            timer_wake: Arc::new(tokio::sync::Notify::new()),
+            timer_wake: Arc::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
@@ -188,7 +188,7 @@ impl Workflows {
     }
 
     /// Wakes the timer loop when a timer earlier than it knows of is added.
-    pub fn timer_wake(&self) -> Arc<tokio::sync::Notify> {
+    pub fn timer_wake(&self) -> Arc<crate::timers::TimerWake> {
         self.timer_wake.clone()
     }
 
@@ -398,6 +398,7 @@ impl Workflows {
             execution_id: exec.id.clone(),
             step: step.name.clone(),
             step_run_id: exec.step_run_id.clone(),
+            attempt: exec.attempt,
             deadline: Instant::now() + Duration::from_millis(plugin.grant.limits.time_limit_ms),
         };
         let started = Instant::now();
@@ -580,8 +581,8 @@ impl Workflows {
             .unwrap_or(result))
     }
 
-    fn wake_timers_for(&self, _due: u64) {
-        self.timer_wake.notify_one();
+    fn wake_timers_for(&self, due: u64) {
+        self.timer_wake.added(due);
     }
 
     /// Writes a transition; reports what the execution does next.
@@ -616,7 +617,7 @@ impl Workflows {
         self.metrics.transition(Some(ExecState::Running), state);
         if delivering {
             self.metrics.delivery_enqueued();
-            self.timer_wake.notify_one();
+            self.timer_wake.now();
         }
         Ok(match state {
             ExecState::Running => StepReport::Running,
@@ -1078,7 +1079,7 @@ impl Workflows {
         self.metrics.transition(Some(from), ExecState::Failed);
         if delivering {
             self.metrics.delivery_enqueued();
-            self.timer_wake.notify_one();
+            self.timer_wake.now();
         }
         self.store.flush().await?;
         Ok(next)
@@ -1119,7 +1120,7 @@ impl Workflows {
         self.metrics.transition(Some(ExecState::Failed), next.state);
         if delivering {
             self.metrics.delivery_enqueued();
-            self.timer_wake.notify_one();
+            self.timer_wake.now();
         }
         self.store.flush().await?;
         if next.state == ExecState::Running {
@@ -1237,10 +1238,9 @@ impl Registrar for DurableRegistrar {
         Box::pin(async move {
             let fail = |e: StoreError| format!("could not register the callback: {e}");
             let key = self.key().map_err(fail)?;
-            let attempt = match self.store.execution(&call.execution_id).map_err(fail)? {
-                Some(exec) if exec.step_run_id == call.step_run_id => Some(exec.attempt),
-                _ => None,
-            };
+            // The step's own run (not a describe call) gets tickets that
+            // a re-run after a crash can derive again.
+            let attempt = (!call.step_run_id.is_empty()).then_some(call.attempt);
             let mut chosen = None;
             for n in 0..REPRODUCIBLE_REGISTRATIONS {
                 let Some(attempt) = attempt else { break };

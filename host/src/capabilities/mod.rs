@@ -57,6 +57,8 @@ pub struct CallInfo {
     pub step: String,
     /// The step run's idempotency key.
     pub step_run_id: String,
+    /// Which attempt of the step this is (1 for the first run).
+    pub attempt: u32,
     /// When the call's time limit runs out.
     pub deadline: Instant,
 }

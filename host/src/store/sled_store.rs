@@ -532,14 +532,26 @@ impl SledStore {
             let leader = ApplyLeader { store: self };
             // Let the other ready tasks of this thread reach their writes
             // first: under load they join this batch instead of each
-            // paying for a transaction of their own.
-            tokio::task::yield_now().await;
+            // paying for a transaction of their own. Yield again while the
+            // queue keeps growing (a few times at most).
+            let mut queued = 1;
+            for _ in 0..MAX_GATHER_YIELDS {
+                tokio::task::yield_now().await;
+                let now = self.applier.lock().queue.len();
+                if now == queued {
+                    break;
+                }
+                queued = now;
+            }
             drop(leader);
         }
         rx.await
             .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())))
     }
 }
+
+/// How often a group-apply leader yields, at most, while its queue grows.
+const MAX_GATHER_YIELDS: usize = 4;
 
 /// Group apply: concurrent [`Store::apply`] callers share one sled
 /// transaction.
