@@ -33,6 +33,10 @@ pub enum ConfigError {
 }
 
 /// Everything the daemon can be told.
+/// Upper bound of `max_concurrent_steps`: every slot reserves address
+/// space for two linear memories of the largest plugin's size at start.
+pub const MAX_CONCURRENT_STEPS: u32 = 10_000;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -53,6 +57,10 @@ pub struct Config {
     pub max_plugin_bytes: usize,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Step calls that may run at once (each holds a Wasm instance from a
+    /// pool reserved at start, waiting for HTTP included); more wait for a
+    /// free slot.
+    pub max_concurrent_steps: u32,
     /// Internal address ranges plugins may reach anyway (CIDR, e.g.
     /// `10.20.0.0/16`); every other loopback, link-local, private or
     /// metadata address is refused after DNS resolution.
@@ -82,6 +90,7 @@ impl Default for Config {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_plugin_bytes: 128 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            max_concurrent_steps: crate::engine::DEFAULT_MAX_INSTANCES,
             egress_allow: Vec::new(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
@@ -230,6 +239,12 @@ impl Config {
         }
         if self.default_callback_timeout_ms > self.max_callback_timeout_ms {
             return invalid("default_callback_timeout_ms exceeds max_callback_timeout_ms".into());
+        }
+        if !(1..=MAX_CONCURRENT_STEPS).contains(&self.max_concurrent_steps) {
+            return invalid(format!(
+                "max_concurrent_steps must be between 1 and {MAX_CONCURRENT_STEPS}, got {}",
+                self.max_concurrent_steps
+            ));
         }
         if self.limits.time_limit_ms == 0 || self.limits.memory_mb == 0 {
             return invalid("limits.time_limit_ms and limits.memory_mb must be > 0".into());
@@ -404,6 +419,21 @@ mod tests {
         assert_eq!(c.limits_for("echo").memory_mb, 16);
         assert_eq!(c.secrets_for("echo").unwrap()["partner"], "s3cret");
         assert!(c.secrets_for("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn max_concurrent_steps_is_bounded() {
+        for (value, ok) in [(0, false), (1, true), (1000, true), (10_001, false)] {
+            let config = Config {
+                max_concurrent_steps: value,
+                ..Default::default()
+            };
+            let result = config.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("max_concurrent_steps"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -57,7 +57,9 @@ impl Daemon {
         let mut services = HostServices::new(registrar.clone(), policy)?;
         services.dry_run = dry_run;
         services.request_sink = sink;
-        let executor = Arc::new(Executor::new(engine, services)?);
+        let executor = Arc::new(
+            Executor::new(engine, services)?.with_max_instances(config.max_concurrent_steps),
+        );
         let registry = Arc::new(Registry::new(
             executor.clone(),
             store.clone(),

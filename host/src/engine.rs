@@ -20,8 +20,9 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Component instances that may be live at once unless configured
-/// otherwise: each running or HTTP-waiting step call holds one. A call
-/// beyond it waits for a slot (see [`crate::executor`]) rather than failing.
+/// otherwise (`max_concurrent_steps`): each running or HTTP-waiting step
+/// call holds one. A call beyond it waits for a slot (see
+/// [`crate::executor`]) rather than failing.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
 
 /// The engine's sizing, derived from the daemon's configuration.
@@ -48,7 +49,7 @@ impl EngineOptions {
         let bytes = max_mb.saturating_mul(1024 * 1024).min(4 << 30);
         Self {
             max_memory_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-            max_instances: DEFAULT_MAX_INSTANCES,
+            max_instances: config.max_concurrent_steps,
         }
     }
 }

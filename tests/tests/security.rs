@@ -323,3 +323,81 @@ async fn a_config_file_naming_a_bad_component_stops_the_daemon_with_the_reason()
         "the error names the plugin and the problem: {text}"
     );
 }
+
+/// A partner that holds every request until told to answer, and records
+/// the most requests it held at once.
+struct HoldingPartner {
+    partner: Partner,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn holding_partner() -> HoldingPartner {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let partner = {
+        let (release, held, peak) = (release.clone(), held.clone(), peak.clone());
+        Partner::start(move |_| {
+            let (release, held, peak) = (release.clone(), held.clone(), peak.clone());
+            async move {
+                let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                release.acquire().await.unwrap().forget();
+                held.fetch_sub(1, Ordering::SeqCst);
+                (200, json!({"ok": true}))
+            }
+        })
+        .await
+    };
+    HoldingPartner {
+        partner,
+        release,
+        peak,
+    }
+}
+
+/// Starts three `http-task` executions against `partner`, lets the partner
+/// answer them one by one, and returns the most it held at once.
+async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    if let Some(n) = max_concurrent_steps {
+        config.max_concurrent_steps = n;
+    }
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let holding = holding_partner().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            daemon
+                .start_execution(json!({
+                    "plugin": "http-task",
+                    "config": {"url": format!("{}/hold", holding.partner.base)},
+                    "input": {"n": i},
+                }))
+                .await,
+        );
+    }
+    holding.partner.wait_for_requests(1).await;
+    // Long enough for the other two to arrive if they can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        holding.release.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        daemon.wait_for(id, "completed").await;
+    }
+    holding.peak.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn max_concurrent_steps_bounds_the_step_calls_running_at_once() {
+    // One slot: the second and third calls wait for the first to finish,
+    // and then complete.
+    assert_eq!(peak_of_three_steps(Some(1)).await, 1);
+    // The default lets all three wait on the partner together.
+    assert_eq!(peak_of_three_steps(None).await, 3);
+}
