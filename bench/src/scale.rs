@@ -90,7 +90,7 @@ async fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
             tokio::spawn(async move {
                 let mut i = t;
                 while i < n {
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = uuid::Uuid::now_v7().to_string();
                     let cid = correlation_id(i);
                     let mut exec = crate::store::execution(id.clone(), 1, ExecState::Suspended);
                     exec.waiting = Some(Waiting {

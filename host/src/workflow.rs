@@ -144,8 +144,17 @@ impl std::fmt::Debug for Workflows {
     }
 }
 
+/// A random id (step runs, callbacks of describe calls).
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// An execution id: a UUIDv7, ordered by creation time, so the store keeps
+/// the executions in flight next to each other at the end of its tree
+/// instead of scattered among every finished one (random ids made each
+/// transition touch a cold page once the store outgrew its cache).
+fn new_execution_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -278,7 +287,7 @@ impl Workflows {
             .map(|p| p.hash.clone());
         let now = now_ms();
         let mut exec = Execution {
-            id: new_id(),
+            id: new_execution_id(),
             version: 1,
             workflow,
             steps,
@@ -1213,11 +1222,29 @@ impl DurableRegistrar {
             "correlation-id\n{}\n{}\n{attempt}\n{n}",
             call.execution_id, call.step_run_id
         ));
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        let id = uuid::Builder::from_random_bytes(bytes)
-            .into_uuid()
-            .to_string();
+        // Under a time-ordered execution id, the ticket is time-ordered
+        // too (its timestamp, the rest from the digest), for the same
+        // locality; under an older random one it is random as before, so
+        // a re-run after an upgrade derives the ticket it handed out.
+        let created = uuid::Uuid::parse_str(&call.execution_id)
+            .ok()
+            .filter(|u| u.get_version_num() == 7)
+            .and_then(|u| u.get_timestamp())
+            .map(|t| t.to_unix());
+        let id = match created {
+            Some((secs, nanos)) => {
+                let mut rest = [0u8; 10];
+                rest.copy_from_slice(&digest[..10]);
+                let ms = secs * 1000 + u64::from(nanos / 1_000_000);
+                uuid::Builder::from_unix_timestamp_millis(ms, &rest).into_uuid()
+            }
+            None => {
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(&digest[..16]);
+                uuid::Builder::from_random_bytes(bytes).into_uuid()
+            }
+        }
+        .to_string();
         let secret = hex::encode(mac(&format!("callback-secret\n{id}")));
         (id, secret)
     }
@@ -1385,5 +1412,81 @@ fn to_wit_event(event: &ResumeWith) -> bindings::ResumeEvent {
         }),
         ResumeWith::Timeout => bindings::ResumeEvent::Timeout,
         ResumeWith::Timer => bindings::ResumeEvent::Timer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(execution_id: &str) -> CallInfo {
+        CallInfo {
+            plugin: "p".into(),
+            execution_id: execution_id.into(),
+            step: "s".into(),
+            step_run_id: "run".into(),
+            attempt: 1,
+            deadline: Instant::now(),
+        }
+    }
+
+    fn registrar() -> (tempfile::TempDir, DurableRegistrar) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
+        (dir, DurableRegistrar::new(store, "http://x".into()))
+    }
+
+    #[test]
+    fn execution_ids_are_time_ordered_uuids() {
+        let ids: Vec<String> = (0..100).map(|_| new_execution_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "later ids sort after earlier ones");
+        for id in &ids {
+            assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+        }
+    }
+
+    #[test]
+    fn tickets_are_derived_again_and_share_their_executions_time_order() {
+        let (_dir, registrar) = registrar();
+        let key = registrar.key().unwrap().to_vec();
+        let exec_id = new_execution_id();
+        let (cid, secret) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
+        // A re-run derives the same ticket; another attempt or index not.
+        assert_eq!(
+            registrar.derived_ticket(&key, &call(&exec_id), 1, 0),
+            (cid.clone(), secret.clone())
+        );
+        assert_ne!(registrar.derived_ticket(&key, &call(&exec_id), 2, 0).0, cid);
+        assert_ne!(registrar.derived_ticket(&key, &call(&exec_id), 1, 1).0, cid);
+        let ticket = uuid::Uuid::parse_str(&cid).unwrap();
+        let exec = uuid::Uuid::parse_str(&exec_id).unwrap();
+        assert_eq!(ticket.get_version_num(), 7);
+        assert_eq!(ticket.get_timestamp(), exec.get_timestamp());
+        assert_eq!(secret.len(), 64);
+    }
+
+    #[test]
+    fn tickets_of_executions_with_random_ids_are_derived_as_before() {
+        // Executions written before ids were time-ordered keep the ticket
+        // derivation they were registered with, so a re-run after an
+        // upgrade hands out the same ticket.
+        let (_dir, registrar) = registrar();
+        let key = registrar.key().unwrap().to_vec();
+        let exec_id = uuid::Uuid::new_v4().to_string();
+        let (cid, _) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("correlation-id\n{exec_id}\nrun\n1\n0").as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        assert_eq!(
+            cid,
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string()
+        );
     }
 }
