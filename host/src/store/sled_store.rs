@@ -598,11 +598,25 @@ impl ApplyLeader<'_> {
                 std::mem::take(&mut q.queue)
             };
             let (changes, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            // Should sled panic, the next caller must be able to lead (this
+            // batch's callers hear "abandoned" from their dropped senders).
+            let unwinding = UnwindReset(&self.store.applier);
             let outcomes = self.store.apply_batch(&changes);
+            std::mem::forget(unwinding);
             for (tx, outcome) in senders.into_iter().zip(outcomes) {
                 let _ = tx.send(outcome);
             }
         }
+    }
+}
+
+/// Clears `leading` when a batch panics, so writers do not queue forever
+/// behind a leader that is gone.
+struct UnwindReset<'a>(&'a Applier);
+
+impl Drop for UnwindReset<'_> {
+    fn drop(&mut self) {
+        self.0.lock().leading = false;
     }
 }
 
