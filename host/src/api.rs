@@ -441,7 +441,7 @@ impl Api {
         let text = self
             .workflows
             .metrics()
-            .render(self.workflows.store().as_ref());
+            .render(self.workflows.store().as_ref(), self.workflows.slot_usage());
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -88,6 +88,37 @@ pub struct Executor {
     /// One permit per instance slot of the engine's pool: a call beyond the
     /// pool waits for a slot instead of failing to instantiate.
     slots: Arc<tokio::sync::Semaphore>,
+    /// How many permits `slots` was made with.
+    capacity: u32,
+    /// Calls waiting for a slot right now.
+    waiting: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How the instance slots are used, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotUsage {
+    /// Slots in all (`max_concurrent_steps`).
+    pub capacity: u64,
+    /// Slots held by a step call.
+    pub in_use: u64,
+    /// Step calls waiting for one.
+    pub waiting: u64,
+}
+
+/// Counts a call as waiting for a slot while it lives.
+struct Waiting(Arc<std::sync::atomic::AtomicU64>);
+
+impl Waiting {
+    fn new(counter: &Arc<std::sync::atomic::AtomicU64>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Executor {
@@ -113,14 +144,27 @@ impl Executor {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 crate::engine::DEFAULT_MAX_INSTANCES as usize,
             )),
+            capacity: crate::engine::DEFAULT_MAX_INSTANCES,
+            waiting: Arc::default(),
         })
     }
 
     /// Sets how many calls may hold an instance at once; must not exceed
     /// the engine's [`crate::engine::EngineOptions::max_instances`].
     pub fn with_max_instances(mut self, n: u32) -> Self {
-        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize));
+        self.capacity = n.max(1);
+        self.slots = Arc::new(tokio::sync::Semaphore::new(self.capacity as usize));
         self
+    }
+
+    /// Slots in use and calls waiting for one.
+    pub fn slot_usage(&self) -> SlotUsage {
+        let capacity = u64::from(self.capacity);
+        SlotUsage {
+            capacity,
+            in_use: capacity.saturating_sub(self.slots.available_permits() as u64),
+            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// The engine components must be compiled with.
@@ -218,6 +262,7 @@ impl Executor {
             Ok(permit) => permit,
             Err(_) => {
                 tracing::debug!(plugin = %call.plugin, "all instance slots busy; waiting for one");
+                let _waiting = Waiting::new(&self.waiting);
                 let wait = self.slots.clone().acquire_owned();
                 match tokio::time::timeout_at(deadline.into(), wait).await {
                     Ok(Ok(permit)) => permit,

@@ -183,9 +183,33 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4). The timer backlog is
     /// read from `store`; if it cannot be, those two series are left out.
-    pub fn render(&self, store: &dyn Store) -> String {
+    pub fn render(&self, store: &dyn Store, slots: crate::executor::SlotUsage) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+        header(
+            &mut out,
+            "stephost_step_slots",
+            "gauge",
+            "Wasm instance slots (max_concurrent_steps), and how many step calls hold one.",
+        );
+        let _ = writeln!(
+            out,
+            "stephost_step_slots{{state=\"total\"}} {}",
+            slots.capacity
+        );
+        let _ = writeln!(
+            out,
+            "stephost_step_slots{{state=\"in-use\"}} {}",
+            slots.in_use
+        );
+        header(
+            &mut out,
+            "stephost_step_calls_waiting",
+            "gauge",
+            "Step calls waiting for a free instance slot: above zero for long, raise max_concurrent_steps.",
+        );
+        let _ = writeln!(out, "stephost_step_calls_waiting {}", slots.waiting);
 
         header(
             &mut out,

@@ -181,6 +181,11 @@ impl Workflows {
         }
     }
 
+    /// Instance slots in use and step calls waiting for one.
+    pub fn slot_usage(&self) -> crate::executor::SlotUsage {
+        self.executor.slot_usage()
+    }
+
     /// The daemon's counters.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics

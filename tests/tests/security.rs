@@ -358,9 +358,25 @@ async fn holding_partner() -> HoldingPartner {
     }
 }
 
+/// A sample of the daemon's `/metrics` page, by its exact series name.
+async fn metric(daemon: &TestDaemon, series: &str) -> f64 {
+    let page = client()
+        .get(format!("{}/metrics", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+}
+
 /// Starts three `http-task` executions against `partner`, lets the partner
-/// answer them one by one, and returns the most it held at once.
-async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> usize {
+/// answer them one by one, and returns the most it held at once and, while
+/// it held the first, the slot gauges (total, in use, calls waiting).
+async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> (usize, [f64; 3]) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     if let Some(n) = max_concurrent_steps {
@@ -383,6 +399,11 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> usize {
     holding.partner.wait_for_requests(1).await;
     // Long enough for the other two to arrive if they can.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let slots = [
+        metric(&daemon, r#"stephost_step_slots{state="total"}"#).await,
+        metric(&daemon, r#"stephost_step_slots{state="in-use"}"#).await,
+        metric(&daemon, "stephost_step_calls_waiting").await,
+    ];
     for _ in 0..3 {
         holding.release.add_permits(1);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -390,14 +411,22 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> usize {
     for id in &ids {
         daemon.wait_for(id, "completed").await;
     }
-    holding.peak.load(std::sync::atomic::Ordering::SeqCst)
+    assert_eq!(
+        metric(&daemon, "stephost_step_calls_waiting").await,
+        0.0,
+        "nobody waits once all are done"
+    );
+    (
+        holding.peak.load(std::sync::atomic::Ordering::SeqCst),
+        slots,
+    )
 }
 
 #[tokio::test]
 async fn max_concurrent_steps_bounds_the_step_calls_running_at_once() {
-    // One slot: the second and third calls wait for the first to finish,
-    // and then complete.
-    assert_eq!(peak_of_three_steps(Some(1)).await, 1);
+    // One slot: the second and third calls wait for the first to finish
+    // (and /metrics says so), and then complete.
+    assert_eq!(peak_of_three_steps(Some(1)).await, (1, [1.0, 1.0, 2.0]));
     // The default lets all three wait on the partner together.
-    assert_eq!(peak_of_three_steps(None).await, 3);
+    assert_eq!(peak_of_three_steps(None).await, (3, [1000.0, 3.0, 0.0]));
 }
