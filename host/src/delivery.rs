@@ -300,7 +300,7 @@ impl Deliverer {
         let live =
             current.filter(|d| d.state == DeliveryState::Pending && d.due_ms == Some(timer.due_ms));
         let Some(delivery) = live else {
-            return drop_timer(store.as_ref(), timer).await;
+            return crate::timers::drop_stale(store.as_ref(), timer).await;
         };
         let lease_due = now_ms() + self.config.request_timeout_ms + LEASE_MARGIN_MS;
         let mut next = delivery;
@@ -457,19 +457,6 @@ impl Deliverer {
             Some(status.as_u16()),
             format!("client answered HTTP {}: {snippet}", status.as_u16()),
         ))
-    }
-}
-
-async fn drop_timer(store: &dyn Store, timer: Timer) -> Result<(), StoreError> {
-    match store
-        .apply(&Change {
-            remove_timers: vec![timer],
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::delivery::Deliverer;
-use crate::model::{TimerKind, now_ms};
+use crate::model::{Timer, TimerKind, now_ms};
+use crate::store::{Change, Store, StoreError};
 use crate::workflow::Workflows;
 
 /// Longest sleep between looks at the store; bounds how late a timer added
@@ -59,6 +60,21 @@ impl TimerWake {
             _ = self.notify.notified() => {}
         }
         self.planned_ms.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Removes a timer whose wait already ended. Someone else removing it
+/// first (a conflict) is as good.
+pub(crate) async fn drop_stale(store: &dyn Store, timer: Timer) -> Result<(), StoreError> {
+    match store
+        .apply(&Change {
+            remove_timers: vec![timer],
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

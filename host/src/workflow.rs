@@ -950,17 +950,7 @@ impl Workflows {
         }
         let (Some(exec), Some(waiting)) = (exec, live) else {
             // Stale: the wait it guarded already ended.
-            return match self
-                .store
-                .apply(&Change {
-                    remove_timers: vec![timer],
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
-                Err(e) => Err(e),
-            };
+            return crate::timers::drop_stale(self.store.as_ref(), timer).await;
         };
         let from = exec.state;
         let mut next = bump(exec);
