@@ -306,6 +306,9 @@ impl GroupCommit {
     }
 }
 
+/// A stored key and its value.
+type Record = (sled::IVec, sled::IVec);
+
 /// A change ready for the batch transaction: its records already encoded
 /// by the caller, so the one applying a batch only checks and writes.
 struct Prepared {
@@ -635,32 +638,30 @@ impl Store for SledStore {
     }
 
     fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
+        // Running ones come from the index (cost by the running executions,
+        // not all of them); anything else is a scan.
+        let records: Box<dyn Iterator<Item = Result<Option<Record>, StoreError>>> =
+            if filter.state == Some(ExecState::Running) {
+                Box::new(self.running.iter().map(|item| {
+                    let (key, _) = item.map_err(backend)?;
+                    Ok(self
+                        .executions
+                        .get(&key)
+                        .map_err(backend)?
+                        .map(|b| (key, b)))
+                }))
+            } else {
+                Box::new(
+                    self.executions
+                        .iter()
+                        .map(|item| item.map(Some).map_err(backend)),
+                )
+            };
         let mut out = Vec::new();
-        if filter.state == Some(ExecState::Running) {
-            // From the index: cost by the running executions, not all.
-            for item in self.running.iter() {
-                let (key, _) = item.map_err(backend)?;
-                let Some(bytes) = self.executions.get(&key).map_err(backend)? else {
-                    continue;
-                };
-                let exec: Execution = decode(&key, &bytes)?;
-                if exec.state != ExecState::Running
-                    || filter
-                        .workflow
-                        .as_ref()
-                        .is_some_and(|w| *w != exec.workflow)
-                {
-                    continue;
-                }
-                out.push(exec);
-                if filter.limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
-            }
-            return Ok(out);
-        }
-        for item in self.executions.iter() {
-            let (key, bytes) = item.map_err(backend)?;
+        for record in records {
+            let Some((key, bytes)) = record? else {
+                continue;
+            };
             let exec: Execution = decode(&key, &bytes)?;
             if filter.state.is_some_and(|s| s != exec.state)
                 || filter
