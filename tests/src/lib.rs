@@ -155,6 +155,32 @@ impl TestDaemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// `GET /metrics` (open, no token), as series name (labels included)
+    /// to value.
+    pub async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let page = client()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_samples(&page)
+    }
+}
+
+/// The samples of a Prometheus text page: series name (labels included)
+/// to value.
+pub fn metric_samples(page: &str) -> std::collections::BTreeMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// A shared HTTP client.
@@ -200,6 +226,13 @@ impl PartnerRequest {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The `X-Callback-Url` a `wait-for-callback` step sends.
+    pub fn callback_url(&self) -> String {
+        self.header("x-callback-url")
+            .expect("the step sends X-Callback-Url")
+            .to_owned()
     }
 
     /// The body as JSON.

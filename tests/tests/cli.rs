@@ -52,7 +52,7 @@ async fn run_waits_for_the_callback_and_prints_every_request() {
     let dir = tempfile::tempdir().unwrap();
     // Answers 202, then calls back a moment later, as a real partner would.
     let partner = Partner::start(|req| async move {
-        let url = req.header("x-callback-url").unwrap().to_owned();
+        let url = req.callback_url();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             call_back(&url, r#"{"done": true}"#).await;

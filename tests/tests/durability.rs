@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use stephost::Config;
 use stephost::bindings::stephost::plugin::signing::HmacAlg;
 use stephost::capabilities::signing::hmac;
-use stephost_tests::{Partner, PartnerRequest, TestDaemon, call_back, client, events};
+use stephost_tests::{
+    Partner, PartnerRequest, TestDaemon, call_back, client, events, metric_samples,
+};
 
 /// The raw signing key of the tests' `whsec_` secret.
 const KEY: &[u8] = b"durability-test-signing-key-32by";
@@ -429,16 +431,6 @@ async fn a_delivery_gives_up_after_the_maximum_retries() {
 }
 
 /// `name{labels} value` lines of a Prometheus text page.
-fn samples(page: &str) -> std::collections::BTreeMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,10 +451,7 @@ async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
         )
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = partner.wait_for_requests(1).await[0]
-        .header("x-callback-url")
-        .unwrap()
-        .to_owned();
+    let url = partner.wait_for_requests(1).await[0].callback_url();
     assert_eq!(call_back(&url, r#"{"ok": 1}"#).await.0, 200);
     assert_eq!(call_back(&url, r#"{"ok": 2}"#).await.0, 409);
     assert_eq!(call_back(&url, "not json").await.0, 409);
@@ -499,7 +488,7 @@ async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
             .starts_with("text/plain; version=0.0.4")
     );
     let page = resp.text().await.unwrap();
-    let m = samples(&page);
+    let m = metric_samples(&page);
     let get = |k: &str| {
         *m.get(k)
             .unwrap_or_else(|| panic!("no sample {k} in\n{page}"))
@@ -572,15 +561,7 @@ async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
     // The gauges are seeded from the store after a restart.
     daemon.stop().await;
     let again = TestDaemon::start(delivery_config(""), dir.path()).await;
-    let page = client()
-        .get(format!("{}/metrics", again.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let m = samples(&page);
+    let m = again.metrics().await;
     assert_eq!(m[r#"stephost_executions{state="completed"}"#], 5.0);
     assert_eq!(m[r#"stephost_executions{state="suspended"}"#], 1.0);
     assert_eq!(m["stephost_executions_started_total"], 0.0);

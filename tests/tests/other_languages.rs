@@ -163,10 +163,7 @@ async fn sign_and_forward_end_to_end(plugin: &str, wasm: &Path) {
         req.header("x-signature")
     );
     assert!(!req.header("x-step-run-id").unwrap_or_default().is_empty());
-    let callback = req
-        .header("x-callback-url")
-        .expect("the step sends X-Callback-Url")
-        .to_owned();
+    let callback = req.callback_url();
     assert!(
         callback.starts_with(&format!("{}/v1/callbacks/", daemon.base)),
         "{callback}"

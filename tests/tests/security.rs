@@ -264,10 +264,7 @@ async fn bad_input_gets_a_json_4xx() {
         )
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = partner.wait_for_requests(1).await[0]
-        .header("x-callback-url")
-        .unwrap()
-        .to_owned();
+    let url = partner.wait_for_requests(1).await[0].callback_url();
 
     let resp = client()
         .post(&url)
@@ -358,21 +355,6 @@ async fn holding_partner() -> HoldingPartner {
     }
 }
 
-/// A sample of the daemon's `/metrics` page, by its exact series name.
-async fn metric(daemon: &TestDaemon, series: &str) -> f64 {
-    let page = client()
-        .get(format!("{}/metrics", daemon.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
-}
-
 /// Starts three `http-task` executions against `partner`, lets the partner
 /// answer them one by one, and returns the most it held at once and, while
 /// it held the first, the slot gauges (total, in use, calls waiting).
@@ -399,10 +381,11 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> (usize, [f64;
     holding.partner.wait_for_requests(1).await;
     // Long enough for the other two to arrive if they can.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = daemon.metrics().await;
     let slots = [
-        metric(&daemon, r#"stephost_step_slots{state="total"}"#).await,
-        metric(&daemon, r#"stephost_step_slots{state="in-use"}"#).await,
-        metric(&daemon, "stephost_step_calls_waiting").await,
+        m[r#"stephost_step_slots{state="total"}"#],
+        m[r#"stephost_step_slots{state="in-use"}"#],
+        m["stephost_step_calls_waiting"],
     ];
     for _ in 0..3 {
         holding.release.add_permits(1);
@@ -412,7 +395,7 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> (usize, [f64;
         daemon.wait_for(id, "completed").await;
     }
     assert_eq!(
-        metric(&daemon, "stephost_step_calls_waiting").await,
+        daemon.metrics().await["stephost_step_calls_waiting"],
         0.0,
         "nobody waits once all are done"
     );

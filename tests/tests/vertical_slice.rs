@@ -7,13 +7,6 @@ use serde_json::{Value, json};
 use stephost::Config;
 use stephost_tests::{Partner, TestDaemon, call_back, client, events, transitions};
 
-fn callback_url(partner_request: &stephost_tests::PartnerRequest) -> String {
-    partner_request
-        .header("x-callback-url")
-        .expect("the step sends X-Callback-Url")
-        .to_owned()
-}
-
 #[tokio::test]
 async fn echo_completes_with_its_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +54,7 @@ async fn wait_for_callback_suspends_and_the_callback_completes_it() {
         json!({"order": 42}),
         "the partner gets the input document"
     );
-    let url = callback_url(&sent[0]);
+    let url = sent[0].callback_url();
     assert!(
         url.starts_with(&format!("{}/v1/callbacks/", daemon.base)),
         "{url}"
@@ -100,7 +93,7 @@ async fn a_callback_that_arrives_before_the_step_suspends_still_resumes_it() {
     let partner = Partner::start(move |req| {
         let seen = seen.clone();
         async move {
-            let url = req.header("x-callback-url").unwrap().to_owned();
+            let url = req.callback_url();
             let (status, _) = call_back(&url, r#"{"early": true}"#).await;
             seen.lock().unwrap().push(status);
             (202, json!({}))
@@ -138,7 +131,7 @@ async fn a_duplicate_callback_gets_409_and_changes_nothing() {
         )
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
 
     let (first, _) = call_back(&url, r#"{"n": 1}"#).await;
     assert_eq!(first, 200);
@@ -183,7 +176,7 @@ async fn unknown_ids_get_404_and_wrong_secrets_401() {
         )
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
     let without_secret = url.split('?').next().unwrap().to_owned();
     let (status, _) = call_back(&without_secret, "{}").await;
     assert_eq!(status, 401);
@@ -206,7 +199,7 @@ async fn a_rejected_callback_gets_400_and_the_execution_keeps_waiting() {
         )
         .await;
     let before = daemon.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
 
     let (status, body) = call_back(&url, "this is not json").await;
     assert_eq!(status, 400, "{body}");
@@ -239,7 +232,7 @@ async fn a_suspended_execution_survives_a_restart_and_resumes_on_the_new_daemon(
         .start_execution(json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {"doc": "d1"}}))
         .await;
     first.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
     let old_base = first.base.clone();
     first.stop().await;
 
@@ -288,7 +281,7 @@ async fn a_configured_workflow_hands_each_steps_output_to_the_next() {
         json!({"input": {"order": 1}, "config": {"source": "erp"}}),
         "the second step receives the first step's output"
     );
-    let (status, _) = call_back(&callback_url(&sent[0]), r#"{"approved": true}"#).await;
+    let (status, _) = call_back(&sent[0].callback_url(), r#"{"approved": true}"#).await;
     assert_eq!(status, 200);
     let exec = daemon.wait_for(&id, "completed").await;
     assert_eq!(exec["output"], json!({"approved": true}));
@@ -319,7 +312,7 @@ async fn a_callback_that_never_comes_fails_the_execution_with_callback_timeout()
         }))
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
     let exec = daemon.wait_for(&id, "failed").await;
     assert_eq!(exec["error"]["code"], "callback-timeout");
     assert!(events(&exec).contains(&"timeout".to_owned()));
@@ -549,7 +542,7 @@ async fn a_failed_execution_can_be_retried_or_skipped_by_an_admin() {
         run_id,
         "a retry keeps the step-run-id so the partner can dedupe"
     );
-    let (status, _) = call_back(&callback_url(&last), r#"{"ok": true}"#).await;
+    let (status, _) = call_back(&last.callback_url(), r#"{"ok": true}"#).await;
     assert_eq!(status, 200);
     let exec = daemon.wait_for(&id, "completed").await;
     assert_eq!(exec["output"], json!({"ok": true}));
@@ -592,7 +585,7 @@ async fn a_step_interrupted_by_shutdown_reruns_on_restart_with_the_same_step_run
         "the re-run carries the same step-run-id so the partner can dedupe"
     );
     assert_eq!(exec["attempt"], 1);
-    let (status, _) = call_back(&callback_url(&resent[1]), "{}").await;
+    let (status, _) = call_back(&resent[1].callback_url(), "{}").await;
     assert_eq!(status, 200);
     second.wait_for(&id, "completed").await;
     second.stop().await;
@@ -609,7 +602,7 @@ async fn of_fifty_concurrent_identical_callbacks_exactly_one_resumes_the_step() 
         )
         .await;
     daemon.wait_for(&id, "suspended").await;
-    let url = callback_url(&partner.wait_for_requests(1).await[0]);
+    let url = partner.wait_for_requests(1).await[0].callback_url();
 
     let calls = (0..50).map(|i| {
         let url = url.clone();
