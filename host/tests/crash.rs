@@ -32,7 +32,8 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use common::{Partner, Process, Request, client, create_token, free_port, write_config};
+use common::{Process, client, create_token, free_port, write_config};
+use stephost_tests::{Partner, PartnerRequest};
 
 const SIGNING_KEY: &[u8] = b"crash-test-signing-key-0123456789";
 
@@ -142,7 +143,7 @@ async fn job(world: Arc<World>, url: String, step_run: String, n: u64, early: bo
     }
 }
 
-fn authentic(req: &Request) -> bool {
+fn authentic(req: &PartnerRequest) -> bool {
     let (Some(id), Some(ts), Some(sig)) = (
         req.header("webhook-id"),
         req.header("webhook-timestamp"),
@@ -161,7 +162,7 @@ fn authentic(req: &Request) -> bool {
 }
 
 async fn partner(world: Arc<World>) -> Partner {
-    Partner::start(move |req: Request| {
+    Partner::start(move |req: PartnerRequest| {
         let world = world.clone();
         async move {
             let incarnation = world.incarnation.load(Ordering::SeqCst);
@@ -197,7 +198,7 @@ async fn partner(world: Arc<World>) -> Partner {
                             tokio::spawn(job(world.clone(), url, step_run, n, false));
                         }
                     }
-                    (202, "{}".to_owned())
+                    (202, json!({}))
                 }
                 "/done" => {
                     let body = req.json();
@@ -209,7 +210,7 @@ async fn partner(world: Arc<World>) -> Partner {
                         body["result"].clone(),
                         incarnation,
                     ));
-                    (200, body.to_string())
+                    (200, body)
                 }
                 "/results" => {
                     world.results.lock().unwrap().push((
@@ -217,9 +218,9 @@ async fn partner(world: Arc<World>) -> Partner {
                         authentic(&req),
                         req.json(),
                     ));
-                    (200, "{}".to_owned())
+                    (200, json!({}))
                 }
-                _ => (404, "{}".to_owned()),
+                _ => (404, json!({})),
             }
         }
     })

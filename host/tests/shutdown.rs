@@ -4,12 +4,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Partner, Process, Request, client, create_token, free_port, write_config};
+use common::{Process, client, create_token, free_port, write_config};
 use serde_json::{Value, json};
+use stephost_tests::Partner;
 
 async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
     let resp = client()
@@ -35,41 +36,18 @@ async fn get(base: &str, token: &str, path: &str) -> Value {
         .unwrap()
 }
 
-/// A partner that records requests and answers each after `delay(n)`.
-async fn slow_partner(
-    delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
-) -> (Partner, Arc<Mutex<Vec<Request>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let recorded = seen.clone();
+/// A partner that answers each request after `delay(n)`.
+async fn slow_partner(delay: impl Fn(usize) -> Duration + Send + Sync + 'static) -> Partner {
     let count = Arc::new(AtomicUsize::new(0));
     let delay = Arc::new(delay);
-    let partner = Partner::start(move |req| {
-        recorded.lock().unwrap().push(req);
-        let n = count.fetch_add(1, Ordering::SeqCst);
-        let wait = delay(n);
+    Partner::start(move |_| {
+        let wait = delay(count.fetch_add(1, Ordering::SeqCst));
         async move {
             tokio::time::sleep(wait).await;
-            (202, "{}".to_owned())
+            (202, json!({}))
         }
     })
-    .await;
-    (partner, seen)
-}
-
-async fn wait_requests(seen: &Mutex<Vec<Request>>, n: usize) -> Vec<Request> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = seen.lock().unwrap().clone();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partner got {} of {n}",
-            got.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await
 }
 
 async fn wait_state(base: &str, token: &str, id: &str, state: &str) -> Value {
@@ -100,7 +78,7 @@ async fn sigterm_stops_accepting_lets_the_step_in_flight_finish_and_exits_0() {
     let port = free_port();
     let log = dir.path().join("daemon.log");
     // The step's request takes 1.5 s to be answered.
-    let (partner, seen) = slow_partner(|_| Duration::from_millis(1500)).await;
+    let partner = slow_partner(|_| Duration::from_millis(1500)).await;
 
     let mut daemon = Process::spawn(&config, &data, port, &log);
     daemon.wait_healthy(Duration::from_secs(60)).await;
@@ -113,7 +91,7 @@ async fn sigterm_stops_accepting_lets_the_step_in_flight_finish_and_exits_0() {
     .await;
     assert_eq!(status, 201, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
-    wait_requests(&seen, 1).await;
+    partner.wait_for_requests(1).await;
 
     let signalled = Instant::now();
     daemon.term();
@@ -157,14 +135,11 @@ async fn sigterm_stops_accepting_lets_the_step_in_flight_finish_and_exits_0() {
     assert_eq!(events, ["started", "suspended"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        seen.lock().unwrap().len(),
+        partner.requests().len(),
         1,
         "the finished step is not re-run"
     );
-    let url = seen.lock().unwrap()[0]
-        .header("x-callback-url")
-        .unwrap()
-        .to_owned();
+    let url = partner.requests()[0].callback_url();
     let resp = client()
         .post(&url)
         .body(r#"{"done": true}"#)
@@ -187,7 +162,7 @@ async fn a_second_sigterm_exits_at_once_and_the_next_start_loses_nothing() {
     let port = free_port();
     let log = dir.path().join("daemon.log");
     // The first request hangs far beyond the test; later ones are quick.
-    let (partner, seen) = slow_partner(|n| {
+    let partner = slow_partner(|n| {
         if n == 0 {
             Duration::from_secs(120)
         } else {
@@ -207,7 +182,7 @@ async fn a_second_sigterm_exits_at_once_and_the_next_start_loses_nothing() {
     .await;
     assert_eq!(status, 201);
     let hanging = started["id"].as_str().unwrap().to_owned();
-    let first_send = wait_requests(&seen, 1).await[0].clone();
+    let first_send = partner.wait_for_requests(1).await[0].clone();
     let (_, started) = post(
         &daemon.base,
         &token,
@@ -241,7 +216,7 @@ async fn a_second_sigterm_exits_at_once_and_the_next_start_loses_nothing() {
     assert_eq!(done["state"], "completed");
     assert_eq!(done["output"], json!({"kept": true}));
     wait_state(&daemon.base, &token, &hanging, "suspended").await;
-    let sent = wait_requests(&seen, 2).await;
+    let sent = partner.wait_for_requests(2).await;
     assert_eq!(
         sent[1].header("x-step-run-id"),
         first_send.header("x-step-run-id"),

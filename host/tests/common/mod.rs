@@ -1,22 +1,13 @@
 //! What the process-level tests share: the real `stephost` binary started
-//! on a data dir and a port of the test's choosing, and a minimal partner
-//! HTTP server on loopback whose answers each test scripts. (The `tests`
-//! crate's harness runs the daemon in-process; these tests need a process
-//! they can signal and kill.)
+//! on a data dir and a port of the test's choosing. (The `tests` crate's
+//! harness runs the daemon in-process; these tests need a process they can
+//! signal and kill. Its loopback partner serves both.)
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stephost");
@@ -158,113 +149,4 @@ pub fn client() -> reqwest::Client {
                 .unwrap()
         })
         .clone()
-}
-
-/// A request the partner received.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Method.
-    pub method: String,
-    /// Path and query.
-    pub uri: String,
-    /// Headers, lower-case names.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON (`null` if it is not).
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-type Handler =
-    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = (u16, String)> + Send>> + Send + Sync>;
-
-/// A partner on loopback; answers with whatever the handler returns
-/// (status, JSON text).
-pub struct Partner {
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Partner {
-    /// Starts serving.
-    pub async fn start<F, Fut>(handler: F) -> Self
-    where
-        F: Fn(Request) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = (u16, String)> + Send + 'static,
-    {
-        let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let handler = handler.clone();
-                            async move {
-                                let method = req.method().to_string();
-                                let uri = req.uri().to_string();
-                                let headers = req
-                                    .headers()
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.to_string(),
-                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                        )
-                                    })
-                                    .collect();
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes().to_vec())
-                                    .unwrap_or_default();
-                                let (status, text) = handler(Request {
-                                    method,
-                                    uri,
-                                    headers,
-                                    body,
-                                })
-                                .await;
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from(text)));
-                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                                resp.headers_mut()
-                                    .insert("content-type", "application/json".parse().unwrap());
-                                Ok::<_, Infallible>(resp)
-                            }
-                        },
-                    );
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { base, task }
-    }
-}
-
-impl Drop for Partner {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
