@@ -245,6 +245,24 @@ impl Usage {
 }
 
 impl Row {
+    /// The row of a load that started at `started`, `before` being the
+    /// usage then.
+    fn finish(
+        bench: &Bench,
+        before: &Usage,
+        started: Instant,
+        cycles: Vec<Cycle>,
+        errors: Vec<String>,
+    ) -> Self {
+        Self {
+            cycles,
+            elapsed: started.elapsed(),
+            errors: errors.len(),
+            first_error: errors.into_iter().next(),
+            usage: Usage::now(bench).since(before),
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.cycles.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -307,13 +325,7 @@ async fn closed_loop(bench: Arc<Bench>, clients: usize, secs: u64) -> Row {
         cycles.extend(d);
         errors.extend(e);
     }
-    Row {
-        cycles,
-        elapsed: started.elapsed(),
-        errors: errors.len(),
-        first_error: errors.into_iter().next(),
-        usage: Usage::now(&bench).since(&before),
-    }
+    Row::finish(&bench, &before, started, cycles, errors)
 }
 
 async fn open_loop(bench: Arc<Bench>, rate: f64, secs: u64) -> Row {
@@ -337,13 +349,7 @@ async fn open_loop(bench: Arc<Bench>, rate: f64, secs: u64) -> Row {
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
-    Row {
-        cycles,
-        elapsed: started.elapsed(),
-        errors: errors.len(),
-        first_error: errors.into_iter().next(),
-        usage: Usage::now(&bench).since(&before),
-    }
+    Row::finish(&bench, &before, started, cycles, errors)
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
