@@ -61,7 +61,7 @@ impl Registrar for NoRegistrar {
 pub fn services() -> anyhow::Result<HostServices> {
     HostServices::new(
         Arc::new(NoRegistrar),
-        Arc::new(stephost::egress::AddressPolicy::default()),
+        Arc::new(stephost::egress::Egress::default()),
     )
 }
 

@@ -24,6 +24,8 @@ pub struct Api {
     max_body: usize,
     max_plugin_bytes: usize,
     auth: AuthConfig,
+    /// Which addresses a client's `callback_url` may name.
+    policy: crate::egress::AddressPolicy,
 }
 
 impl std::fmt::Debug for Api {
@@ -105,13 +107,17 @@ pub fn execution_view(exec: &Execution) -> Value {
 
 impl Api {
     /// An API over the state machine.
-    pub fn new(workflows: Arc<Workflows>, config: &crate::config::Config) -> Self {
-        Self {
+    pub fn new(
+        workflows: Arc<Workflows>,
+        config: &crate::config::Config,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
             workflows,
             max_body: config.max_request_body_bytes,
             max_plugin_bytes: config.max_plugin_bytes,
             auth: config.auth.clone(),
-        }
+            policy: config.egress()?.policy().clone(),
+        })
     }
 
     /// Checks the request's token for `needed` (when auth is on).
@@ -288,6 +294,10 @@ impl Api {
             input,
             callback_url,
         } = parse_start(&body)?;
+        if let Some(url) = &callback_url {
+            crate::delivery::check_callback_address(url, &self.policy)
+                .map_err(ApiError::bad_request)?;
+        }
         // With a callback_url the result is POSTed there when it ends: 202.
         let status = match callback_url {
             Some(_) => StatusCode::ACCEPTED,
@@ -489,11 +499,11 @@ impl Api {
         }
         let method = req.method().as_str().to_owned();
         let mut headers = Vec::new();
+        // HTTP allows bytes beyond ASCII in a value (obs-text); the plugin
+        // gets them decoded as UTF-8, lossily, as on the outbound path.
         for (name, value) in req.headers() {
-            let value = value.to_str().map_err(|_| {
-                ApiError::bad_request(format!("header {name} is not valid visible ASCII"))
-            })?;
-            headers.push((name.as_str().to_owned(), value.to_owned()));
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers.push((name.as_str().to_owned(), value));
         }
         let body = self.body(req).await?;
         let callback = ReceivedCallback {
@@ -504,7 +514,13 @@ impl Api {
         };
         let reply = self
             .workflows
-            .callback(id, secret.as_deref(), token_ok, callback)
+            .callback(
+                id,
+                secret.as_deref(),
+                token_ok,
+                self.auth.callbacks_require_token,
+                callback,
+            )
             .await
             .inspect(|reply| {
                 self.workflows.metrics().callback(match reply {

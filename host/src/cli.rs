@@ -24,6 +24,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// On an error, print its full debug form, with a backtrace when
+    /// `RUST_BACKTRACE` is set (otherwise: one line and its causes).
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -279,16 +283,39 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Entry point of the binary.
-pub fn run() -> anyhow::Result<()> {
+/// Entry point of the binary: runs the command and exits with its code,
+/// or with 1 after printing the error.
+pub fn run() -> ! {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let debug = cli.debug;
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("start the async runtime")?;
-    let code = runtime.block_on(execute(cli.command, &mut std::io::stdout()))?;
-    std::process::exit(code);
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(execute(cli.command, &mut std::io::stdout())));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("{}", describe_error(&e, debug));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// An error as an operator reads it: `error: …` and one `caused by:` line
+/// per cause. The debug form (which carries a backtrace whenever
+/// `RUST_BACKTRACE` is set, a common setting) only with `--debug`; panics
+/// keep Rust's own report.
+pub fn describe_error(e: &anyhow::Error, debug: bool) -> String {
+    if debug {
+        return format!("error: {e:?}");
+    }
+    let mut text = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    text
 }
 
 /// Runs a command, writing its result to `out`; returns the exit code.

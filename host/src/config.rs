@@ -65,6 +65,8 @@ pub struct Config {
     /// `10.20.0.0/16`); every other loopback, link-local, private or
     /// metadata address is refused after DNS resolution.
     pub egress_allow: Vec<String>,
+    /// How outbound requests leave the machine (`[egress]`).
+    pub egress: EgressConfig,
     /// Who may call the API.
     pub auth: AuthConfig,
     /// Limits applied to every plugin unless its own section says otherwise.
@@ -92,6 +94,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             max_concurrent_steps: crate::engine::DEFAULT_MAX_INSTANCES,
             egress_allow: Vec::new(),
+            egress: EgressConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
             secrets: BTreeMap::new(),
@@ -99,6 +102,39 @@ impl Default for Config {
             workflows: BTreeMap::new(),
             delivery: crate::delivery::DeliveryConfig::default(),
         }
+    }
+}
+
+/// `[egress]`: how plugin requests and result deliveries leave the machine.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Send every outbound request through this HTTP proxy
+    /// (`http://host:port`, credentials allowed). The address policy still
+    /// applies to each request's target. Proxy variables in the daemon's
+    /// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are never used.
+    pub proxy: Option<String>,
+}
+
+impl EgressConfig {
+    /// The proxy URL, checked.
+    fn proxy_url(&self) -> Result<Option<reqwest::Url>, ConfigError> {
+        let Some(text) = &self.proxy else {
+            return Ok(None);
+        };
+        let bad = |why: String| ConfigError::Invalid(format!("egress.proxy: {why}"));
+        let url = reqwest::Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "the proxy must be an http:// or https:// URL, not {}://",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("the proxy URL has no host".into()));
+        }
+        reqwest::Proxy::all(url.clone()).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(url))
     }
 }
 
@@ -110,7 +146,7 @@ pub struct AuthConfig {
     /// authenticates for the daemon).
     pub enabled: bool,
     /// Require a token with `callbacks:send` on every callback, in addition
-    /// to the secret in its URL.
+    /// to the secret in its URL (then neither alone is enough).
     pub callbacks_require_token: bool,
 }
 
@@ -273,7 +309,7 @@ impl Config {
                 }
             }
         }
-        self.address_policy()?;
+        self.egress()?;
         for (plugin, pc) in &self.plugins {
             if let Some(hosts) = &pc.allowed_hosts {
                 crate::egress::HostRules::parse(hosts)
@@ -314,8 +350,17 @@ impl Config {
         limits
     }
 
+    /// How the daemon reaches other hosts: the address policy and the
+    /// operator's proxy.
+    pub fn egress(&self) -> Result<crate::egress::Egress, ConfigError> {
+        Ok(crate::egress::Egress::new(
+            self.address_policy()?,
+            self.egress.proxy_url()?,
+        ))
+    }
+
     /// The daemon's address policy.
-    pub fn address_policy(&self) -> Result<crate::egress::AddressPolicy, ConfigError> {
+    fn address_policy(&self) -> Result<crate::egress::AddressPolicy, ConfigError> {
         let allow = self
             .egress_allow
             .iter()
@@ -434,6 +479,22 @@ mod tests {
                 assert!(e.to_string().contains("max_concurrent_steps"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn the_egress_proxy_is_checked() {
+        let c =
+            Config::from_toml("[egress]\nproxy = \"http://user:pw@proxy.internal:3128\"").unwrap();
+        assert_eq!(
+            c.egress.proxy.as_deref(),
+            Some("http://user:pw@proxy.internal:3128")
+        );
+        for bad in ["socks5://proxy:1080", "not a url", "file:///tmp/x"] {
+            let err = Config::from_toml(&format!("[egress]\nproxy = {bad:?}")).unwrap_err();
+            assert!(err.to_string().contains("egress.proxy"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("[egress]\nproxi = \"http://p:1\"").unwrap_err();
+        assert!(err.to_string().contains("proxi"), "{err}");
     }
 
     #[test]

@@ -53,8 +53,7 @@ impl Daemon {
         let engine = crate::engine::new_engine(&config)?;
         let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
-        let policy = Arc::new(config.address_policy()?);
-        let mut services = HostServices::new(registrar.clone(), policy)?;
+        let mut services = HostServices::new(registrar.clone(), Arc::new(config.egress()?))?;
         services.dry_run = dry_run;
         services.request_sink = sink;
         let executor = Arc::new(
@@ -166,7 +165,7 @@ impl Daemon {
             );
         }
 
-        let api = Arc::new(Api::new(self.workflows.clone(), &self.config));
+        let api = Arc::new(Api::new(self.workflows.clone(), &self.config)?);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         // HTTP/1.1 only (the API speaks nothing else), so nothing sniffs
         // each connection for an HTTP/2 preface; with a timer, a client

@@ -37,6 +37,12 @@ use crate::workflow::Workflows;
 const LEASE_MARGIN_MS: u64 = 5_000;
 /// How much of a client's error answer is kept on the attempt.
 const MAX_REASON_CHARS: usize = 300;
+/// How much of a client's error answer is read at all: the URL is the
+/// client's choice, and so is how much it sends back.
+const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
+/// Upper bound of `callback_retry_interval_ms` and `request_timeout_ms`
+/// (one day), so that scheduling arithmetic never overflows.
+const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest `callback_url` accepted.
 const MAX_URL_LEN: usize = 2048;
 
@@ -72,11 +78,18 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     /// Checks the values; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
-        if self.callback_retry_interval_ms == 0 {
-            return Err("delivery.callback_retry_interval_ms must be greater than zero".into());
-        }
-        if self.request_timeout_ms == 0 {
-            return Err("delivery.request_timeout_ms must be greater than zero".into());
+        for (key, value) in [
+            (
+                "callback_retry_interval_ms",
+                self.callback_retry_interval_ms,
+            ),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 || value > MAX_DELAY_MS {
+                return Err(format!(
+                    "delivery.{key} must be between 1 and {MAX_DELAY_MS} (one day), not {value}"
+                ));
+            }
         }
         if self.signing_secret.is_some() && self.signing_secret_env.is_some() {
             return Err(
@@ -123,7 +136,7 @@ fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Checks a client's `callback_url`: absolute http(s) with a host.
-/// Where it may point is checked when it is used (the address policy).
+/// Where it may point is checked by [`check_callback_address`].
 pub fn validate_callback_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("callback_url is longer than {MAX_URL_LEN} bytes"));
@@ -140,6 +153,24 @@ pub fn validate_callback_url(url: &str) -> Result<(), String> {
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("callback_url must not carry credentials".into());
+    }
+    Ok(())
+}
+
+/// Refuses a (valid) `callback_url` whose host is a literal address the
+/// policy refuses, so the client hears of it at start rather than from a
+/// failed delivery. A name is checked when the result is delivered (in the
+/// resolver), since what it resolves to may change until then.
+pub fn check_callback_address(
+    url: &str,
+    policy: &crate::egress::AddressPolicy,
+) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+        policy
+            .check(ip)
+            .map_err(|why| format!("callback_url: {why}"))?;
     }
     Ok(())
 }
@@ -252,7 +283,7 @@ pub fn view(deliveries: &[Delivery]) -> serde_json::Value {
 pub struct Deliverer {
     workflows: Arc<Workflows>,
     client: reqwest::Client,
-    policy: Arc<crate::egress::AddressPolicy>,
+    egress: crate::egress::Egress,
     key: Option<Vec<u8>>,
     config: DeliveryConfig,
 }
@@ -270,20 +301,18 @@ impl Deliverer {
         use anyhow::Context as _;
         let settings = config.delivery.clone();
         let key = settings.signing_key().map_err(anyhow::Error::msg)?;
-        let policy = Arc::new(config.address_policy()?);
+        let egress = config.egress()?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        let client = egress
+            .client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .dns_resolver(Arc::new(crate::egress::PolicyResolver::new(policy.clone())))
-            .user_agent(concat!("stephost/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("build the delivery HTTP client")?;
         Ok(Self {
             workflows,
             client,
-            policy,
+            egress,
             key,
             config: settings,
         })
@@ -302,7 +331,9 @@ impl Deliverer {
         let Some(delivery) = live else {
             return crate::timers::drop_stale(store.as_ref(), timer).await;
         };
-        let lease_due = now_ms() + self.config.request_timeout_ms + LEASE_MARGIN_MS;
+        let lease_due = now_ms()
+            .saturating_add(self.config.request_timeout_ms)
+            .saturating_add(LEASE_MARGIN_MS);
         let mut next = delivery;
         next.version += 1;
         next.due_ms = Some(lease_due);
@@ -386,7 +417,7 @@ impl Deliverer {
                     tracing::error!(%execution_id, url = %delivery.url, attempt = number, %reason, "result delivery failed; giving up after the last retry");
                     (false, true)
                 } else {
-                    let due = now_ms() + self.config.callback_retry_interval_ms;
+                    let due = now_ms().saturating_add(self.config.callback_retry_interval_ms);
                     next.due_ms = Some(due);
                     change.add_timers.push(Timer {
                         due_ms: due,
@@ -419,15 +450,10 @@ impl Deliverer {
     /// any) and why it failed.
     async fn send(&self, d: &Delivery) -> Result<u16, (Option<u16>, String)> {
         let url = reqwest::Url::parse(&d.url).map_err(|e| (None, format!("bad URL: {e}")))?;
-        // A literal IP never reaches the resolver: check it here.
-        if let Some(host) = url.host_str() {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-                self.policy
-                    .check(ip)
-                    .map_err(|why| (None, format!("egress denied: {why}")))?;
-            }
-        }
+        self.egress
+            .check_target(&url)
+            .await
+            .map_err(|denied| (None, denied.to_string()))?;
         let webhook_id = d.webhook_id.clone().unwrap_or_else(|| d.key());
         let timestamp = now_ms() / 1000;
         let mut request = self
@@ -443,14 +469,25 @@ impl Deliverer {
                 sign(key, &webhook_id, timestamp, &d.body),
             );
         }
-        let response = request.send().await.map_err(|e| (None, describe(&e)))?;
+        let mut response = request.send().await.map_err(|e| (None, describe(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(status.as_u16());
         }
-        let text = response.text().await.unwrap_or_default();
+        // Only the start of an error answer is read; the rest is dropped
+        // with the connection.
+        let mut head = Vec::new();
+        while head.len() < MAX_ERROR_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let cut = head.len() > MAX_ERROR_BODY_BYTES;
+        head.truncate(MAX_ERROR_BODY_BYTES);
+        let text = String::from_utf8_lossy(&head);
         let mut snippet: String = text.chars().take(MAX_REASON_CHARS).collect();
-        if text.chars().count() > MAX_REASON_CHARS {
+        if cut || text.chars().count() > MAX_REASON_CHARS {
             snippet.push('…');
         }
         Err((
@@ -508,12 +545,16 @@ mod tests {
         assert!(err.to_string().contains("retry_interval"), "{err}");
         let err = crate::Config::from_toml("[delivery]\nsigning_secret = \"secret\"").unwrap_err();
         assert!(err.to_string().contains("whsec_"), "{err}");
-        let err =
-            crate::Config::from_toml("[delivery]\ncallback_retry_interval_ms = 0").unwrap_err();
-        assert!(
-            err.to_string().contains("callback_retry_interval_ms"),
-            "{err}"
-        );
+        for bad in [
+            "callback_retry_interval_ms = 0",
+            "callback_retry_interval_ms = 18446744073709551615",
+            "request_timeout_ms = 0",
+            "request_timeout_ms = 100000000000",
+        ] {
+            let err = crate::Config::from_toml(&format!("[delivery]\n{bad}")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -525,5 +566,23 @@ mod tests {
         assert!(validate_callback_url("ftp://client.example/").is_err());
         assert!(validate_callback_url("not a url").is_err());
         assert!(validate_callback_url("https://user:pw@client.example/").is_err());
+        let policy = crate::egress::AddressPolicy::default();
+        let check = |url| check_callback_address(url, &policy);
+        // Literal internal addresses are refused at once; names are
+        // checked when the result is delivered.
+        for internal in [
+            "http://169.254.169.254/latest",
+            "http://127.0.0.1:9000/results",
+            "http://[::1]/r",
+            "http://10.0.0.7/r",
+        ] {
+            let why = check(internal).unwrap_err();
+            assert!(why.contains("egress_allow"), "{internal}: {why}");
+        }
+        assert!(check("http://localhost:9000/r").is_ok());
+        let lifted = crate::egress::AddressPolicy {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        assert!(check_callback_address("http://127.0.0.1:9000/r", &lifted).is_ok());
     }
 }

@@ -12,6 +12,14 @@
 //! addresses the client then connects to, so a name that resolves to a
 //! public address when checked and a private one when used (DNS rebinding)
 //! cannot slip through. URLs with a literal IP are checked before sending.
+//!
+//! Both outbound clients (plugin HTTP and result delivery) are built by
+//! [`Egress::client_builder`], which never takes a proxy from the
+//! environment: through a proxy the resolver would only ever see the
+//! proxy's own address, and the policy would not apply to the target. An
+//! operator's explicit proxy (`[egress] proxy`) is used, and then
+//! [`Egress::check_target`] resolves and checks the target itself before
+//! the request is handed to the proxy.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -105,27 +113,119 @@ impl AddressPolicy {
 #[error("egress denied: {0}")]
 pub struct EgressDenied(pub String);
 
+/// How the daemon reaches other hosts: the address policy, and the
+/// operator's proxy if one is configured. The one place outbound HTTP
+/// clients are built.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    policy: Arc<AddressPolicy>,
+    proxy: Option<reqwest::Url>,
+}
+
+impl Egress {
+    /// Egress under `policy`, through `proxy` when one is given (an
+    /// `http://` or `https://` URL, checked by the config).
+    pub fn new(policy: AddressPolicy, proxy: Option<reqwest::Url>) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            proxy,
+        }
+    }
+
+    /// The address policy.
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
+    }
+
+    /// A client builder that follows no redirect (a plugin sees the 3xx
+    /// and decides; a partner cannot bounce a request to a host nobody
+    /// named), resolves names through the address policy, and uses no
+    /// proxy but the operator's: `HTTP_PROXY`, `HTTPS_PROXY` and
+    /// `ALL_PROXY` in the daemon's environment are ignored.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let resolver = PolicyResolver {
+            policy: self.policy.clone(),
+            trusted: self
+                .proxy
+                .as_ref()
+                .and_then(|p| p.host_str())
+                .map(str::to_ascii_lowercase),
+        };
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(resolver))
+            .user_agent(concat!("stephost/", env!("CARGO_PKG_VERSION")));
+        match &self.proxy {
+            Some(proxy) => builder.proxy(
+                reqwest::Proxy::all(proxy.clone())
+                    .expect("the config admits only http(s) proxy URLs"),
+            ),
+            None => builder,
+        }
+    }
+
+    /// Checks where a request is going before it is sent. A literal IP is
+    /// checked here, since it never reaches the resolver. Through a proxy
+    /// the resolver only sees the proxy, so the target's name is resolved
+    /// here and every address it has must be permitted (the proxy resolves
+    /// it again; see `docs/security.md` on rebinding behind a proxy).
+    pub async fn check_target(&self, url: &reqwest::Url) -> Result<(), EgressDenied> {
+        let Some(host) = url.host_str() else {
+            return Err(EgressDenied("the URL has no host".into()));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.policy.check(ip).map_err(EgressDenied);
+        }
+        if self.proxy.is_none() {
+            return Ok(());
+        }
+        let port = url.port_or_known_default().unwrap_or(0);
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| {
+                EgressDenied(format!(
+                    "{host}: cannot resolve it to check it against the address policy: {e}"
+                ))
+            })?
+            .collect();
+        if resolved.is_empty() {
+            return Err(EgressDenied(format!("{host}: it resolves to no address")));
+        }
+        for addr in resolved {
+            self.policy
+                .check(addr.ip())
+                .map_err(|why| EgressDenied(format!("{host}: {why}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// The HTTP client's resolver: resolves, then keeps only permitted
 /// addresses — the ones the client will actually connect to.
 #[derive(Debug)]
-pub struct PolicyResolver {
+struct PolicyResolver {
     policy: Arc<AddressPolicy>,
-}
-
-impl PolicyResolver {
-    /// A resolver enforcing `policy`.
-    pub fn new(policy: Arc<AddressPolicy>) -> Self {
-        Self { policy }
-    }
+    /// The operator's proxy: its address is the operator's choice, not a
+    /// plugin's, so it is not held to the policy.
+    trusted: Option<String>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let trusted = self
+            .trusted
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(name.as_str()));
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if trusted {
+                return Ok(Box::new(resolved.into_iter()) as reqwest::dns::Addrs);
+            }
             let mut refusals = Vec::new();
             let permitted: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -177,20 +277,43 @@ impl std::str::FromStr for HostPattern {
         if rest.contains('/') || rest.contains('?') || rest.contains('@') {
             return Err(bad("only scheme, host and port; no path, query or user"));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, "*")) => (host, None),
-            Some((host, port)) if !host.ends_with(']') || rest.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| bad("the port must be a number or *"))?;
-                (host, Some(port))
+        // An IPv6 host is bracketed (`[::1]`, `[::1]:8443`), so its colons
+        // are not taken for the port's.
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, tail) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
+                let port = match tail {
+                    "" => None,
+                    tail => Some(
+                        tail.strip_prefix(':')
+                            .ok_or_else(|| bad("expected :port after ]"))?,
+                    ),
+                };
+                (host, port)
             }
-            _ => (rest, Some(if scheme == "https" { 443 } else { 80 })),
+            None => match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            },
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let port = match port {
+            Some("*") => None,
+            Some(port) => Some(
+                port.parse::<u16>()
+                    .map_err(|_| bad("the port must be a number or *"))?,
+            ),
+            None => Some(if scheme == "https" { 443 } else { 80 }),
+        };
+        if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("write an IPv6 address in brackets, like [::1]"));
+        }
+        // The URL parser writes IPv6 addresses in their shortest form.
+        let host = match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => v6.to_string(),
+            Err(_) => host.to_ascii_lowercase(),
+        };
         if host.is_empty() || host[host.starts_with("*.") as usize * 2..].contains('*') {
             return Err(bad("the host must be a name, an IP, or *.domain"));
         }
@@ -344,12 +467,25 @@ mod tests {
         let p: HostPattern = "http://127.0.0.1:*".parse().unwrap();
         assert!(p.matches(&url("http://127.0.0.1:9999/")));
 
+        // IPv6 in brackets, with or without a port.
+        let p: HostPattern = "https://[::1]".parse().unwrap();
+        assert!(p.matches(&url("https://[::1]/x")));
+        assert!(!p.matches(&url("https://[::1]:8443/x")));
+        let p: HostPattern = "http://[2001:db8::1]:8080".parse().unwrap();
+        assert!(p.matches(&url("http://[2001:db8::1]:8080/")));
+        assert!(!p.matches(&url("http://[2001:db8::1]/")));
+        let p: HostPattern = "http://[0:0::1]:*".parse().unwrap();
+        assert!(p.matches(&url("http://[::1]:1234/")));
+
         for bad in [
             "api.example.com",
             "ftp://x",
             "https://x/path",
             "https://a.*.com",
             "https://x:port",
+            "https://[::1",
+            "https://[::1]x",
+            "https://::1",
         ] {
             assert!(bad.parse::<HostPattern>().is_err(), "{bad} must be refused");
         }

@@ -408,6 +408,17 @@ impl Metrics {
             }
             Err(e) => tracing::warn!(error = %e, "cannot count timers for /metrics"),
         }
+        header(
+            &mut out,
+            "stephost_timers_quarantined_total",
+            "counter",
+            "Timer records that could not be decoded and were moved aside (see the log for their keys).",
+        );
+        let _ = writeln!(
+            out,
+            "stephost_timers_quarantined_total {}",
+            store.quarantined_timers()
+        );
 
         let flushes = store.write_stats();
         header(

@@ -29,12 +29,25 @@ const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// the loop would next look. Most timers (callback timeouts of minutes or
 /// hours) are not: the loop is woken for the few that are, instead of
 /// scanning the store again after every suspension.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TimerWake {
     notify: tokio::sync::Notify,
-    /// When the sleeping loop looks next (ms since the epoch); 0 while it
-    /// is looking, so a timer written meanwhile always wakes it.
+    /// When the sleeping loop looks next (ms since the epoch); [`LOOKING`]
+    /// while it is looking, so a timer written meanwhile always wakes it.
     planned_ms: AtomicU64,
+}
+
+/// `planned_ms` while the loop is not asleep: every due time is before it,
+/// so a timer committed while the loop reads the store is never missed.
+const LOOKING: u64 = u64::MAX;
+
+impl Default for TimerWake {
+    fn default() -> Self {
+        Self {
+            notify: tokio::sync::Notify::new(),
+            planned_ms: AtomicU64::new(LOOKING),
+        }
+    }
 }
 
 impl TimerWake {
@@ -59,7 +72,7 @@ impl TimerWake {
             _ = tokio::time::sleep(sleep) => {}
             _ = self.notify.notified() => {}
         }
-        self.planned_ms.store(0, Ordering::SeqCst);
+        self.planned_ms.store(LOOKING, Ordering::SeqCst);
     }
 }
 
@@ -116,5 +129,45 @@ pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
             _ => MAX_SLEEP,
         };
         wake.sleep(sleep).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A short `retry-after` committed while the loop reads the store (it
+    /// is not asleep yet) must cut the loop's next sleep short.
+    #[tokio::test]
+    async fn a_timer_added_while_the_loop_looks_wakes_its_next_sleep() {
+        let wake = TimerWake::default();
+        // The loop is looking: a timer due in 10 ms is committed.
+        wake.added(now_ms() + 10);
+        let slept = tokio::time::timeout(Duration::from_millis(500), wake.sleep(MAX_SLEEP)).await;
+        assert!(
+            slept.is_ok(),
+            "the loop slept on past a timer added while it looked"
+        );
+
+        // Asleep until far ahead, an earlier timer wakes it; a later one does not.
+        let wake = Arc::new(TimerWake::default());
+        let sleeper = tokio::spawn({
+            let wake = wake.clone();
+            async move { wake.sleep(Duration::from_secs(60)).await }
+        });
+        while wake.planned_ms.load(Ordering::SeqCst) == LOOKING {
+            tokio::task::yield_now().await;
+        }
+        wake.added(now_ms() + 120_000);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !sleeper.is_finished(),
+            "a later timer must not wake the loop"
+        );
+        wake.added(now_ms() + 10);
+        tokio::time::timeout(Duration::from_millis(500), sleeper)
+            .await
+            .expect("an earlier timer wakes the sleeping loop")
+            .unwrap();
     }
 }

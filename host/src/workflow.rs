@@ -781,12 +781,15 @@ impl Workflows {
     }
 
     /// Handles `POST /v1/callbacks/{id}`. The callback is durable before
-    /// this returns anything but an error.
+    /// this returns anything but an error. `token_ok`: the request carried
+    /// a valid token with `callbacks:send`; `token_required`: the operator
+    /// requires one on every callback.
     pub async fn callback(
         self: &Arc<Self>,
         correlation_id: &str,
         secret: Option<&str>,
         token_ok: bool,
+        token_required: bool,
         callback: ReceivedCallback,
     ) -> Result<CallbackReply, CallbackError> {
         // A conflict means a racing writer moved a record; re-read and
@@ -799,12 +802,15 @@ impl Workflows {
             let given = sha256_hex(secret.unwrap_or_default().as_bytes());
             let secret_ok = secret.is_some()
                 && bool::from(given.as_bytes().ct_eq(rec.secret_sha256.as_bytes()));
-            // The URL secret or an API token admits a callback; a callback
-            // registered with `require-token` needs the token.
-            if rec.require_token && !token_ok {
+            // The URL secret or an API token admits a callback. Where a
+            // token is required (by the step's `require-token` or by the
+            // operator) it is needed in addition to the secret, so a leaked
+            // URL alone is not enough, and neither is a token alone.
+            let token_required = token_required || rec.require_token;
+            if token_required && !token_ok {
                 return Err(CallbackError::TokenRequired);
             }
-            if !secret_ok && !token_ok {
+            if !secret_ok && (token_required || !token_ok) {
                 return Err(CallbackError::BadSecret);
             }
             match &rec.state {

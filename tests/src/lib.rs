@@ -267,8 +267,19 @@ impl Partner {
         F: Fn(PartnerRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Reply> + Send + 'static,
     {
+        Self::start_on([127, 0, 0, 1].into(), handler).await
+    }
+
+    /// Like [`Partner::start`], on another loopback address (a port of
+    /// `ip`), for tests that need a partner the address policy tells apart
+    /// from the others, such as an HTTP proxy at 127.0.0.2.
+    pub async fn start_on<F, Fut>(ip: std::net::IpAddr, handler: F) -> Self
+    where
+        F: Fn(PartnerRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |r| Box::pin(handler(r)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();

@@ -168,10 +168,15 @@ async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
     .await;
     assert_eq!(code, 0);
     assert_eq!(list["executions"], json!([]));
-    let (code, _) = run(&[
+    // A failed execution exists, so a refusal can only be the permission.
+    let id = daemon
+        .start_execution(json!({"plugin": "wait-for-callback", "config": {}, "input": {}}))
+        .await;
+    let before = daemon.wait_for(&id, "failed").await;
+    let (code, answer) = run(&[
         "executions",
         "retry",
-        "6f1c8a52-3e0b-4a55-9d57-3f0f3e1f2a10",
+        &id,
         "--url",
         &daemon.base,
         "--token",
@@ -179,6 +184,12 @@ async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
     ])
     .await;
     assert_eq!(code, 1, "a read-only token cannot retry");
+    assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+    let after = daemon.execution(&id).await;
+    assert_eq!(
+        after["status_log"], before["status_log"],
+        "nothing was retried"
+    );
     daemon.stop().await;
 }
 

@@ -8,15 +8,25 @@ use stephost_tests::{Partner, PartnerRequest, TestDaemon, client, events};
 
 const PLUGIN: &str = "link-async-http";
 
-/// POSTs a callback with the given headers; returns status and JSON body.
-async fn link_callback(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let request = headers.iter().fold(
+/// POSTs a callback with the given headers, as a partner holding an API
+/// token with `callbacks:send` (`token`; the step requires one by default);
+/// returns status and JSON body.
+async fn link_callback(
+    token: Option<&str>,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut request = headers.iter().fold(
         client()
             .post(url)
             .header("content-type", "application/json")
             .body(body.to_owned()),
         |req, (name, value)| req.header(*name, *value),
     );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     let resp = request.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
@@ -172,6 +182,7 @@ async fn async_flow_sends_correlation_id_and_callback_url_and_an_ok_callback_com
     );
 
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", correlation_id.as_str()),
@@ -208,6 +219,7 @@ async fn an_ok_callback_continues_the_flow_with_its_body() {
     daemon.wait_for(&id, "suspended").await;
     let (correlation_id, url) = ticket(&partner.wait_for_requests(1).await[0]);
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -240,6 +252,7 @@ async fn with_use_async_response_body_off_an_ok_callback_passes_the_original_doc
     )
     .await;
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -266,6 +279,7 @@ async fn a_failed_callback_skips_the_rest_of_the_flow_with_the_partners_status_a
     daemon.wait_for(&id, "suspended").await;
     let (correlation_id, url) = ticket(&partner.wait_for_requests(1).await[0]);
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -317,6 +331,7 @@ async fn an_unrecognised_document_status_becomes_the_technical_status_and_the_do
 
     let (id, correlation_id, url) = start_async(&daemon, &partner, json!({}), json!({})).await;
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -343,6 +358,7 @@ async fn a_failed_callback_without_the_optional_headers_fails_with_defaults() {
 
     let (id, correlation_id, url) = start_async(&daemon, &partner, json!({}), json!({})).await;
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -386,6 +402,7 @@ async fn configured_document_statuses_replace_the_built_in_list() {
         daemon.wait_for(&id, "suspended").await;
         let (correlation_id, url) = ticket(&partner.wait_for_requests(before + 1).await[before]);
         let (status, _) = link_callback(
+            Some(&daemon.token),
             &url,
             &[
                 ("X-Link-Correlation-Id", &correlation_id),
@@ -410,7 +427,8 @@ async fn a_callback_without_the_matching_correlation_id_is_rejected_and_the_step
     let daemon = TestDaemon::start_default(dir.path()).await;
     let (id, correlation_id, url) = start_async(&daemon, &partner, json!({}), json!({})).await;
 
-    let (status, body) = link_callback(&url, &[("X-Link-Status", "Ok")], "{}").await;
+    let (status, body) =
+        link_callback(Some(&daemon.token), &url, &[("X-Link-Status", "Ok")], "{}").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "callback-rejected");
     let reason = body["error"]["message"].as_str().unwrap();
@@ -420,6 +438,7 @@ async fn a_callback_without_the_matching_correlation_id_is_rejected_and_the_step
     );
 
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", "someone-elses-id"),
@@ -440,6 +459,7 @@ async fn a_callback_without_the_matching_correlation_id_is_rejected_and_the_step
     assert_eq!(rejected, 2);
 
     let (status, body) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("x-link-correlation-id", &correlation_id),
@@ -461,8 +481,13 @@ async fn a_callback_without_a_valid_link_status_is_rejected_and_the_step_keeps_w
     let daemon = TestDaemon::start_default(dir.path()).await;
     let (id, correlation_id, url) = start_async(&daemon, &partner, json!({}), json!({})).await;
 
-    let (status, body) =
-        link_callback(&url, &[("X-Link-Correlation-Id", &correlation_id)], "{}").await;
+    let (status, body) = link_callback(
+        Some(&daemon.token),
+        &url,
+        &[("X-Link-Correlation-Id", &correlation_id)],
+        "{}",
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     let reason = body["error"]["message"].as_str().unwrap();
     assert!(reason.contains("missing header X-Link-Status"), "{reason}");
@@ -470,6 +495,7 @@ async fn a_callback_without_a_valid_link_status_is_rejected_and_the_step_keeps_w
     // The protocol's values are `Ok` and `Failed`, exactly.
     for wrong in ["OK", "failed", "Pending"] {
         let (status, body) = link_callback(
+            Some(&daemon.token),
             &url,
             &[
                 ("X-Link-Correlation-Id", &correlation_id),
@@ -488,6 +514,7 @@ async fn a_callback_without_a_valid_link_status_is_rejected_and_the_step_keeps_w
     daemon.wait_for(&id, "suspended").await;
 
     let (status, _) = link_callback(
+        Some(&daemon.token),
         &url,
         &[
             ("X-Link-Correlation-Id", &correlation_id),
@@ -536,27 +563,51 @@ async fn no_callback_within_timeout_ms_fails_with_callback_timeout() {
     daemon.stop().await;
 }
 
+/// Link requires the "API AsyncFlow Send Callback" permission on every
+/// callback: by default the step's callback needs a `callbacks:send` token
+/// in addition to the URL's secret, and neither alone is enough.
 #[tokio::test]
-async fn require_token_makes_the_callback_need_an_api_token() {
+async fn by_default_the_callback_needs_a_token_and_the_url_secret() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (id, correlation_id, url) =
-        start_async(&daemon, &partner, json!({"require_token": true}), json!({})).await;
+    let (id, correlation_id, url) = start_async(&daemon, &partner, json!({}), json!({})).await;
     let headers = [
         ("X-Link-Correlation-Id", correlation_id.as_str()),
         ("X-Link-Status", "Ok"),
     ];
 
-    let (status, body) = link_callback(&url, &headers, "{}").await;
+    let (status, body) = link_callback(None, &url, &headers, "{}").await;
     assert_eq!(status, 401, "the URL secret alone is not enough: {body}");
-    let authorization = format!("Bearer {}", daemon.token);
-    let with_token: Vec<(&str, &str)> = headers
-        .iter()
-        .copied()
-        .chain([("Authorization", authorization.as_str())])
-        .collect();
-    let (status, body) = link_callback(&url, &with_token, r#"{"ok": 1}"#).await;
+    let bare = url.split('?').next().unwrap();
+    let (status, body) = link_callback(Some(&daemon.token), bare, &headers, "{}").await;
+    assert_eq!(status, 401, "the token alone is not enough: {body}");
+    daemon.wait_for(&id, "suspended").await;
+    let (status, body) = link_callback(Some(&daemon.token), &url, &headers, r#"{"ok": 1}"#).await;
+    assert_eq!(status, 200, "{body}");
+    daemon.wait_for(&id, "completed").await;
+    daemon.stop().await;
+}
+
+/// `require_token = false` hands the partner a capability URL: the URL
+/// alone admits the callback.
+#[tokio::test]
+async fn with_require_token_off_the_url_alone_admits_the_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (id, correlation_id, url) = start_async(
+        &daemon,
+        &partner,
+        json!({"require_token": false}),
+        json!({}),
+    )
+    .await;
+    let headers = [
+        ("X-Link-Correlation-Id", correlation_id.as_str()),
+        ("X-Link-Status", "Ok"),
+    ];
+    let (status, body) = link_callback(None, &url, &headers, r#"{"ok": 1}"#).await;
     assert_eq!(status, 200, "{body}");
     daemon.wait_for(&id, "completed").await;
     daemon.stop().await;

@@ -60,6 +60,7 @@ async fn a_failed_link_callback_ends_the_workflow_before_the_integration_step() 
 
     let resp = client()
         .post(&callback_url)
+        .bearer_auth(&daemon.token)
         .header("X-Link-Correlation-Id", &correlation)
         .header("X-Link-Status", "Failed")
         .header("X-Link-Document-Status", "Ignored")
@@ -124,8 +125,7 @@ async fn a_callback_can_be_required_to_carry_a_callbacks_send_token() {
     };
     let reader = mint("executions:read").await;
     let sender = mint("callbacks:send").await;
-    let call = |token: Option<String>| {
-        let url = url.clone();
+    let call_to = |url: String, token: Option<String>| {
         let correlation = correlation.clone();
         async move {
             let mut req = client()
@@ -142,9 +142,17 @@ async fn a_callback_can_be_required_to_carry_a_callbacks_send_token() {
             (status, resp.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
+    let call = |token: Option<String>| call_to(url.clone(), token);
+    let bare = url.split('?').next().unwrap().to_owned();
+    let call_bare = |token: Option<String>| call_to(bare.clone(), token);
 
     let (status, body) = call(None).await;
     assert_eq!(status, 401, "the URL secret alone is not enough: {body}");
+    let (status, body) = call_bare(Some(sender.clone())).await;
+    assert_eq!(
+        status, 401,
+        "the token alone, without the URL secret, is not enough: {body}"
+    );
     let (status, body) = call(Some(reader)).await;
     assert_eq!(
         status, 403,
@@ -156,12 +164,12 @@ async fn a_callback_can_be_required_to_carry_a_callbacks_send_token() {
     let exec = daemon.wait_for(&id, "completed").await;
     assert_eq!(exec["output"], json!({"linked": true}));
 
-    // Without the setting, the same token is accepted even without the
+    // Where no token is required, a token is accepted even without the
     // URL secret: it is the partner's credential.
     let id = daemon
         .start_execution(json!({
             "plugin": "link-async-http",
-            "config": {"url": partner.base, "async": true},
+            "config": {"url": partner.base, "async": true, "require_token": false},
             "input": {"n": 2},
         }))
         .await;

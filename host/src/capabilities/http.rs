@@ -115,17 +115,11 @@ impl StepState {
             .hosts
             .check(&self.call.plugin, &url)
             .map_err(HttpError::Denied)?;
-        // A literal IP never reaches the resolver, so check it here.
-        let literal = url
-            .host_str()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|h| h.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = literal {
-            self.services
-                .policy
-                .check(ip)
-                .map_err(|why| HttpError::Denied(format!("egress denied: {why}")))?;
-        }
+        self.services
+            .egress
+            .check_target(&url)
+            .await
+            .map_err(|denied| HttpError::Denied(denied.to_string()))?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &req.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())

@@ -35,14 +35,85 @@ pub struct Grant {
 impl Grant {
     /// Replaces every granted secret value in `text` with `****`, so a
     /// plugin cannot leak a secret through logs, errors or recorded requests.
+    /// Every occurrence of every secret is found, overlapping ones included,
+    /// and each run of text they cover becomes one `****`: where one secret
+    /// contains or overlaps another, no part of either survives.
     pub fn mask(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for value in self.secrets.values() {
-            if !value.is_empty() && out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), "****");
+        let secrets: Vec<&str> = self
+            .secrets
+            .values()
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if secrets.is_empty() {
+            return text.to_owned();
+        }
+        let Ok(automaton) = aho_corasick::AhoCorasick::new(&secrets) else {
+            // Too many or too large secrets for an automaton: say nothing
+            // rather than risk a leak.
+            return "**** (text withheld: the granted secrets could not be masked)".to_owned();
+        };
+        // Overlapping matches come in order of where they end; merge them
+        // in order of where they start.
+        let mut spans: Vec<(usize, usize)> = automaton
+            .find_overlapping_iter(text)
+            .map(|m| (m.start(), m.end()))
+            .collect();
+        spans.sort_unstable();
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in spans {
+            match covered.last_mut() {
+                Some((_, last)) if start <= *last => *last = (*last).max(end),
+                _ => covered.push((start, end)),
             }
         }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in covered {
+            out.push_str(&text[at..start]);
+            out.push_str("****");
+            at = end;
+        }
+        out.push_str(&text[at..]);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(secrets: &[(&str, &str)]) -> Grant {
+        Grant {
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_secret_inside_a_longer_one_leaves_nothing_of_either() {
+        // Name order puts the shorter secret first: replacing in that order
+        // would leave "****def".
+        let g = grant(&[("a-short", "abc"), ("b-long", "abcdef")]);
+        assert_eq!(g.mask("key=abcdef;k2=abc"), "key=****;k2=****");
+        let g = grant(&[("a-long", "xabcx"), ("b-short", "abc")]);
+        assert_eq!(g.mask("xabcx abc"), "**** ****");
+        // Overlapping, neither inside the other.
+        let g = grant(&[("one", "hello wo"), ("two", "world")]);
+        assert_eq!(g.mask("say hello world!"), "say ****!");
+        let g = grant(&[("inner", "cd"), ("outer", "abcdef")]);
+        assert_eq!(g.mask("xabcdefx"), "x****x");
+        let g = grant(&[("a", "aaa")]);
+        assert_eq!(g.mask("aaaa-aaa"), "****-****");
+    }
+
+    #[test]
+    fn masking_without_secrets_keeps_the_text() {
+        assert_eq!(grant(&[]).mask("plain"), "plain");
+        assert_eq!(grant(&[("empty", "")]).mask("plain"), "plain");
     }
 }
 
@@ -72,8 +143,8 @@ pub struct HostServices {
     pub http_insecure: reqwest::Client,
     /// Where callbacks are registered.
     pub registrar: Arc<dyn Registrar>,
-    /// Which addresses plugins may reach.
-    pub policy: Arc<crate::egress::AddressPolicy>,
+    /// Which addresses plugins may reach, and through which proxy.
+    pub egress: Arc<crate::egress::Egress>,
     /// `stephost run --dry-run`: record requests, send none.
     pub dry_run: bool,
     /// `stephost run`: every request of every call, as it happens.
@@ -90,21 +161,17 @@ impl std::fmt::Debug for HostServices {
 }
 
 impl HostServices {
-    /// Builds the HTTP clients around a registrar; both resolve names
-    /// through the address policy.
+    /// Builds the HTTP clients around a registrar; both go out under
+    /// `egress` (address policy, no redirects, no proxy but the operator's).
     pub fn new(
         registrar: Arc<dyn Registrar>,
-        policy: Arc<crate::egress::AddressPolicy>,
+        egress: Arc<crate::egress::Egress>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        // Redirects are not followed: a plugin sees the 3xx and decides, and
-        // a partner cannot bounce a request to a host the plugin never named.
         let build = |insecure: bool| {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
+            egress
+                .client_builder()
                 .danger_accept_invalid_certs(insecure)
-                .dns_resolver(Arc::new(crate::egress::PolicyResolver::new(policy.clone())))
-                .user_agent(concat!("stephost/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .context("build the outbound HTTP client")
         };
@@ -112,7 +179,7 @@ impl HostServices {
             http: build(false)?,
             http_insecure: build(true)?,
             registrar,
-            policy,
+            egress,
             dry_run: false,
             request_sink: None,
         })

@@ -83,6 +83,9 @@ pub trait Store: Send + Sync + 'static {
     fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError>;
     /// When the earliest timer is due.
     fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Timer records [`Store::due_timers`] could not decode and moved aside
+    /// since the store was opened (each is logged with its key).
+    fn quarantined_timers(&self) -> u64;
     /// Keeps a component's bytes under its content hash, so an execution
     /// suspended on an old version can resume on it after a restart.
     fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError>;

@@ -30,6 +30,11 @@ pub struct SledStore {
     /// same transaction as every execution write: counting them at open
     /// costs four reads, not a scan.
     counts: sled::Tree,
+    /// Timer records that could not be decoded, moved aside by their key so
+    /// that one bad record cannot stop every timer behind it.
+    quarantine: sled::Tree,
+    /// How many were moved aside since open.
+    quarantined: Arc<std::sync::atomic::AtomicU64>,
     commit: Arc<GroupCommit>,
     applier: Arc<Applier>,
 }
@@ -101,6 +106,32 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl SledStore {
+    /// Moves an undecodable timer record out of the timers tree into
+    /// `timers-quarantine` (same key, same bytes), in one transaction, so
+    /// an operator can inspect it and every other timer keeps firing.
+    fn quarantine_timer(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        why: &StoreError,
+    ) -> Result<(), StoreError> {
+        (&self.timers, &self.quarantine)
+            .transaction(|(timers, quarantine)| {
+                timers.remove(key)?;
+                quarantine.insert(key, bytes)?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| backend(format!("{e:?}")))?;
+        self.quarantined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            key = %String::from_utf8_lossy(key),
+            error = %why,
+            "a timer record could not be decoded; moved it to the timers-quarantine tree and went on with the others"
+        );
+        Ok(())
+    }
+
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -123,6 +154,8 @@ impl SledStore {
             deliveries: db.open_tree("deliveries").map_err(backend)?,
             running: db.open_tree("executions-running").map_err(backend)?,
             counts: db.open_tree("execution-counts").map_err(backend)?,
+            quarantine: db.open_tree("timers-quarantine").map_err(backend)?,
+            quarantined: Arc::default(),
             commit: Arc::new(GroupCommit::default()),
             applier: Arc::default(),
             db,
@@ -699,16 +732,28 @@ impl Store for SledStore {
         let mut out = Vec::new();
         for item in self.timers.range(..end.as_slice()).take(limit) {
             let (key, bytes) = item.map_err(backend)?;
-            out.push(decode(&key, &bytes)?);
+            match decode(&key, &bytes) {
+                Ok(timer) => out.push(timer),
+                Err(e) => self.quarantine_timer(&key, &bytes, &e)?,
+            }
         }
         Ok(out)
     }
 
     fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        // The key starts with the due time, so a record that does not
+        // decode still says when it is due (and is moved aside then).
         match self.timers.first().map_err(backend)? {
-            Some((key, bytes)) => Ok(Some(decode::<Timer>(&key, &bytes)?.due_ms)),
+            Some((key, bytes)) => match <[u8; 8]>::try_from(key.get(..8).unwrap_or_default()) {
+                Ok(due) => Ok(Some(u64::from_be_bytes(due))),
+                Err(_) => decode::<Timer>(&key, &bytes).map(|t| Some(t.due_ms)),
+            },
             None => Ok(None),
         }
+    }
+
+    fn quarantined_timers(&self) -> u64 {
+        self.quarantined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -864,6 +909,42 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
         }
+    }
+
+    /// One undecodable timer record must not stop the timers behind it:
+    /// it is moved aside, counted, and the others fire.
+    #[test]
+    fn an_undecodable_timer_is_quarantined_and_the_others_still_come_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let good = Timer {
+            due_ms: 200,
+            execution_id: "e1".into(),
+            kind: TimerKind::CallbackTimeout,
+        };
+        store.timers.insert(good.key(), encode(&good)).unwrap();
+        let mut bad_key = 100u64.to_be_bytes().to_vec();
+        bad_key.extend_from_slice(b"broken");
+        store
+            .timers
+            .insert(bad_key.as_slice(), &b"{not json"[..])
+            .unwrap();
+
+        assert_eq!(
+            store.next_timer_due().unwrap(),
+            Some(100),
+            "read from the key"
+        );
+        assert_eq!(store.due_timers(1_000, 10).unwrap(), vec![good.clone()]);
+        assert_eq!(store.quarantined_timers(), 1);
+        assert!(store.timers.get(&bad_key).unwrap().is_none());
+        assert_eq!(
+            store.quarantine.get(&bad_key).unwrap().unwrap().as_ref(),
+            b"{not json"
+        );
+        // Once moved aside it is not met again.
+        assert_eq!(store.due_timers(1_000, 10).unwrap(), vec![good]);
+        assert_eq!(store.quarantined_timers(), 1);
     }
 
     fn callback(id: &str, version: u64) -> CallbackRecord {

@@ -48,6 +48,17 @@ impl Process {
     /// Starts `stephost serve` on `port` with `config` and `data_dir`;
     /// its log goes to `log` (appended).
     pub fn spawn(config: &Path, data_dir: &Path, port: u16, log: &Path) -> Self {
+        Self::spawn_with_env(config, data_dir, port, log, &[])
+    }
+
+    /// [`Process::spawn`] with `env` added to the daemon's environment.
+    pub fn spawn_with_env(
+        config: &Path,
+        data_dir: &Path,
+        port: u16,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,6 +77,7 @@ impl Process {
                 "STEPHOST_LOG",
                 std::env::var("STEPHOST_LOG").unwrap_or("info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

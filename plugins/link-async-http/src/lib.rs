@@ -73,7 +73,7 @@ const CONFIG_SCHEMA: &str = r#"{
     "use_async_response_body": { "type": "boolean", "default": true, "description": "On an Ok callback, its body becomes the document; otherwise the document goes on unchanged" },
     "document_statuses": { "type": "array", "items": { "type": "string" }, "description": "Recognised document statuses for X-Link-Document-Status" },
     "timeout_ms": { "type": "integer", "minimum": 1, "description": "How long to wait for the callback; the daemon's default when absent" },
-    "require_token": { "type": "boolean", "default": false, "description": "The callback also needs an API token with permission callbacks:send" }
+    "require_token": { "type": "boolean", "default": true, "description": "The callback needs an API token with permission callbacks:send in addition to the URL's secret; false admits a callback on the URL alone" }
   }
 }"#;
 
@@ -93,7 +93,9 @@ struct Config {
     document_statuses: Vec<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
-    #[serde(default)]
+    /// Link asks for the "API AsyncFlow Send Callback" permission on
+    /// every callback, so the token is required unless turned off.
+    #[serde(default = "yes")]
     require_token: bool,
 }
 
