@@ -134,11 +134,25 @@ impl Api {
             .map_err(auth_error)
     }
 
-    /// Serves one request; never fails (errors become responses).
+    /// Serves one request; never fails (errors become responses). A
+    /// handler that panics (sled panics on some I/O errors, such as a full
+    /// disk failing an fsync) answers `500` instead of dropping the
+    /// connection: every request gets an answer.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        use futures_util::FutureExt as _;
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let result = self.route(req).await;
+        let result = std::panic::AssertUnwindSafe(self.route(req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(%method, %path, "a request handler panicked; answered 500");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the daemon failed while handling this request (see its log); nothing the request asked for was acknowledged",
+                ))
+            });
         let resp = result.unwrap_or_else(error_response);
         tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
         Ok(resp)

@@ -149,3 +149,135 @@ fn startup_errors_are_one_clear_line_even_with_rust_backtrace_set() {
         "--debug shows the backtrace: {stderr}"
     );
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a `size` tmpfs (e.g. `24m`) at `path`. Needs root (CI and
+    /// the project's machines run as root); elsewhere it says so.
+    fn mount(path: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill the data dir's disk, which needs root \
+             (or CAP_SYS_ADMIN): run it as root"
+        );
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// With the data dir's disk full, every request still gets an answer:
+/// `201` while there is room, then `503` (`storage`), never a dropped
+/// connection; and every acknowledged execution survives a crash and a
+/// restart once there is room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_full_disk_every_request_gets_an_answer_and_nothing_acknowledged_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("fs"), "24m");
+    let data = disk.path.join("data");
+    let token = create_token(&data);
+    let config = write_config(dir.path(), "");
+    let port = free_port();
+    let log = dir.path().join("log");
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+
+    // Eight clients, each until it has seen 50 refusals (the disk is full)
+    // or sent 1,500 requests.
+    let pad = "x".repeat(2_000);
+    let clients = (0..8).map(|_| {
+        let base = daemon.base.clone();
+        let token = token.clone();
+        let pad = pad.clone();
+        tokio::spawn(async move {
+            let (mut acknowledged, mut refused, mut unanswered) = (Vec::new(), 0, Vec::new());
+            for _ in 0..1_500 {
+                let sent = client()
+                    .post(format!("{base}/v1/executions"))
+                    .bearer_auth(&token)
+                    .json(&json!({"plugin": "echo", "input": {"pad": pad}}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let body: Value = resp.json().await.unwrap_or(Value::Null);
+                        match status {
+                            201 => acknowledged.push(body["id"].as_str().unwrap().to_owned()),
+                            503 => {
+                                assert_eq!(body["error"]["code"], "storage", "{body}");
+                                refused += 1;
+                            }
+                            other => panic!("unexpected answer {other}: {body}"),
+                        }
+                    }
+                    Err(e) => unanswered.push(e.to_string()),
+                }
+                if refused >= 50 {
+                    break;
+                }
+            }
+            (acknowledged, refused, unanswered)
+        })
+    });
+    let (mut acknowledged, mut refused, mut unanswered) = (Vec::new(), 0, Vec::new());
+    for c in clients {
+        let (a, r, u) = c.await.unwrap();
+        acknowledged.extend(a);
+        refused += r;
+        unanswered.extend(u);
+    }
+    assert!(
+        unanswered.is_empty(),
+        "{} requests got no answer, e.g. {:?}",
+        unanswered.len(),
+        unanswered.first()
+    );
+    assert!(refused > 0, "the disk never filled up");
+    assert!(!acknowledged.is_empty());
+    let health = client()
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "the daemon still serves");
+
+    // A crash, room again, a restart: everything acknowledged is there.
+    daemon.kill();
+    disk.resize("64m");
+    let mut daemon = Process::spawn(&config, &data, port, &log);
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    for id in &acknowledged {
+        let exec = wait_until(&daemon.base, &token, id, |e| e["state"] == "completed").await;
+        assert_eq!(exec["output"]["pad"], pad.as_str());
+    }
+    eprintln!(
+        "full disk: {} acknowledged, {refused} refused with 503, none unanswered",
+        acknowledged.len()
+    );
+}
