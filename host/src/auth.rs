@@ -181,7 +181,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead]).unwrap();
-        assert_ne!(record.sha256, token);
+        use sha2::Digest as _;
+        assert_eq!(
+            record.sha256,
+            hex::encode(sha2::Sha256::digest(token.as_bytes())),
+            "the record keeps the token's SHA-256"
+        );
+        assert_eq!(store.token(&record.sha256).unwrap(), Some(record.clone()));
         let header = format!("Bearer {token}");
         let ok = require(&store, Some(header.as_bytes()), Permission::ExecutionsRead).unwrap();
         assert_eq!(ok.name, "ci");
@@ -201,6 +207,32 @@ mod tests {
             require(&store, Some(token.as_bytes()), Permission::ExecutionsRead),
             Err(AuthError::Invalid),
             "the Bearer scheme is required"
+        );
+
+        // On disk: the hash is there (so the scan sees what was stored),
+        // the token is not.
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.flush())
+            .unwrap();
+        drop(store);
+        let mut disk = Vec::new();
+        let mut dirs = vec![dir.path().to_owned()];
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    disk.extend(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        let holds = |needle: &[u8]| disk.windows(needle.len()).any(|w| w == needle);
+        assert!(holds(record.sha256.as_bytes()), "the store holds the hash");
+        assert!(
+            !holds(token.as_bytes()),
+            "the plain token is nowhere on disk"
         );
     }
 

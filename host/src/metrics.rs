@@ -553,6 +553,15 @@ mod tests {
         assert_eq!(gauge(ExecState::Completed), 1);
         assert_eq!(gauge(ExecState::Failed), 1);
         assert_eq!(m.executions_started.load(Ordering::Relaxed), 1);
+        let ended = |s: ExecState| m.executions_ended[state_index(s)].load(Ordering::Relaxed);
+        assert_eq!(ended(ExecState::Completed), 1);
+        assert_eq!(ended(ExecState::Failed), 1);
+        assert_eq!(ended(ExecState::Running), 0, "running is no ending");
+        assert_eq!(ended(ExecState::Suspended), 0, "suspended is no ending");
+        // A repeated state is no transition: nothing moves, nothing ends.
+        m.transition(Some(ExecState::Completed), ExecState::Completed);
+        assert_eq!(ended(ExecState::Completed), 1);
+        assert_eq!(gauge(ExecState::Completed), 1);
     }
 
     #[test]

@@ -625,7 +625,16 @@ steps = [
         kill_phase.as_secs_f64(),
         settled.as_secs_f64()
     );
-    assert!(kill_log.len() >= 5.min(kills));
+    // Every kill cut into live traffic: between one kill and the next the
+    // daemon took new starts or callbacks (else a kill tested nothing).
+    let mut before = (0, 0);
+    for (k, _, submitted, callbacks) in &kill_log {
+        assert!(
+            (*submitted, *callbacks) != before,
+            "kill {k} came after no traffic since the last one ({submitted} started, {callbacks} callbacks)"
+        );
+        before = (*submitted, *callbacks);
+    }
     assert!(
         wait_runs.len() == ids.len(),
         "one wait step run per execution"

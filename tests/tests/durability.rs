@@ -128,7 +128,7 @@ async fn wait_until(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_that_expires_while_the_daemon_is_down_fails_the_execution_at_once_after_restart()
 {
     let dir = tempfile::tempdir().unwrap();
@@ -168,7 +168,7 @@ async fn a_timeout_that_expires_while_the_daemon_is_down_fails_the_execution_at_
     second.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_timer_survives_a_restart_and_the_retry_completes_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -226,7 +226,7 @@ async fn a_retry_after_timer_survives_a_restart_and_the_retry_completes_the_step
     second.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_url_gets_the_signed_result_retried_until_the_client_accepts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (results, times) = results_client(2).await;
@@ -341,7 +341,7 @@ async fn closed_port() -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_delivery_survives_a_restart_and_keeps_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let up = Arc::new(AtomicBool::new(false));
@@ -407,7 +407,7 @@ async fn a_pending_delivery_survives_a_restart_and_keeps_its_history() {
     second.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_gives_up_after_the_maximum_retries() {
     let dir = tempfile::tempdir().unwrap();
     let (results, _) = results_client(usize::MAX).await;
@@ -431,7 +431,7 @@ async fn a_delivery_gives_up_after_the_maximum_retries() {
 }
 
 /// `name{labels} value` lines of a Prometheus text page.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_executions_steps_callbacks_timers_and_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;

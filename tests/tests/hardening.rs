@@ -27,7 +27,7 @@ async fn wait_for_attempts(daemon: &TestDaemon, id: &str, n: usize) -> Value {
 /// With `[egress] proxy`, requests go through the proxy, and the address
 /// policy still applies to each request's target, not to the proxy: a
 /// target the policy refuses never reaches the proxy.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_an_explicit_proxy_the_policy_still_applies_to_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Partner::start_on([127, 0, 0, 2].into(), |_| async {
@@ -77,7 +77,7 @@ async fn through_an_explicit_proxy_the_policy_still_applies_to_the_target() {
 /// A `callback_url` naming an internal address literally is refused when
 /// the execution is started, not when its result is delivered; a name is
 /// accepted (it is checked when used).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_url_at_a_literal_internal_address_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_with_policy(Config::default(), dir.path()).await;
@@ -112,7 +112,7 @@ async fn a_callback_url_at_a_literal_internal_address_is_refused_at_start() {
 /// A client that answers a result delivery with an error and an endless
 /// body costs the daemon a few KB and no wait: the attempt is recorded with
 /// the status and the start of the body long before the time limit.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_error_answer_is_read_only_in_part() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -173,7 +173,7 @@ async fn a_clients_error_answer_is_read_only_in_part() {
 
 /// `[auth] callbacks_require_token`: a callback needs the token *and* the
 /// URL's secret; neither alone admits it.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_operator_requires_tokens_a_callback_needs_the_token_and_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -209,7 +209,7 @@ async fn when_the_operator_requires_tokens_a_callback_needs_the_token_and_the_se
 
 /// An undecodable record in the timers tree is moved aside and counted;
 /// every other timer still fires.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_timer_record_does_not_stop_the_other_timers() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -240,7 +240,7 @@ async fn an_undecodable_timer_record_does_not_stop_the_other_timers() {
 
 /// Header values may carry bytes beyond ASCII (obs-text): the callback is
 /// accepted, and the plugin gets the value decoded lossily.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_header_with_non_ascii_bytes_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;

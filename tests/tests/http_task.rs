@@ -99,7 +99,7 @@ fn config_with_secret(granted: bool) -> Config {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_the_rendered_body_with_the_guid_and_completes_with_the_json_response() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (200, json!({"ok": true, "ticket": 12})) }).await;
@@ -159,7 +159,7 @@ async fn posts_the_rendered_body_with_the_guid_and_completes_with_the_json_respo
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_body_none_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (200, json!({})) }).await;
@@ -184,7 +184,7 @@ async fn without_a_body_none_is_sent() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_key_every_request_is_signed_over_timestamp_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let partner = flaky_partner(1).await;
@@ -234,7 +234,7 @@ async fn with_a_secret_key_every_request_is_signed_over_timestamp_and_body() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_key_not_granted_to_the_plugin_fails_before_sending() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -258,7 +258,7 @@ async fn a_secret_key_not_granted_to_the_plugin_fails_before_sending() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_2xx_answer_fails_at_once_without_retry_on_failure() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (500, json!({"error": "db locked"})) }).await;
@@ -283,7 +283,7 @@ async fn a_non_2xx_answer_fails_at_once_without_retry_on_failure() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retry_on_failure_the_request_is_retried_with_the_same_guid_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let partner = flaky_partner(2).await;
@@ -326,7 +326,7 @@ async fn with_retry_on_failure_the_request_is_retried_with_the_same_guid_until_i
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_after_the_attempts_with_growing_delays_and_fail_with_the_last_answer() {
     let dir = tempfile::tempdir().unwrap();
     let arrivals = Arc::new(Mutex::new(Vec::new()));
@@ -366,7 +366,7 @@ async fn retries_stop_after_the_attempts_with_growing_delays_and_fail_with_the_l
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_failure_true_retries_with_the_default_policy() {
     let dir = tempfile::tempdir().unwrap();
     let partner = flaky_partner(1).await;
@@ -394,7 +394,7 @@ async fn retry_on_failure_true_retries_with_the_default_policy() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_are_retried_too() {
     let dir = tempfile::tempdir().unwrap();
     // A port that was just free: nothing listens there.
@@ -422,7 +422,7 @@ async fn connection_errors_are_retried_too() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_retry_after_the_attempts_ran_out_starts_a_fresh_series_with_the_same_guid() {
     let dir = tempfile::tempdir().unwrap();
     let partner = flaky_partner(2).await;
@@ -449,7 +449,7 @@ async fn an_admin_retry_after_the_attempts_ran_out_starts_a_fresh_series_with_th
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_reference_to_nothing_fails_before_sending() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -469,7 +469,7 @@ async fn a_template_reference_to_nothing_fails_before_sending() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_response_is_the_output_json_when_it_parses_and_as_typed_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
@@ -497,7 +497,7 @@ async fn the_response_is_the_output_json_when_it_parses_and_as_typed_otherwise()
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_fails_the_step_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -534,7 +534,7 @@ async fn invalid_config_fails_the_step_before_any_request() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_is_validated_by_default_and_validate_tls_false_accepts_a_self_signed_partner() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start_tls(|_| async { (200, json!({"ok": true})) }).await;

@@ -84,7 +84,7 @@ async fn daemon_with_flow(dir: &std::path::Path, partner: &Partner) -> TestDaemo
     TestDaemon::start(config, dir).await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_flow_sends_the_document_and_completes_with_the_response_body() {
     let dir = tempfile::tempdir().unwrap();
     let partner =
@@ -121,7 +121,7 @@ async fn sync_flow_sends_the_document_and_completes_with_the_response_body() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_flow_uses_the_configured_method() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (201, json!({"stored": 1})) }).await;
@@ -140,7 +140,7 @@ async fn sync_flow_uses_the_configured_method() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_flow_fails_on_a_non_2xx_answer_naming_status_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (502, json!({"error": "upstream down"})) }).await;
@@ -158,7 +158,7 @@ async fn sync_flow_fails_on_a_non_2xx_answer_naming_status_and_body() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_flow_sends_correlation_id_and_callback_url_and_an_ok_callback_completes_with_its_body()
  {
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +207,7 @@ async fn async_flow_sends_correlation_id_and_callback_url_and_an_ok_callback_com
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ok_callback_continues_the_flow_with_its_body() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -238,7 +238,7 @@ async fn an_ok_callback_continues_the_flow_with_its_body() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_use_async_response_body_off_an_ok_callback_passes_the_original_document_on() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -267,7 +267,7 @@ async fn with_use_async_response_body_off_an_ok_callback_passes_the_original_doc
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_callback_skips_the_rest_of_the_flow_with_the_partners_status_and_error() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -323,7 +323,7 @@ async fn a_failed_callback_skips_the_rest_of_the_flow_with_the_partners_status_a
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrecognised_document_status_becomes_the_technical_status_and_the_document_fails() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -350,7 +350,7 @@ async fn an_unrecognised_document_status_becomes_the_technical_status_and_the_do
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_callback_without_the_optional_headers_fails_with_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -379,7 +379,7 @@ async fn a_failed_callback_without_the_optional_headers_fails_with_defaults() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_document_statuses_replace_the_built_in_list() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -420,7 +420,7 @@ async fn configured_document_statuses_replace_the_built_in_list() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_without_the_matching_correlation_id_is_rejected_and_the_step_keeps_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -474,7 +474,7 @@ async fn a_callback_without_the_matching_correlation_id_is_rejected_and_the_step
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_without_a_valid_link_status_is_rejected_and_the_step_keeps_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -528,7 +528,7 @@ async fn a_callback_without_a_valid_link_status_is_rejected_and_the_step_keeps_w
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_2xx_answer_to_the_async_request_fails_without_suspending() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|_| async { (503, json!({"error": "maintenance"})) }).await;
@@ -550,13 +550,19 @@ async fn a_non_2xx_answer_to_the_async_request_fails_without_suspending() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_callback_within_timeout_ms_fails_with_callback_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
     let daemon = TestDaemon::start_default(dir.path()).await;
 
-    let (id, _, _) = start_async(&daemon, &partner, json!({"timeout_ms": 300}), json!({})).await;
+    // Not through start_async, which polls for `suspended`: a 300 ms
+    // window is easy to miss on a busy machine; the log shows it after.
+    let config =
+        json!({"url": format!("{}/documents", partner.base), "async": true, "timeout_ms": 300});
+    let id = daemon
+        .start_execution(json!({"plugin": PLUGIN, "config": config, "input": {}}))
+        .await;
     let exec = daemon.wait_for(&id, "failed").await;
     assert_eq!(exec["error"]["code"], "callback-timeout");
     assert_eq!(events(&exec), ["started", "suspended", "timeout", "failed"]);
@@ -566,7 +572,7 @@ async fn no_callback_within_timeout_ms_fails_with_callback_timeout() {
 /// Link requires the "API AsyncFlow Send Callback" permission on every
 /// callback: by default the step's callback needs a `callbacks:send` token
 /// in addition to the URL's secret, and neither alone is enough.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_the_callback_needs_a_token_and_the_url_secret() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -591,7 +597,7 @@ async fn by_default_the_callback_needs_a_token_and_the_url_secret() {
 
 /// `require_token = false` hands the partner a capability URL: the URL
 /// alone admits the callback.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_require_token_off_the_url_alone_admits_the_callback() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -613,7 +619,7 @@ async fn with_require_token_off_the_url_alone_admits_the_callback() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_fails_the_step_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;

@@ -79,17 +79,17 @@ async fn scaffold_build_and_run(name: &str, lang: Lang) {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_rust_plugin_builds_and_runs() {
     scaffold_build_and_run("hello-rust", Lang::Rust).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_python_plugin_builds_and_runs() {
     scaffold_build_and_run("hello-python", Lang::Python).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_js_plugin_builds_and_runs() {
     scaffold_build_and_run("hello-js", Lang::Js).await;
 }

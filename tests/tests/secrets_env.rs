@@ -7,7 +7,7 @@ use serde_json::json;
 use stephost::Config;
 use stephost_tests::{Partner, TestDaemon};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_from_the_environment_reach_only_the_partner() {
     let dir = tempfile::tempdir().unwrap();
     let var = "STEPHOST_TEST_ERP_KEY";
@@ -17,7 +17,13 @@ async fn secrets_from_the_environment_reach_only_the_partner() {
     unsafe {
         std::env::set_var(var, "Bearer from-the-environment-42");
     }
-    let partner = Partner::start(|_| async { (500, json!({"error": "no"})) }).await;
+    // The partner echoes the credential in its error answer, which the
+    // step puts into its failure text: the one way back for the secret.
+    let partner = Partner::start(|req| async move {
+        let echoed = req.header("authorization").unwrap_or_default().to_owned();
+        (500, json!({"error": "no", "you sent": echoed}))
+    })
+    .await;
     let config = Config::from_toml(&format!(
         "[secrets]\nerp = {{ env = \"{var}\" }}\n[plugins.integration-step]\nsecrets = [\"erp\"]\n"
     ))
@@ -31,6 +37,11 @@ async fn secrets_from_the_environment_reach_only_the_partner() {
     assert_eq!(
         sent[0].header("authorization"),
         Some("Bearer from-the-environment-42")
+    );
+    let text = exec["error"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("you sent") && text.contains("****"),
+        "the echo reached the failure text, masked: {exec:#}"
     );
     let (_, list) = daemon.get("/v1/executions").await;
     for shown in [exec.to_string(), list.to_string()] {

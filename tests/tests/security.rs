@@ -32,7 +32,7 @@ fn hostile_config(extra: &str) -> Config {
     .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_are_stopped_with_their_code_while_good_executions_complete() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start(hostile_config(""), dir.path()).await;
@@ -111,7 +111,7 @@ async fn hostile_plugins_are_stopped_with_their_code_while_good_executions_compl
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_addresses_are_refused_after_resolution_unless_the_operator_allows_them() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -161,7 +161,7 @@ async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value)
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_components_are_refused_with_the_reason_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
@@ -249,7 +249,7 @@ async fn bad_components_are_refused_with_the_reason_and_change_nothing() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_json_4xx() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -302,7 +302,7 @@ async fn bad_input_gets_a_json_4xx() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_naming_a_bad_component_stops_the_daemon_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("not-a-plugin.wasm");
@@ -405,7 +405,7 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> (usize, [f64;
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_steps_bounds_the_step_calls_running_at_once() {
     // One slot: the second and third calls wait for the first to finish
     // (and /metrics says so), and then complete.

@@ -8,7 +8,7 @@ use stephost_tests::{Partner, TestDaemon, client};
 
 /// http-task → link-async-http (async) → integration-step: the second
 /// step's partner calls back `Failed`, so the third never runs.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_link_callback_ends_the_workflow_before_the_integration_step() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::start(|req| async move {
@@ -97,7 +97,7 @@ async fn a_failed_link_callback_ends_the_workflow_before_the_integration_step() 
 
 /// A link step configured with `require_token` accepts its callback only
 /// with an API token carrying `callbacks:send`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_can_be_required_to_carry_a_callbacks_send_token() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
