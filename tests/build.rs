@@ -14,6 +14,11 @@ fn main() {
         .expect("tests/ lives in the workspace root");
     let plugins_dir = manifest_dir.join("plugins");
     let target_dir = root.join("target").join("wasm-test-plugins");
+    // The compiled-component cache the test daemons share (tests/src/lib.rs).
+    println!(
+        "cargo:rustc-env=STEPHOST_TEST_COMPILED_CACHE={}",
+        root.join("target").join("test-compiled-cache").display()
+    );
     println!(
         "cargo:rerun-if-changed={}",
         plugins_dir.join("Cargo.toml").display()

@@ -47,6 +47,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where sled keeps executions, callbacks and timers.
     pub data_dir: PathBuf,
+    /// Where compiled components are cached (keyed by content hash and
+    /// engine settings, checked against a digest on every read); default
+    /// `<data_dir>/cache`. Several daemons may share one.
+    pub compiled_cache_dir: Option<PathBuf>,
     /// How long a suspension waits when the step names no timeout.
     pub default_callback_timeout_ms: u64,
     /// Upper bound on any suspension's timeout: nothing waits forever.
@@ -87,6 +91,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             data_dir: PathBuf::from("./stephost-data"),
+            compiled_cache_dir: None,
             default_callback_timeout_ms: 24 * 60 * 60 * 1000,
             max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
             max_request_body_bytes: 4 * 1024 * 1024,
@@ -323,6 +328,13 @@ impl Config {
         }
         self.delivery.validate().map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// Where compiled components are cached.
+    pub fn compiled_cache_dir(&self) -> PathBuf {
+        self.compiled_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
     }
 
     /// The base of every callback URL handed to partners.

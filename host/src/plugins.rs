@@ -128,12 +128,11 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// An empty registry.
-    /// Compiled components are cached in `<data_dir>/cache/`.
+    /// Compiled components are cached in `compiled_cache_dir`
+    /// (`<data_dir>/cache/` by default).
     pub fn new(executor: Arc<Executor>, store: Arc<dyn Store>, config: Arc<Config>) -> Self {
-        let cache = ComponentCache::new(
-            executor.engine().clone(),
-            Some(config.data_dir.join("cache")),
-        );
+        let cache =
+            ComponentCache::new(executor.engine().clone(), Some(config.compiled_cache_dir()));
         Self {
             cache,
             executor,

@@ -1,6 +1,11 @@
 //! Test harness for the end-to-end tests: the real daemon on port 0 with a
 //! temp data dir, and a real partner HTTP server on loopback whose answers
 //! each test scripts. Nothing here is mocked; it only saves boilerplate.
+//!
+//! The tests run on a multi-threaded runtime, as `stephost serve` does
+//! (`#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`), so the
+//! daemon, the partner and the client really run in parallel and races
+//! are races, not interleavings at await points.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,6 +54,13 @@ impl TestDaemon {
     pub async fn start_with_policy(mut config: Config, data_dir: &Path) -> Self {
         init_logging();
         config.data_dir = data_dir.to_owned();
+        // One compiled-component cache for the whole test run (entries are
+        // keyed by content hash and engine settings, and written by
+        // rename), so a test daemon does not compile the built-in plugins
+        // again: a test that measures compiling sets its own.
+        if config.compiled_cache_dir.is_none() {
+            config.compiled_cache_dir = Some(PathBuf::from(env!("STEPHOST_TEST_COMPILED_CACHE")));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let daemon = Daemon::open(config).await.expect("daemon opens");

@@ -250,13 +250,13 @@ async fn sign_and_forward_end_to_end(plugin: &str, wasm: &Path) {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_plugin_signs_forwards_suspends_and_merges_the_callback() {
     let wasm = built(&PYTHON, "python-sign-and-forward");
     sign_and_forward_end_to_end("python-sign-and-forward", wasm).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_plugin_signs_forwards_suspends_and_merges_the_callback() {
     let wasm = built(&JS, "js-sign-and-forward");
     sign_and_forward_end_to_end("js-sign-and-forward", wasm).await;
@@ -271,7 +271,7 @@ async fn js_plugin_signs_forwards_suspends_and_merges_the_callback() {
 /// `invalid-config` and no partner is involved; the Rust row is the
 /// built-in `wait-for-callback` loaded from a file like the others. Run with
 /// `cargo test -p stephost-tests --test other_languages -- --ignored --nocapture --test-threads 1`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check: run it by hand"]
 async fn measure_size_load_and_call_time() {
     const CALLS: u32 = 20;
@@ -322,13 +322,19 @@ async fn measure_size_load_and_call_time() {
 /// work on the machine only ever adds time; each daemon is stopped again,
 /// which also releases its engine.
 async fn start_time(plugin: Option<(&str, &Path)>, reopen: bool) -> Duration {
-    let config = || match plugin {
-        Some((name, wasm)) => config_with(name, wasm),
-        None => Config::default(),
+    // The cache in the data dir, not the test run's shared one: this
+    // measures what compiling costs.
+    let config = |dir: &Path| {
+        let mut config = match plugin {
+            Some((name, wasm)) => config_with(name, wasm),
+            None => Config::default(),
+        };
+        config.compiled_cache_dir = Some(dir.join("cache"));
+        config
     };
     let reused = tempfile::tempdir().unwrap();
     if reopen {
-        TestDaemon::start(config(), reused.path())
+        TestDaemon::start(config(reused.path()), reused.path())
             .await
             .stop()
             .await;
@@ -338,7 +344,7 @@ async fn start_time(plugin: Option<(&str, &Path)>, reopen: bool) -> Duration {
         let fresh = tempfile::tempdir().unwrap();
         let dir = if reopen { reused.path() } else { fresh.path() };
         let started = Instant::now();
-        let daemon = TestDaemon::start(config(), dir).await;
+        let daemon = TestDaemon::start(config(dir), dir).await;
         best = best.min(started.elapsed());
         daemon.stop().await;
     }
