@@ -10,6 +10,8 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
+mod plugin_refs;
+
 use super::{BoxFuture, Change, ExecutionFilter, Store, StoreError, WriteStats};
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
@@ -54,10 +56,6 @@ const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
 /// Marks, in the `meta` tree, that the per-state counts are complete.
 const COUNTS_MARK: &[u8] = b"index/counts/v1";
-
-/// The versions uploaded under each plugin name (`name/hash`, empty
-/// values), so deleting a plugin finds the bytes of every one of them.
-const PLUGIN_VERSIONS: &str = "plugin-versions";
 
 /// Every execution state, in the order the counts are reported.
 const STATES: [ExecState; 4] = [
@@ -750,67 +748,19 @@ impl Store for SledStore {
     }
 
     fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError> {
-        let versions = self.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
-        versions
-            .insert(format!("{name}/{hash}").as_bytes(), &[])
-            .map_err(backend)?;
-        let refs = self.db.open_tree("plugins").map_err(backend)?;
-        refs.insert(name.as_bytes(), hash.as_bytes())
-            .map_err(backend)?;
-        refs.flush().map_err(backend)?;
-        Ok(())
+        plugin_refs::put(self, name, hash)
     }
 
     fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let refs = self.db.open_tree("plugins").map_err(backend)?;
-        refs.iter()
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        plugin_refs::all(self)
     }
 
     fn plugin_versions(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let versions = self.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
-        let prefix = format!("{name}/");
-        versions
-            .scan_prefix(prefix.as_bytes())
-            .map(|item| {
-                let (key, _) = item.map_err(backend)?;
-                Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
-            })
-            .collect()
+        plugin_refs::versions(self, name)
     }
 
     fn remove_plugin_ref(&self, name: &str) -> Result<(), StoreError> {
-        let refs = self.db.open_tree("plugins").map_err(backend)?;
-        let versions = self.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
-        // A transaction cannot scan: list the version keys first. Only the
-        // admin API writes these trees, one plugin name at a time.
-        let keys = versions
-            .scan_prefix(format!("{name}/").as_bytes())
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend)?;
-        // One transaction: a crash leaves the plugin whole or gone.
-        (&refs, &versions)
-            .transaction(|(refs, versions)| {
-                refs.remove(name.as_bytes())?;
-                for key in &keys {
-                    versions.remove(key)?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| match e {
-                TransactionError::Storage(e) => backend(e),
-                TransactionError::Abort(()) => backend("plugin removal aborted"),
-            })?;
-        self.db.flush().map_err(backend)?;
-        Ok(())
+        plugin_refs::remove(self, name)
     }
 
     fn remove_component(&self, hash: &str) -> Result<(), StoreError> {
