@@ -1,6 +1,9 @@
 //! The HTTP API (JSON, versioned under `/v1`): executions, callbacks,
 //! plugins, health. Handlers turn requests into calls on [`Workflows`] and
 //! errors into a JSON body with a stable `code`; nothing here holds state.
+//! The plugin routes live in [`plugins`].
+
+mod plugins;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +17,6 @@ use serde_json::{Value, json};
 use crate::auth::{AuthError, Permission};
 use crate::config::AuthConfig;
 use crate::model::{Doc, ExecState, Execution, ReceivedCallback, now_ms};
-use crate::plugins::PluginError;
 use crate::store::{ExecutionFilter, StoreError};
 use crate::workflow::{AdminError, CallbackError, CallbackReply, StartError, Target, Workflows};
 
@@ -197,6 +199,7 @@ impl Api {
             (Method::GET, ["v1", "plugins"]) => Ok(self.plugins()),
             (Method::GET, ["v1", "plugins", name]) => self.plugin(name),
             (Method::POST, ["v1", "plugins"]) => self.upload(req).await,
+            (Method::DELETE, ["v1", "plugins", name]) => self.delete_plugin(name).await,
             (Method::POST, ["v1", "tokens"]) => self.create_token(req).await,
             (_, ["healthz"])
             | (_, ["metrics"])
@@ -399,66 +402,6 @@ impl Api {
         ))
     }
 
-    /// `POST /v1/plugins?name=NAME` with the component's bytes: compiled,
-    /// checked against the world and described before anything changes.
-    async fn upload(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let name = query_pairs(req.uri().query())
-            .into_iter()
-            .find(|(k, _)| k == "name")
-            .map(|(_, v)| v)
-            .ok_or_else(|| {
-                ApiError::bad_request("give the plugin's name: POST /v1/plugins?name=NAME")
-            })?;
-        let registry = self.workflows.registry();
-        if crate::builtin::component(&name).is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "plugin-exists",
-                format!("{name:?} is a built-in plugin; upload under another name"),
-            ));
-        }
-        let body = self.body_up_to(req, self.max_plugin_bytes).await?;
-        let plugin = registry.load(&name, &body, false).await.map_err(|e| {
-            let code = match &e {
-                PluginError::NotAComponent { .. } => "not-a-component",
-                PluginError::WrongWorld { .. } => "wrong-world",
-                PluginError::Describe { .. } => "describe-failed",
-                PluginError::InvalidName(_) => "invalid-name",
-                PluginError::Unknown(_) | PluginError::Store(_) => "plugin-error",
-            };
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
-        })?;
-        self.workflows
-            .store()
-            .put_plugin_ref(&plugin.name, &plugin.hash)?;
-        Ok(json_response(StatusCode::CREATED, &plugin_view(&plugin)))
-    }
-
-    fn plugin(&self, name: &str) -> Result<Resp, ApiError> {
-        let plugin = self
-            .workflows
-            .registry()
-            .current(name)
-            .ok_or_else(|| ApiError::not_found(format!("no plugin {name:?}")))?;
-        let mut view = plugin_view(&plugin);
-        view["config_schema"] = plugin
-            .info
-            .config_schema
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or(Value::Null);
-        view["grant"] = json!({
-            "allowed_hosts": format!("{:?}", plugin.grant.hosts),
-            "secrets": plugin.grant.secrets.keys().collect::<Vec<_>>(),
-            "limits": {
-                "memory_mb": plugin.grant.limits.memory_mb,
-                "time_limit_ms": plugin.grant.limits.time_limit_ms,
-                "max_body_bytes": plugin.grant.limits.max_body_bytes,
-            },
-        });
-        Ok(json_response(StatusCode::OK, &view))
-    }
-
     /// `GET /metrics`: Prometheus text format; open like `/healthz` (counts
     /// and plugin names only, no execution data).
     fn metrics(&self) -> Resp {
@@ -472,17 +415,6 @@ impl Api {
             hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         resp
-    }
-
-    fn plugins(&self) -> Resp {
-        let items: Vec<Value> = self
-            .workflows
-            .registry()
-            .list()
-            .iter()
-            .map(|p| plugin_view(p))
-            .collect();
-        json_response(StatusCode::OK, &json!({ "plugins": items }))
     }
 
     async fn callback(&self, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -583,17 +515,6 @@ impl Api {
             ),
         })
     }
-}
-
-fn plugin_view(p: &crate::plugins::LoadedPlugin) -> Value {
-    json!({
-        "name": p.name,
-        "hash": p.hash,
-        "version": p.info.version,
-        "description": p.info.description,
-        "builtin": p.builtin,
-        "size": p.size,
-    })
 }
 
 fn auth_error(e: AuthError) -> ApiError {

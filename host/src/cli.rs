@@ -240,6 +240,15 @@ pub enum PluginCommand {
         /// The component file (`.wasm`).
         file: PathBuf,
     },
+    /// Delete an uploaded plugin from a running daemon (refused while an
+    /// execution still needs it, and for built-in or configured plugins).
+    Remove {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Plugin name.
+        name: String,
+    },
     /// List the daemon's plugins.
     List {
         /// How to reach the daemon.
@@ -366,6 +375,16 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
                 reqwest::Method::POST,
                 &format!("/v1/plugins?name={name}"),
                 Some(bytes),
+                out,
+            )
+            .await
+        }
+        Command::Plugin(PluginCommand::Remove { remote, name }) => {
+            call(
+                &remote,
+                reqwest::Method::DELETE,
+                &format!("/v1/plugins/{name}"),
+                None,
                 out,
             )
             .await

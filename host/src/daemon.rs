@@ -15,7 +15,7 @@ use crate::api::Api;
 use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::executor::Executor;
-use crate::plugins::Registry;
+use crate::plugins::{Registry, Source};
 use crate::store::{SledStore, Store};
 use crate::workflow::{DurableRegistrar, Workflows};
 
@@ -70,7 +70,7 @@ impl Daemon {
                 continue;
             }
             registry
-                .load(name, bytes, true)
+                .load(name, bytes, Source::Builtin)
                 .await
                 .with_context(|| format!("load built-in plugin {name}"))?;
         }
@@ -78,26 +78,32 @@ impl Daemon {
             if let Some(path) = &pc.path {
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("read plugin {name} from {}", path.display()))?;
-                registry.load(name, &bytes, false).await?;
-            } else if registry.current(name).is_none() {
-                anyhow::bail!(
-                    "plugin {name:?} is configured but has no `path` and is not built in"
-                );
+                registry.load(name, &bytes, Source::Config).await?;
             }
         }
         // Plugins uploaded through the API, at the version last uploaded.
+        // The API refuses uploads under a name the config file or the
+        // binary provides; one stored before that (or before the config
+        // named it) stays in the store, unused, while that lasts.
         for (name, hash) in store.plugin_refs()? {
-            if config.plugins.get(&name).is_some_and(|p| p.path.is_some()) {
-                tracing::warn!(plugin = %name, "an uploaded plugin is shadowed by the config file's path");
+            if let Some(fixed) = Source::fixed(&config, &name) {
+                tracing::warn!(plugin = %name, source = fixed.as_str(), "an uploaded plugin is not used: the config file or the binary provides this name");
                 continue;
             }
             let bytes = store
                 .component(&hash)?
                 .with_context(|| format!("uploaded plugin {name}: component {hash} is missing"))?;
             registry
-                .load(&name, &bytes, false)
+                .load(&name, &bytes, Source::Upload)
                 .await
                 .with_context(|| format!("reload uploaded plugin {name}"))?;
+        }
+        // A section without `path` grants by name, whatever provides the
+        // code: it may name a plugin that has yet to be uploaded.
+        for name in config.plugins.keys() {
+            if registry.current(name).is_none() {
+                tracing::warn!(plugin = %name, "[plugins.{name}] grants a plugin that is not loaded: it has no `path`, is not built in and was not uploaded; upload it with POST /v1/plugins?name={name}");
+            }
         }
         for (wf, def) in &config.workflows {
             for step in &def.steps {

@@ -220,6 +220,15 @@ impl ComponentCache {
         Some(dir.join(format!("{hash}-{}.cwasm", &self.compat[..16])))
     }
 
+    /// Drops the cache entry of `hash` (a deleted plugin version), if any.
+    pub fn remove(&self, hash: &str) {
+        if let Some(path) = self.path_of(hash) {
+            // Missing files are fine: the entry may never have been written.
+            let _ = std::fs::remove_file(digest_path(&path));
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     /// The compiled component for `bytes` (whose SHA-256 hex is `hash`):
     /// from the cache if it holds a good entry, else compiled and stored.
     /// Blocking and CPU-bound: call it off the async runtime.

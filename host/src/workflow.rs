@@ -281,15 +281,18 @@ impl Workflows {
             }
         };
         let mut steps = specs;
+        // Held until the execution is written: none of its plugins can be
+        // deleted between this check and the write that needs them.
+        let pinned = self
+            .registry
+            .pin(steps.iter().map(|s| s.plugin.as_str()))
+            .await;
         for step in &steps {
-            if self.registry.current(&step.plugin).is_none() {
+            if pinned.get(&step.plugin).is_none() {
                 return Err(StartError::UnknownPlugin(step.plugin.clone()));
             }
         }
-        steps[0].plugin_hash = self
-            .registry
-            .current(&steps[0].plugin)
-            .map(|p| p.hash.clone());
+        steps[0].plugin_hash = pinned.get(&steps[0].plugin).map(|p| p.hash.clone());
         let now = now_ms();
         let mut exec = Execution {
             id: new_execution_id(),
@@ -321,6 +324,7 @@ impl Workflows {
                 ..Default::default()
             })
             .await?;
+        drop(pinned);
         self.metrics.transition(None, ExecState::Running);
         self.store.flush().await?;
         self.spawn_drive(exec.id.clone());
@@ -1018,12 +1022,13 @@ impl Workflows {
     /// partners can dedupe), next attempt, on the plugin's current version.
     pub async fn retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
         let exec = self.failed_execution(id)?;
+        let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
         next.state = ExecState::Running;
         next.error = None;
         next.attempt += 1;
-        self.pin_current_plugin(&mut next)?;
+        pin_current_plugin(&mut next, &pinned)?;
         next.log(from, "retried", None);
         self.admin_commit(next).await
     }
@@ -1032,6 +1037,7 @@ impl Workflows {
     /// becomes the output if it was the last one.
     pub async fn skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
         let exec = self.failed_execution(id)?;
+        let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
         next.error = None;
@@ -1045,7 +1051,7 @@ impl Workflows {
             next.step_index += 1;
             next.attempt = 1;
             next.step_run_id = new_id();
-            self.pin_current_plugin(&mut next)?;
+            pin_current_plugin(&mut next, &pinned)?;
             next.log(ExecState::Running, "started", None);
         }
         self.admin_commit(next).await
@@ -1103,15 +1109,13 @@ impl Workflows {
         Ok(exec)
     }
 
-    fn pin_current_plugin(&self, exec: &mut Execution) -> Result<(), AdminError> {
-        let i = exec.step_index;
-        let plugin = &exec.steps[i].plugin;
-        let current = self
-            .registry
-            .current(plugin)
-            .ok_or_else(|| AdminError::UnknownPlugin(plugin.clone()))?;
-        exec.steps[i].plugin_hash = Some(current.hash.clone());
-        Ok(())
+    /// The current versions of the plugins of `exec`'s remaining steps,
+    /// held (see [`Registry::pin`]) until a retry or skip is written.
+    async fn pin_ahead(&self, exec: &Execution) -> crate::plugins::Pinned {
+        let ahead = exec.steps.get(exec.step_index..).unwrap_or_default();
+        self.registry
+            .pin(ahead.iter().map(|s| s.plugin.as_str()))
+            .await
     }
 
     async fn admin_commit(self: &Arc<Self>, next: Execution) -> Result<Execution, AdminError> {
@@ -1324,6 +1328,20 @@ impl Registrar for DurableRegistrar {
             })
         })
     }
+}
+
+/// Pins the current step of `exec` to its plugin's current version.
+fn pin_current_plugin(
+    exec: &mut Execution,
+    pinned: &crate::plugins::Pinned,
+) -> Result<(), AdminError> {
+    let i = exec.step_index;
+    let plugin = &exec.steps[i].plugin;
+    let current = pinned
+        .get(plugin)
+        .ok_or_else(|| AdminError::UnknownPlugin(plugin.clone()))?;
+    exec.steps[i].plugin_hash = Some(current.hash.clone());
+    Ok(())
 }
 
 /// The record after a write: version and time moved on, no pending resume.

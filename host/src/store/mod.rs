@@ -97,10 +97,24 @@ pub trait Store: Send + Sync + 'static {
     fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError>;
     /// Number of stored tokens.
     fn token_count(&self) -> Result<usize, StoreError>;
-    /// Records that `name` is an uploaded plugin at version `hash`.
+    /// Records that `name` is an uploaded plugin at version `hash` (its
+    /// current one), and adds `hash` to the versions uploaded under
+    /// `name`; flushed before it returns.
     fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError>;
     /// Uploaded plugins: (name, hash of the current version).
     fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every version ever uploaded under `name` (hashes, in no particular
+    /// order); empty for a name uploaded only before versions were
+    /// recorded, whose versions only its executions name.
+    fn plugin_versions(&self, name: &str) -> Result<Vec<String>, StoreError>;
+    /// Forgets the uploaded plugin `name`: its current version and its
+    /// list of versions (not their bytes); flushed before it returns.
+    fn remove_plugin_ref(&self, name: &str) -> Result<(), StoreError>;
+    /// Drops a stored component's bytes (missing ones are ignored).
+    fn remove_component(&self, hash: &str) -> Result<(), StoreError>;
+    /// Calls `visit` with every execution, in id order, one at a time (a
+    /// scan that never holds them all in memory).
+    fn each_execution(&self, visit: &mut dyn FnMut(Execution)) -> Result<(), StoreError>;
     /// Makes everything applied so far durable on disk. Concurrent callers
     /// share one disk flush.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;

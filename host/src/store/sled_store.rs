@@ -10,6 +10,8 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
+mod plugin_refs;
+
 use super::{BoxFuture, Change, ExecutionFilter, Store, StoreError, WriteStats};
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
@@ -791,24 +793,32 @@ impl Store for SledStore {
     }
 
     fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError> {
-        let refs = self.db.open_tree("plugins").map_err(backend)?;
-        refs.insert(name.as_bytes(), hash.as_bytes())
-            .map_err(backend)?;
-        refs.flush().map_err(backend)?;
-        Ok(())
+        plugin_refs::put(self, name, hash)
     }
 
     fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let refs = self.db.open_tree("plugins").map_err(backend)?;
-        refs.iter()
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        plugin_refs::all(self)
+    }
+
+    fn plugin_versions(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        plugin_refs::versions(self, name)
+    }
+
+    fn remove_plugin_ref(&self, name: &str) -> Result<(), StoreError> {
+        plugin_refs::remove(self, name)
+    }
+
+    fn remove_component(&self, hash: &str) -> Result<(), StoreError> {
+        self.components.remove(hash).map_err(backend)?;
+        Ok(())
+    }
+
+    fn each_execution(&self, visit: &mut dyn FnMut(Execution)) -> Result<(), StoreError> {
+        for item in self.executions.iter() {
+            let (key, bytes) = item.map_err(backend)?;
+            visit(decode(&key, &bytes)?);
+        }
+        Ok(())
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,0 +1,463 @@
+//! Plugins uploaded at run time are first-class: a `[plugins.NAME]` section
+//! grants them by name like any other plugin, an upload cannot take over a
+//! name the config file or the binary provides (a restart would undo it),
+//! uploads survive restarts, and `DELETE /v1/plugins/{name}` removes an
+//! upload once no execution needs any of its versions. The real daemon,
+//! real components, a real partner on loopback.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use stephost::Config;
+use stephost::store::Store as _;
+use stephost_tests::{Partner, TestDaemon, call_back, client};
+
+/// The reference `wait-for-callback` component: posts its input to
+/// `config.url` and waits for the callback.
+fn waiter_bytes() -> Vec<u8> {
+    stephost::builtin::component("wait-for-callback")
+        .expect("built in")
+        .to_vec()
+}
+
+/// The reference `echo` component: completes at once.
+fn echo_bytes() -> Vec<u8> {
+    stephost::builtin::component("echo")
+        .expect("built in")
+        .to_vec()
+}
+
+/// A test component no other plugin is made of.
+fn hostile_bytes() -> Vec<u8> {
+    std::fs::read(format!("{}/hostile.wasm", env!("TEST_PLUGIN_DIR"))).unwrap()
+}
+
+fn hash_of(bytes: &[u8]) -> String {
+    stephost::plugins::content_hash(bytes)
+}
+
+async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{}/v1/plugins?name={name}", daemon.base))
+        .bearer_auth(&daemon.token)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn delete(daemon: &TestDaemon, name: &str, token: &str) -> (u16, Value) {
+    let resp = client()
+        .delete(format!("{}/v1/plugins/{name}", daemon.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// `[plugins.waiter]` granting loopback partners, and no `path`.
+fn waiter_granted() -> Config {
+    Config::from_toml(
+        r#"
+        [secrets]
+        partner-key = { value = "k3y" }
+        [plugins.waiter]
+        allowed_hosts = ["http://127.0.0.1:*"]
+        secrets = ["partner-key"]
+        memory_mb = 64
+        time_limit_ms = 45000
+        "#,
+    )
+    .unwrap()
+}
+
+fn start_waiter(partner: &Partner, plugin: &str) -> Value {
+    json!({"plugin": plugin, "config": {"url": format!("{}/orders", partner.base)}, "input": {"order": 7}})
+}
+
+#[tokio::test]
+async fn a_config_section_without_path_grants_an_uploaded_plugin_of_that_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    // The section names a plugin that is not loaded yet: the daemon starts.
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let (status, _) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(status, 404, "nothing is uploaded yet");
+
+    let (status, body) = upload(&daemon, "waiter", waiter_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["source"], "upload");
+    let (status, view) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["source"], "upload");
+    assert_eq!(
+        view["grant"],
+        json!({
+            "section": "[plugins.waiter]",
+            "allowed_hosts": ["http://127.0.0.1:*"],
+            "secrets": ["partner-key"],
+            "limits": {"memory_mb": 64, "time_limit_ms": 45000, "max_body_bytes": 16777216},
+        }),
+        "{view:#}"
+    );
+
+    // The grant is used: the step reaches the loopback partner, suspends,
+    // and the callback completes it.
+    let id = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+    let (status, body) = call_back(&url, r#"{"approved": true}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"approved": true}));
+
+    // And again after a restart, with the upload reloaded from the store.
+    daemon.stop().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let id = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    assert_eq!(partner.wait_for_requests(2).await.len(), 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_uploaded_plugin_without_a_section_has_no_network_and_is_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    // Loopback is allowed by the address policy: only the grant refuses.
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (status, body) = upload(&daemon, "waiter", waiter_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, view) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(view["grant"]["section"], Value::Null, "{view:#}");
+    assert_eq!(view["grant"]["allowed_hosts"], json!([]), "{view:#}");
+    assert_eq!(view["grant"]["secrets"], json!([]), "{view:#}");
+
+    let id = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "egress-denied", "{exec:#}");
+    let text = exec["error"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("\"waiter\" has no network grant") && text.contains("allowed_hosts"),
+        "the error names the plugin and the missing grant: {text}"
+    );
+    assert!(partner.requests().is_empty());
+
+    // The built-in plugin made of the very same bytes keeps its own grant:
+    // grants go by name, not by component.
+    let (_, builtin) = daemon.get("/v1/plugins/wait-for-callback").await;
+    assert_eq!(builtin["hash"], view["hash"], "the same component");
+    assert_eq!(builtin["grant"]["allowed_hosts"], json!(["*"]));
+    let id = daemon
+        .start_execution(start_waiter(&partner, "wait-for-callback"))
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    assert_eq!(partner.wait_for_requests(1).await.len(), 1);
+    daemon.stop().await;
+}
+
+/// A config with `[plugins.waiter] path` (the waiter component, written
+/// into `dir`) and the built-in plugins.
+fn waiter_from_path(dir: &std::path::Path) -> (Config, String) {
+    let path = dir.join("a.wasm");
+    std::fs::write(&path, waiter_bytes()).unwrap();
+    let config = Config::from_toml(&format!(
+        "[plugins.waiter]\npath = \"{}\"\nallowed_hosts = [\"http://127.0.0.1:*\"]\n",
+        path.display()
+    ))
+    .unwrap();
+    (config, path.display().to_string())
+}
+
+#[tokio::test]
+async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_upload_survives_a_restart()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (config, path) = waiter_from_path(files.path());
+    let daemon = TestDaemon::start(config.clone(), dir.path()).await;
+    let (_, configured) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(configured["source"], "config");
+    assert_eq!(configured["builtin"], false);
+    assert_eq!(configured["hash"], hash_of(&waiter_bytes()));
+    let (_, builtin) = daemon.get("/v1/plugins/echo").await;
+    assert_eq!(builtin["source"], "builtin");
+    assert_eq!(builtin["builtin"], true);
+
+    let (status, body) = upload(&daemon, "waiter", hostile_bytes()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin-from-config");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&path) && message.contains("[plugins.waiter]"),
+        "the refusal says where the code comes from: {message}"
+    );
+    let (status, body) = upload(&daemon, "echo", hostile_bytes()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin-from-config");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("built into the daemon"),
+        "{body}"
+    );
+
+    // Other names: the newest upload is the current version.
+    let (status, body) = upload(&daemon, "shout", hostile_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = upload(&daemon, "shout", echo_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+
+    daemon.stop().await;
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let (_, waiter) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(waiter["source"], "config");
+    assert_eq!(waiter["hash"], hash_of(&waiter_bytes()), "{waiter:#}");
+    let (_, echo) = daemon.get("/v1/plugins/echo").await;
+    assert_eq!(echo["hash"], hash_of(&echo_bytes()), "{echo:#}");
+    let (_, shout) = daemon.get("/v1/plugins/shout").await;
+    assert_eq!(shout["source"], "upload");
+    assert_eq!(shout["hash"], hash_of(&echo_bytes()), "{shout:#}");
+    let id = daemon
+        .start_execution(json!({"plugin": "shout", "input": {"n": 1}}))
+        .await;
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"n": 1}), "the newest upload runs");
+
+    // Neither can be deleted either.
+    for name in ["waiter", "echo"] {
+        let (status, body) = delete(&daemon, name, &daemon.token).await;
+        assert_eq!(status, 409, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "plugin-from-config", "{body}");
+    }
+    let (status, body) = delete(&daemon, "nobody", &daemon.token).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown-plugin");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_execution_suspended_on_an_older_upload_resumes_on_it_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let (status, _) = upload(&daemon, "waiter", waiter_bytes()).await;
+    assert_eq!(status, 201);
+    let old = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    daemon.wait_for(&old, "suspended").await;
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+
+    let (status, _) = upload(&daemon, "waiter", echo_bytes()).await;
+    assert_eq!(status, 201);
+    let new = daemon
+        .start_execution(json!({"plugin": "waiter", "input": {"new": true}}))
+        .await;
+    let exec = daemon.wait_for(&new, "completed").await;
+    assert_eq!(
+        exec["output"],
+        json!({"new": true}),
+        "new executions run v2"
+    );
+
+    let old_base = daemon.base.clone();
+    daemon.stop().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let (_, view) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(view["hash"], hash_of(&echo_bytes()));
+    // The new daemon listens on a new port (a stable public_url in production).
+    let url = url.replacen(&old_base, &daemon.base, 1);
+    let (status, body) = call_back(&url, r#"{"resumed": "on v1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&old, "completed").await;
+    assert_eq!(exec["output"], json!({"resumed": "on v1"}));
+    daemon.stop().await;
+}
+
+/// A partner that holds every request until `release` gets a permit.
+async fn holding_partner() -> (Partner, Arc<tokio::sync::Semaphore>) {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let partner = Partner::start(move |_| {
+        let gate = gate.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+            (202, json!({"accepted": true}))
+        }
+    })
+    .await;
+    (partner, release)
+}
+
+#[tokio::test]
+async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (partner, release) = holding_partner().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let (status, _) = upload(&daemon, "waiter", waiter_bytes()).await;
+    assert_eq!(status, 201);
+
+    // Running: the step waits for the partner's answer.
+    let id = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+    assert_eq!(daemon.execution(&id).await["state"], "running");
+    let (status, body) = delete(&daemon, "waiter", &daemon.token).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin-in-use");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&id),
+        "the refusal names the execution: {body}"
+    );
+
+    // Suspended on v1 while v2 is current: v1 is still needed.
+    release.add_permits(1);
+    daemon.wait_for(&id, "suspended").await;
+    let (status, _) = upload(&daemon, "waiter", hostile_bytes()).await;
+    assert_eq!(status, 201);
+    let (status, body) = delete(&daemon, "waiter", &daemon.token).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin-in-use");
+
+    // Admin only.
+    let (status, token) = daemon
+        .post(
+            "/v1/tokens",
+            json!({"name": "ops", "permissions": ["executions:read", "executions:write"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    let (status, body) = delete(&daemon, "waiter", token["token"].as_str().unwrap()).await;
+    assert_eq!(status, 403, "{body}");
+
+    let (status, body) = call_back(&url, r#"{"done": true}"#).await;
+    assert_eq!(status, 200, "{body}");
+    daemon.wait_for(&id, "completed").await;
+
+    let (status, body) = delete(&daemon, "waiter", &daemon.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed_versions"], json!([hash_of(&hostile_bytes())]));
+    // v1 is the built-in wait-for-callback's component: its bytes stay.
+    assert_eq!(body["shared_versions"], json!([hash_of(&waiter_bytes())]));
+
+    let (status, _) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(status, 404);
+    let (_, list) = daemon.get("/v1/plugins").await;
+    assert!(
+        !list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "waiter"),
+        "{list:#}"
+    );
+    let (status, body) = daemon
+        .post("/v1/executions", start_waiter(&partner, "waiter"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown-plugin");
+    let (status, body) = delete(&daemon, "waiter", &daemon.token).await;
+    assert_eq!(status, 404, "{body}");
+
+    // The shared component still runs the built-in plugin.
+    release.add_permits(1);
+    let builtin = daemon
+        .start_execution(start_waiter(&partner, "wait-for-callback"))
+        .await;
+    daemon.wait_for(&builtin, "suspended").await;
+
+    // Gone for good: not back after a restart, and its bytes are gone.
+    daemon.stop().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    let (status, _) = daemon.get("/v1/plugins/waiter").await;
+    assert_eq!(status, 404);
+    daemon.stop().await;
+    let store = stephost::store::SledStore::open(dir.path()).unwrap();
+    assert!(
+        store
+            .component(&hash_of(&hostile_bytes()))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .component(&hash_of(&waiter_bytes()))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_a_configured_workflow_uses_cannot_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (status, _) = upload(&daemon, "shout", echo_bytes()).await;
+    assert_eq!(status, 201);
+    daemon.stop().await;
+    let config = Config::from_toml("[workflows.loud]\nsteps = [{ plugin = \"shout\" }]\n").unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let (status, body) = delete(&daemon, "shout", &daemon.token).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "plugin-in-use");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("workflow \"loud\""),
+        "{body}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn plugin_remove_deletes_an_upload_through_the_cli() {
+    use clap::Parser as _;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let file = dir.path().join("shout.wasm");
+    std::fs::write(&file, echo_bytes()).unwrap();
+    let run = |args: Vec<String>| async move {
+        let cli = stephost::cli::Cli::try_parse_from(args).expect("arguments parse");
+        let mut out = Vec::new();
+        let code = stephost::cli::execute(cli.command, &mut out)
+            .await
+            .expect("command runs");
+        let value: Value = serde_json::from_slice(&out).unwrap();
+        (code, value)
+    };
+    let remote = |cmd: &[&str]| -> Vec<String> {
+        ["stephost", "plugin"]
+            .iter()
+            .chain(cmd)
+            .map(|s| s.to_string())
+            .chain([
+                "--url".into(),
+                daemon.base.clone(),
+                "--token".into(),
+                daemon.token.clone(),
+            ])
+            .collect()
+    };
+    let (code, added) = run(remote(&["add", "shout", file.to_str().unwrap()])).await;
+    assert_eq!(code, 0, "{added:#}");
+    let (code, removed) = run(remote(&["remove", "shout"])).await;
+    assert_eq!(code, 0, "{removed:#}");
+    assert_eq!(removed["deleted"], true);
+    let (code, again) = run(remote(&["remove", "shout"])).await;
+    assert_eq!(code, 1, "{again:#}");
+    assert_eq!(again["error"]["code"], "unknown-plugin");
+    daemon.stop().await;
+}
