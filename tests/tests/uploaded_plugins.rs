@@ -79,7 +79,7 @@ fn start_waiter(partner: &Partner, plugin: &str) -> Value {
     json!({"plugin": plugin, "config": {"url": format!("{}/orders", partner.base)}, "input": {"order": 7}})
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_section_without_path_grants_an_uploaded_plugin_of_that_name() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -128,7 +128,7 @@ async fn a_config_section_without_path_grants_an_uploaded_plugin_of_that_name() 
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_plugin_without_a_section_has_no_network_and_is_told_why() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -179,7 +179,7 @@ fn waiter_from_path(dir: &std::path::Path) -> (Config, String) {
     (config, path.display().to_string())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_upload_survives_a_restart()
  {
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +247,7 @@ async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_up
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_execution_suspended_on_an_older_upload_resumes_on_it_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
@@ -301,7 +301,7 @@ async fn holding_partner() -> (Partner, Arc<tokio::sync::Semaphore>) {
     (partner, release)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions() {
     let dir = tempfile::tempdir().unwrap();
     let (partner, release) = holding_partner().await;
@@ -400,7 +400,7 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_a_configured_workflow_uses_cannot_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
@@ -422,7 +422,7 @@ async fn a_plugin_a_configured_workflow_uses_cannot_be_deleted() {
     daemon.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_remove_deletes_an_upload_through_the_cli() {
     use clap::Parser as _;
     let dir = tempfile::tempdir().unwrap();
