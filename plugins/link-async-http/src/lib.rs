@@ -279,3 +279,22 @@ fn partner_failure(config: &Config, callback: &Callback) -> Failure {
 }
 
 stephost_guest::export_step!(LinkAsyncHttp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Link requires a callbacks:send token on every callback; the config
+    /// turns that off only when it says so.
+    #[test]
+    fn the_callback_needs_a_token_unless_the_config_turns_it_off() {
+        let config: Config = serde_json::from_str(r#"{"url": "https://p.example"}"#).unwrap();
+        assert!(config.require_token);
+        let config: Config =
+            serde_json::from_str(r#"{"url": "https://p.example", "require_token": false}"#)
+                .unwrap();
+        assert!(!config.require_token);
+        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).unwrap();
+        assert_eq!(schema["properties"]["require_token"]["default"], true);
+    }
+}
