@@ -216,19 +216,7 @@ mod tests {
             .block_on(store.flush())
             .unwrap();
         drop(store);
-        let mut disk = Vec::new();
-        let mut dirs = vec![dir.path().to_owned()];
-        while let Some(d) = dirs.pop() {
-            for entry in std::fs::read_dir(d).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    disk.extend(std::fs::read(path).unwrap());
-                }
-            }
-        }
-        let holds = |needle: &[u8]| disk.windows(needle.len()).any(|w| w == needle);
+        let holds = |needle: &[u8]| stephost_tests::files_hold(dir.path(), needle);
         assert!(holds(record.sha256.as_bytes()), "the store holds the hash");
         assert!(
             !holds(token.as_bytes()),

@@ -7,21 +7,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Process, client, create_token, free_port, write_config};
+use common::{BIN, Process, client, create_token, free_port, post, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
-
-async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 /// Polls an execution until `done` says so (or the wait runs out).
 async fn wait_until(base: &str, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {

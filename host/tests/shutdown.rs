@@ -8,21 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Process, client, create_token, free_port, write_config};
+use common::{Process, client, create_token, free_port, post, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
-
-async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 async fn get(base: &str, token: &str, path: &str) -> Value {
     client()

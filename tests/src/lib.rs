@@ -183,6 +183,28 @@ impl TestDaemon {
     }
 }
 
+/// Whether any file under `dir` holds `needle` byte for byte: to show that
+/// a secret never reaches the disk (and, with a value that must be there,
+/// that the scan sees what was stored).
+pub fn files_hold(dir: &Path, needle: &[u8]) -> bool {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The samples of a Prometheus text page: series name (labels included)
 /// to value.
 pub fn metric_samples(page: &str) -> std::collections::BTreeMap<String, f64> {

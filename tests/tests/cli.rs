@@ -4,7 +4,7 @@
 use clap::Parser as _;
 use serde_json::{Value, json};
 use stephost::cli::{Cli, execute};
-use stephost_tests::{Partner, TestDaemon, call_back, client};
+use stephost_tests::{Partner, TestDaemon, call_back, client, files_hold};
 
 async fn run(args: &[&str]) -> (i32, Value) {
     // Partners live on loopback, which the address policy refuses unless
@@ -155,21 +155,14 @@ async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
     assert_eq!(resp.status(), 200);
     // `token create` kept only the hash: the token itself is nowhere in
     // the data dir, while what was stored (the token's name) is.
-    let mut disk = Vec::new();
-    let mut dirs = vec![dir.path().to_owned()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                disk.extend(std::fs::read(path).unwrap());
-            }
-        }
-    }
-    let holds = |needle: &[u8]| disk.windows(needle.len()).any(|w| w == needle);
-    assert!(holds(b"\"ops\""), "the scan sees the stored token record");
-    assert!(!holds(token.as_bytes()), "the plain token is not on disk");
+    assert!(
+        files_hold(dir.path(), b"\"ops\""),
+        "the scan sees the stored token record"
+    );
+    assert!(
+        !files_hold(dir.path(), token.as_bytes()),
+        "the plain token is not on disk"
+    );
 
     // The executions commands go through the same API with the token.
     let (code, list) = run(&[

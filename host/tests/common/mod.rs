@@ -162,3 +162,22 @@ pub fn client() -> reqwest::Client {
         })
         .clone()
 }
+
+/// `POST {base}{path}` with a JSON body and a bearer token; returns status
+/// and JSON body (`null` if the body is not JSON).
+pub async fn post(
+    base: &str,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
