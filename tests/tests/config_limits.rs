@@ -88,21 +88,24 @@ async fn a_suspension_waits_the_default_timeout_and_never_longer_than_the_maximu
         let deadline = waiting["waiting_until_ms"].as_u64().unwrap();
         let started = time_of(&waiting, "started");
         let waits = deadline - started;
-        // The deadline is set while the step runs, a moment after start.
+        // The deadline is set while the step runs, a moment after its
+        // start (a generous moment on a busy machine: far from the 24 h
+        // default and the hour the greedy step asked for either way).
         assert!(
-            (timeout..timeout + 1000).contains(&waits),
+            (timeout..timeout + 5000).contains(&waits),
             "{id}: waits {waits} ms for a {timeout} ms timeout"
         );
     }
     for (id, timeout) in [(&default, 600), (&greedy, 1500)] {
         let exec = daemon.wait_for(id, "failed").await;
         assert_eq!(exec["error"]["code"], "callback-timeout", "{exec:#}");
-        let waited = time_of(&exec, "timeout") - time_of(&exec, "suspended");
-        // The timer loop fires a due timer at once (and looks at least
-        // once a second): well under the hour the step asked for.
+        let waited = time_of(&exec, "timeout") - time_of(&exec, "started");
+        // Not before the deadline; and the timer loop fires a due timer at
+        // once (it looks at least once a second): well under the hour the
+        // step asked for.
         assert!(
-            waited + 200 >= timeout && waited < timeout + 2000,
-            "{id}: timed out after {waited} ms, timeout {timeout} ms"
+            waited >= timeout && waited < timeout + 5000,
+            "{id}: timed out {waited} ms after the start, timeout {timeout} ms"
         );
     }
     daemon.stop().await;
