@@ -48,6 +48,11 @@ impl Daemon {
         sink: Option<crate::capabilities::RequestSink>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
+        // The delivery signing key may come from the environment: read it
+        // here, so a variable that is not set stops the daemon before it
+        // opens anything (as a missing secret does), not in `serve` after
+        // recovery has begun re-running steps.
+        config.delivery.signing_key().map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
         let engine = crate::engine::new_engine(&config)?;

@@ -10,6 +10,15 @@ struct Config {
     mode: String,
     #[serde(default)]
     url: Option<String>,
+    /// `read-file`: the file to read [default: /etc/passwd].
+    #[serde(default)]
+    path: Option<String>,
+    /// `read-env`: the variable to read [default: PATH].
+    #[serde(default)]
+    name: Option<String>,
+    /// `open-socket`: `ip:port` to connect to [default: 127.0.0.1:80].
+    #[serde(default)]
+    address: Option<String>,
 }
 
 struct Hostile;
@@ -54,6 +63,63 @@ fn attack(ctx: &Context) -> Result<Outcome, Failure> {
                 "got {}",
                 resp.status
             ))))
+        }
+        // The sandbox escapes: each tries what WASI would allow with a
+        // populated context, and completes with what it got, so a test can
+        // tell "denied" from "not tried". `allowed` is true only if the
+        // access worked; `answer` is what WASI answered (the error text)
+        // or, had it worked, a hint of what was found.
+        "read-file" => {
+            let path = config.path.unwrap_or_else(|| "/etc/passwd".to_owned());
+            let report = match std::fs::read_to_string(&path) {
+                Ok(text) => serde_json::json!({
+                    "mode": "read-file", "allowed": true,
+                    "answer": format!("read {} bytes: {}", text.len(), text.chars().take(40).collect::<String>()),
+                }),
+                Err(e) => {
+                    serde_json::json!({"mode": "read-file", "allowed": false, "answer": e.to_string()})
+                }
+            };
+            let listing = match std::fs::read_dir("/") {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
+                Err(_) => Vec::new(),
+            };
+            let mut report = report;
+            report["root_entries"] = serde_json::json!(listing);
+            Ok(Outcome::complete(Document::from_value(&report)))
+        }
+        "read-env" => {
+            let name = config.name.unwrap_or_else(|| "PATH".to_owned());
+            let (allowed, answer) = match std::env::var(&name) {
+                Ok(value) => (true, format!("{name}={value}")),
+                Err(e) => (false, e.to_string()),
+            };
+            let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            Ok(Outcome::complete(Document::from_value(
+                &serde_json::json!({
+                    "mode": "read-env", "allowed": allowed, "answer": answer, "env": vars,
+                }),
+            )))
+        }
+        "open-socket" => {
+            // A plain TCP connection through wasi:sockets, around the
+            // host's checked `http.send`.
+            let target = config.address.unwrap_or_else(|| "127.0.0.1:80".to_owned());
+            let (allowed, answer) = match target.parse::<std::net::SocketAddr>() {
+                Err(e) => (false, format!("bad address: {e}")),
+                Ok(addr) => match std::net::TcpStream::connect(addr) {
+                    Ok(stream) => (true, format!("connected to {:?}", stream.peer_addr())),
+                    Err(e) => (false, e.to_string()),
+                },
+            };
+            Ok(Outcome::complete(Document::from_value(
+                &serde_json::json!({
+                    "mode": "open-socket", "allowed": allowed, "answer": answer,
+                }),
+            )))
         }
         other => Err(Failure::new(
             "invalid-config",
