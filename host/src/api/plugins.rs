@@ -101,11 +101,13 @@ impl Api {
                 ApiError::bad_request("give the plugin's name: POST /v1/plugins?name=NAME")
             })?;
         let registry = self.workflows.registry();
-        // Before reading a body of up to max_plugin_bytes for nothing.
+        // The body is read before the name is refused: answering while the
+        // client still sends it would close the connection under the
+        // client's feet, which then sees no answer at all.
+        let body = self.body_up_to(req, self.max_plugin_bytes).await?;
         if let Some(refusal) = crate::plugins::refuse_fixed(registry.config(), &name, "replaced") {
             return Err(plugin_error(refusal));
         }
-        let body = self.body_up_to(req, self.max_plugin_bytes).await?;
         let plugin = registry.upload(&name, &body).await.map_err(plugin_error)?;
         Ok(json_response(StatusCode::CREATED, &plugin_view(&plugin)))
     }
