@@ -144,6 +144,11 @@ impl Api {
         use futures_util::FutureExt as _;
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        let has_body = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() != b"0")
+            || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
         let result = std::panic::AssertUnwindSafe(self.route(req))
             .catch_unwind()
             .await
@@ -155,7 +160,16 @@ impl Api {
                     "the daemon failed while handling this request (see its log); nothing the request asked for was acknowledged",
                 ))
             });
-        let resp = result.unwrap_or_else(error_response);
+        let mut resp = result.unwrap_or_else(error_response);
+        // An error may be answered before the body was read; hyper then
+        // closes the connection, and a client that pooled it would send its
+        // next request into a closed socket. Say so up front.
+        if has_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
         Ok(resp)
     }
@@ -172,8 +186,15 @@ impl Api {
             }
             _ => Some(Permission::Admin),
         };
-        if let Some(needed) = needed {
-            self.authorize(&req, needed)?;
+        if let Some(needed) = needed
+            && let Err(refused) = self.authorize(&req, needed)
+        {
+            // Read what the client is sending (up to the request limit, for
+            // a few seconds at most) before refusing it, so that it hears
+            // the refusal rather than a connection reset mid-body.
+            let drain = Limited::new(req.into_body(), self.max_body).collect();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+            return Err(refused);
         }
         match route {
             (Method::GET, ["healthz"]) => {

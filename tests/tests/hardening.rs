@@ -266,3 +266,79 @@ async fn a_callback_header_with_non_ascii_bytes_is_accepted() {
     assert_eq!(exec["output"], json!({"approved": true}));
     daemon.stop().await;
 }
+
+/// A request refused before its body is read (here: a token without the
+/// permission) still gets its answer, and a connection the daemon closes
+/// after an answer is one the answer said it would close: a client that
+/// pools connections never sends its next request into a closed socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_after_a_refusal_is_announced_in_the_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (status, reader) = daemon
+        .post(
+            "/v1/tokens",
+            json!({"name": "reader", "permissions": ["executions:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reader}");
+    let reader = reader["token"].as_str().unwrap().to_owned();
+    let addr = daemon.base.trim_start_matches("http://").to_owned();
+
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = vec![b'x'; 256 * 1024];
+    let head = format!(
+        "POST /v1/plugins?name=sneaky HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {reader}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 403"), "{first}");
+    let announced = first
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n");
+
+    // The next request on the same connection.
+    let next = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    let sent = stream.write_all(next.as_bytes()).await;
+    let second = match sent {
+        Ok(()) => read_response(&mut stream).await,
+        Err(_) => String::new(),
+    };
+    assert!(
+        announced || second.starts_with("HTTP/1.1 200"),
+        "the daemon closed the connection after the refusal without saying so:\n{first}"
+    );
+    daemon.stop().await;
+}
+
+/// Reads one HTTP/1.1 response (head and a content-length body) within
+/// 5 s; what arrived, or "" if the connection closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => return String::from_utf8_lossy(&got).into_owned(),
+        }
+    }
+}
