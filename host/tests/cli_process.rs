@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Process, client, create_token, free_port, write_config};
+use common::{BIN, Process, client, create_token, free_port, wait_state, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
 
@@ -73,26 +73,6 @@ async fn start_execution(base: &str, token: &str, body: Value) -> String {
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn wait_state(base: &str, token: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let exec: Value = client()
-            .get(format!("{base}/v1/executions/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if exec["state"] == state {
-            return exec;
-        }
-        assert!(Instant::now() < deadline, "waited for {state}: {exec:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -5,32 +5,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{BIN, Process, client, create_token, free_port, post, write_config};
+use common::{BIN, Process, client, create_token, free_port, post, wait_until, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
-
-/// Polls an execution until `done` says so (or the wait runs out).
-async fn wait_until(base: &str, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let exec: Value = client()
-            .get(format!("{base}/v1/executions/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if done(&exec) {
-            return exec;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting: {exec:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` in the daemon's environment
 /// are never used: through a proxy the address policy would only see the

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Process, client, create_token, free_port, post, write_config};
+use common::{Process, client, create_token, free_port, post, wait_state, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
 
@@ -36,18 +36,6 @@ async fn slow_partner(delay: impl Fn(usize) -> Duration + Send + Sync + 'static)
         }
     })
     .await
-}
-
-async fn wait_state(base: &str, token: &str, id: &str, state: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let exec = get(base, token, &format!("/v1/executions/{id}")).await;
-        if exec["state"] == state {
-            return exec;
-        }
-        assert!(Instant::now() < deadline, "waited for {state}: {exec:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn config(dir: &std::path::Path, grace_ms: u64) -> std::path::PathBuf {

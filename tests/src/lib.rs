@@ -500,3 +500,60 @@ pub fn transitions(exec: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A raw HTTP server on loopback that reads each request and answers it
+/// with `response` verbatim (or, with `None`, never answers and holds the
+/// connection); returns its base URL and how many connections it took.
+pub async fn raw_server(response: Option<String>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as much body as Content-Length says.
+                loop {
+                    let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                match response {
+                    Some(r) => {
+                        let _ =
+                            tokio::io::AsyncWriteExt::write_all(&mut stream, r.as_bytes()).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                    }
+                    None => {
+                        // Never answers; the connection stays open until
+                        // the client gives up.
+                        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                    }
+                }
+            });
+        }
+    });
+    (base, connections)
+}

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stephost::Config;
-use stephost_tests::{Partner, TestDaemon, call_back, client, events};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use stephost_tests::{Partner, TestDaemon, call_back, client, events, raw_server};
 
 fn toml(text: &str) -> Config {
     Config::from_toml(text).unwrap()
@@ -146,45 +145,14 @@ async fn a_response_body_above_max_body_bytes_fails_the_step_with_body_too_large
     daemon.stop().await;
 }
 
-/// A server on loopback that answers every request with `response`
-/// verbatim; returns its base URL and how many connections it took.
-async fn raw_server(response: String) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    (base, connections)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_http_does_not_follow_redirects_the_plugin_sees_the_3xx() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = Partner::start(|_| async { (200, json!({"stolen": true})) }).await;
-    let (redirecting, connections) = raw_server(format!(
+    let (redirecting, connections) = raw_server(Some(format!(
         "HTTP/1.1 307 Temporary Redirect\r\nLocation: {}/stolen\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
         elsewhere.base
-    ))
+    )))
     .await;
     let daemon = TestDaemon::start_default(dir.path()).await;
     let id = daemon

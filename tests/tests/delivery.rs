@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stephost::Config;
-use stephost_tests::{Partner, TestDaemon, WAIT};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use stephost_tests::{Partner, TestDaemon, WAIT, raw_server};
 
 fn config(delivery: &str) -> Config {
     Config::from_toml(&format!("[delivery]\n{delivery}\n")).unwrap()
@@ -36,62 +35,6 @@ async fn start(daemon: &TestDaemon, body: Value) -> String {
     let (status, answer) = daemon.post("/v1/executions", body).await;
     assert_eq!(status, 202, "{answer}");
     answer["id"].as_str().unwrap().to_owned()
-}
-
-/// A raw HTTP server on loopback that reads each request and answers it
-/// with `response` verbatim (or, with `None`, never answers and holds the
-/// connection); returns its base URL and how many connections it took.
-async fn raw_server(response: Option<String>) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Headers, then as much body as Content-Length says.
-                loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length: usize = text[..end]
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                            .unwrap_or(0);
-                        if seen.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                match response {
-                    Some(r) => {
-                        let _ = stream.write_all(r.as_bytes()).await;
-                        let _ = stream.shutdown().await;
-                    }
-                    None => {
-                        // Never answers; the connection stays open until
-                        // the client gives up.
-                        let _ = stream.read(&mut buf).await;
-                    }
-                }
-            });
-        }
-    });
-    (base, connections)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,3 +181,35 @@ pub async fn post(
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// Polls an execution until `done` says so; panics with it when 30 s
+/// pass first.
+pub async fn wait_until(
+    base: &str,
+    token: &str,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let exec: serde_json::Value = client()
+            .get(format!("{base}/v1/executions/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&exec) {
+            return exec;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {exec:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls an execution until it is in `state`.
+pub async fn wait_state(base: &str, token: &str, id: &str, state: &str) -> serde_json::Value {
+    wait_until(base, token, id, |e| e["state"] == state).await
+}
