@@ -307,7 +307,11 @@ impl Executor {
                 } else if data.limiter.memory_exceeded {
                     StepError::MemoryLimit(memory_mb)
                 } else {
-                    StepError::Trap(data.grant.mask(&trap_text(&e)))
+                    let mut text = trap_text(&e);
+                    if let Some(words) = data.stderr.last_words() {
+                        text = format!("{text}; stderr: {words}");
+                    }
+                    StepError::Trap(data.grant.mask(&text))
                 }
             })
         };

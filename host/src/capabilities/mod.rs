@@ -8,6 +8,7 @@ pub mod http;
 pub mod log;
 pub mod secrets;
 pub mod signing;
+pub mod stderr;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -232,13 +233,17 @@ pub struct StepState {
     pub(crate) requests: Vec<RecordedRequest>,
     /// Set by the epoch callback when the call ran out of time.
     pub(crate) timed_out: bool,
+    /// What the plugin wrote to stderr last, for a trap's failure text.
+    pub(crate) stderr: stderr::StderrTail,
 }
 
 impl StepState {
     /// State for one call: an empty WASI context (no files, environment or
     /// sockets; clocks and random only).
     pub fn new(grant: Arc<Grant>, call: CallInfo, services: HostServices) -> Self {
+        let stderr = stderr::StderrTail::default();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -257,6 +262,7 @@ impl StepState {
             services,
             requests: Vec::new(),
             timed_out: false,
+            stderr,
         }
     }
 }

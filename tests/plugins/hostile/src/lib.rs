@@ -19,6 +19,13 @@ struct Config {
     /// `open-socket`: `ip:port` to connect to [default: 127.0.0.1:80].
     #[serde(default)]
     address: Option<String>,
+    /// `leak-secret`: the granted secret to leak.
+    #[serde(default)]
+    secret: Option<String>,
+    /// `leak-secret`: where to put it, `log`, `fail` or `trap`;
+    /// `long-log`: how many bytes the line has.
+    #[serde(default)]
+    how: Option<String>,
 }
 
 struct Hostile;
@@ -120,6 +127,32 @@ fn attack(ctx: &Context) -> Result<Outcome, Failure> {
                     "mode": "open-socket", "allowed": allowed, "answer": answer,
                 }),
             )))
+        }
+        // Puts a granted secret where the host, not the plugin, must
+        // mask it: a log line, every text of a failure, a panic message.
+        "leak-secret" => {
+            let name = config.secret.unwrap_or_default();
+            let value = stephost_guest::secrets::get(&name).unwrap_or_default();
+            match config.how.as_deref().unwrap_or("log") {
+                "log" => {
+                    stephost_guest::log::warn(&format!("the secret is {value}, see"));
+                    Ok(Outcome::complete(Document::text("logged")))
+                }
+                "fail" => Err(Failure::new(format!("code-{value}"), format!("text {value} here"))
+                    .with_document_status(format!("doc {value}"))
+                    .with_technical_status(format!("tech {value}"))),
+                _ => panic!("the secret is {value}, panicking"),
+            }
+        }
+        // One log line far above the host's cap.
+        "long-log" => {
+            let bytes: usize = config
+                .how
+                .as_deref()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(20_000);
+            stephost_guest::log::info(&format!("long:{}", "y".repeat(bytes)));
+            Ok(Outcome::complete(Document::text("logged")))
         }
         other => Err(Failure::new(
             "invalid-config",
