@@ -461,3 +461,157 @@ async fn plugin_remove_deletes_an_upload_through_the_cli() {
     assert_eq!(again["error"]["code"], "unknown-plugin");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_retry_runs_the_current_version_while_a_suspended_execution_resumes_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
+    // v1 of `waiter` waits for a callback; v1 of `flaky` fails (the hostile
+    // test plugin refuses an unknown mode).
+    assert_eq!(upload(&daemon, "waiter", waiter_bytes()).await.0, 201);
+    assert_eq!(upload(&daemon, "flaky", hostile_bytes()).await.0, 201);
+    let suspended = daemon
+        .start_execution(start_waiter(&partner, "waiter"))
+        .await;
+    daemon.wait_for(&suspended, "suspended").await;
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+    let failed = daemon
+        .start_execution(
+            json!({"plugin": "flaky", "config": {"mode": "none such"}, "input": {"n": 1}}),
+        )
+        .await;
+    let exec = daemon.wait_for(&failed, "failed").await;
+    assert_eq!(exec["error"]["code"], "invalid-config", "{exec:#}");
+
+    // v2 of both is the echo component.
+    assert_eq!(upload(&daemon, "waiter", echo_bytes()).await.0, 201);
+    assert_eq!(upload(&daemon, "flaky", echo_bytes()).await.0, 201);
+
+    let (status, body) = daemon
+        .post(&format!("/v1/executions/{failed}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&failed, "completed").await;
+    // Echo answers with its config and input; v1 would have failed again.
+    assert_eq!(
+        exec["output"],
+        json!({"config": {"mode": "none such"}, "input": {"n": 1}}),
+        "the retry ran v2 (echo)"
+    );
+
+    let (status, body) = call_back(&url, r#"{"resumed": "on v1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&suspended, "completed").await;
+    assert_eq!(
+        exec["output"],
+        json!({"resumed": "on v1"}),
+        "the suspended execution resumed on v1 (wait-for-callback), not on echo"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_says_why_with_its_code_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::from_toml(
+        r#"
+        max_plugin_bytes = 150000
+        [plugins.tiny]
+        memory_mb = 1
+        "#,
+    )
+    .unwrap();
+    config.max_request_body_bytes = 1 << 20;
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let echo = echo_bytes();
+    assert!(echo.len() < 150_000, "echo is {} bytes", echo.len());
+    let big = hostile_bytes();
+    assert!(big.len() > 150_000, "hostile is {} bytes", big.len());
+
+    let (status, body) = upload(&daemon, "Bad Name", echo.clone()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid-name")),
+        "{body}"
+    );
+
+    let (status, body) = upload(&daemon, "big", big).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (413, &json!("body-too-large")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("150000"),
+        "{body}"
+    );
+
+    // `[plugins.tiny]` gives it 1 MiB of memory, less than the component's
+    // own initial memory: describing it fails.
+    let (status, body) = upload(&daemon, "tiny", echo.clone()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("describe-failed")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("tiny"),
+        "{body}"
+    );
+
+    for name in ["big", "tiny"] {
+        let (status, _) = daemon.get(&format!("/v1/plugins/{name}")).await;
+        assert_eq!(status, 404, "{name} was not added");
+    }
+    let (_, list) = daemon.get("/v1/plugins").await;
+    let uploads: Vec<&Value> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "upload")
+        .collect();
+    assert!(uploads.is_empty(), "{list:#}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_view_shows_the_config_schema_it_describes_and_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(
+        r#"
+        [secrets]
+        k = { value = "v" }
+        [plugins.async-operation]
+        allowed_hosts = ["https://ops.example"]
+        secrets = ["k"]
+        time_limit_ms = 1234
+        "#,
+    )
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let (status, view) = daemon.get("/v1/plugins/async-operation").await;
+    assert_eq!(status, 200);
+    let schema = &view["config_schema"];
+    assert_eq!(schema["type"], "object", "{view:#}");
+    assert_eq!(schema["required"], json!(["url"]), "{view:#}");
+    assert_eq!(
+        schema["properties"]["callback"]["properties"]["in"]["enum"],
+        json!(["query", "header", "body"])
+    );
+    assert_eq!(view["grant"]["section"], "[plugins.async-operation]");
+    assert_eq!(
+        view["grant"]["allowed_hosts"],
+        json!(["https://ops.example"])
+    );
+    assert_eq!(view["grant"]["secrets"], json!(["k"]));
+    assert_eq!(view["grant"]["limits"]["time_limit_ms"], 1234);
+
+    // A plugin that describes no schema shows null.
+    let (_, echo) = daemon.get("/v1/plugins/echo").await;
+    assert_eq!(echo["config_schema"], Value::Null, "{echo:#}");
+    daemon.stop().await;
+}
