@@ -342,3 +342,36 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
         }
     }
 }
+
+/// `docs/api.md`: a client that does not finish sending its headers within
+/// 30 s is disconnected, and meanwhile everyone else is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_after_30_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let address = daemon.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /v1/executions HTTP/1.1\r\nHost: stephost\r\nX-Slow: ")
+        .await
+        .unwrap();
+
+    let (status, _) = daemon.get("/v1/executions").await;
+    assert_eq!(status, 200, "others are served meanwhile");
+
+    // Reads until the daemon closes the connection (or a reset says the
+    // same); whatever it sends first, it must not be a served request.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(90), slow.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "still connected after {elapsed:?}");
+    // hyper's header timer: 30 s; a busy machine fires timers late, never
+    // early, so the lower bound holds; the upper one only bounds the test.
+    assert!(
+        elapsed >= Duration::from_secs(29) && elapsed < Duration::from_secs(90),
+        "cut off after {elapsed:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains("200 OK"), "{text}");
+    daemon.stop().await;
+}
