@@ -60,6 +60,26 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
+/// Runs an admin action again while it loses its compare-and-swap. A
+/// conflict means the execution moved meanwhile (a callback resumed it, a
+/// step committed its outcome, another operator acted): the action decides
+/// again on what the execution is now, which either applies (a cancel
+/// applies to running executions too) or says why not (`wrong-state`).
+/// The bound is only against an execution that changes without end.
+async fn settled<F, Fut>(mut action: F) -> Result<Execution, AdminError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Execution, AdminError>>,
+{
+    for _ in 0..16 {
+        match action().await {
+            Err(AdminError::Busy) => continue,
+            other => return other,
+        }
+    }
+    Err(AdminError::Busy)
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -1021,6 +1041,10 @@ impl Workflows {
     /// Re-runs the failed step of a failed execution: same step-run-id (so
     /// partners can dedupe), next attempt, on the plugin's current version.
     pub async fn retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        settled(|| self.try_retry(id)).await
+    }
+
+    async fn try_retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
         let exec = self.failed_execution(id)?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
@@ -1036,6 +1060,10 @@ impl Workflows {
     /// Skips the failed step: its input goes on to the next step, or
     /// becomes the output if it was the last one.
     pub async fn skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        settled(|| self.try_skip(id)).await
+    }
+
+    async fn try_skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
         let exec = self.failed_execution(id)?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
@@ -1060,6 +1088,10 @@ impl Workflows {
     /// Cancels a running or suspended execution: it fails with code
     /// `cancelled`, its callback expires and its timer is dropped.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
+        settled(|| self.try_cancel(id)).await
+    }
+
+    async fn try_cancel(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
         let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
         if exec.state.is_terminal() {
             return Err(AdminError::WrongState(exec.state));
