@@ -304,6 +304,11 @@ pub struct CallbackRecord {
     pub execution_id: String,
     /// The step run that registered it.
     pub step_run_id: String,
+    /// The attempt of that step run that registered it; a callback to a
+    /// ticket of an attempt that is over is refused (`410`). Absent in
+    /// records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     /// SHA-256 of the URL secret; the secret itself is never stored.
     pub secret_sha256: String,
     /// Whether an API token is required besides the URL secret.

@@ -866,6 +866,20 @@ impl Workflows {
                     exec.state.as_str()
                 )));
             }
+            // A ticket handed out by a step run or attempt that is over (the
+            // execution moved on to another step, or an admin retry or a
+            // retry-after started a new attempt, which registers its own):
+            // nothing will ever wait for it, so storing the callback would
+            // acknowledge what is then lost.
+            let stale_attempt = rec.attempt.is_some_and(|a| a != exec.attempt);
+            if rec.state == CallbackState::Registered
+                && (rec.step_run_id != exec.step_run_id || stale_attempt)
+            {
+                return Err(CallbackError::Gone(
+                    "the step attempt this callback belongs to is over; a later attempt has its own callback URL"
+                        .into(),
+                ));
+            }
             if rec.state == CallbackState::Registered {
                 {
                     let mut rec = rec.clone();
@@ -1337,6 +1351,7 @@ impl Registrar for DurableRegistrar {
                     version: 1,
                     execution_id: call.execution_id.clone(),
                     step_run_id: call.step_run_id.clone(),
+                    attempt,
                     secret_sha256: sha256_hex(secret.as_bytes()),
                     require_token,
                     state: CallbackState::Registered,

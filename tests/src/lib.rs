@@ -557,3 +557,22 @@ pub async fn raw_server(response: Option<String>) -> (String, Arc<std::sync::ato
     });
     (base, connections)
 }
+
+/// A loopback server that accepts every connection and closes it at once,
+/// before any answer: "no answer at all" for a client, without the race of
+/// reusing a port a closed listener just released (another test may take
+/// it meanwhile). Returns its base URL and how many connections it took.
+pub async fn closing_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Closed before a status line: no response to take it for.
+            drop(stream);
+        }
+    });
+    (base, connections)
+}

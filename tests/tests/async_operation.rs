@@ -363,3 +363,80 @@ async fn a_bad_config_or_input_fails_before_the_operation_is_called() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_is_answered_before_later_steps_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let operation = Partner::start(|_| async { (202, json!({})) }).await;
+    // The next step's partner holds its request until the test lets go,
+    // which it does only after the operation's callback was answered.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let next = Partner::start(move |_| {
+        let gate = gate.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+            (200, json!({"next": "done"}))
+        }
+    })
+    .await;
+    let config = stephost::Config::from_toml(&format!(
+        r#"
+        [workflows.op-then-notify]
+        steps = [
+            {{ name = "op", plugin = "async-operation", config = {{ url = "{}/op" }} }},
+            {{ name = "notify", plugin = "http-task", config = {{ url = "{}/notify" }} }},
+        ]
+        "#,
+        operation.base, next.base
+    ))
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let id = daemon
+        .start_execution(json!({"workflow": "op-then-notify", "input": {}}))
+        .await;
+    daemon.wait_for(&id, "suspended").await;
+    let url = query_parameter(&operation.wait_for_requests(1).await[0], "callbackUrl").unwrap();
+
+    let (status, body) =
+        tokio::time::timeout(stephost_tests::WAIT, call_back(&url, r#"{"total": 12}"#))
+            .await
+            .expect("the callback is answered while the next step still runs");
+    assert_eq!(status, 200, "{body}");
+    // The next step is under way (its partner has the request) and cannot
+    // finish before the release below.
+    next.wait_for_requests(1).await;
+    assert_eq!(daemon.execution(&id).await["state"], "running");
+    release.add_permits(1);
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"next": "done"}));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_that_never_answers_fails_with_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (operation, _) = stephost_tests::raw_server(None).await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "async-operation",
+            "config": {"url": format!("{operation}/op")},
+            "input": {},
+        }))
+        .await;
+    let started = std::time::Instant::now();
+    let exec = loop {
+        let exec = daemon.execution(&id).await;
+        if exec["state"] == "failed" {
+            break exec;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "{exec:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(exec["error"]["code"], "timeout", "{exec:#}");
+    daemon.stop().await;
+}

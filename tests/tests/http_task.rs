@@ -568,3 +568,64 @@ async fn tls_is_validated_by_default_and_validate_tls_false_accepts_a_self_signe
     assert_eq!(partner.requests().len(), 1);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_daemon_refuses_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    // http-task may reach only this host; the request goes elsewhere.
+    let config = Config::from_toml(
+        r#"
+        [plugins.http-task]
+        allowed_hosts = ["https://erp.example"]
+        "#,
+    )
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let id = start(
+        &daemon,
+        json!({"url": partner.base, "retry_on_failure": {"attempts": 3, "backoff_ms": 10}}),
+        json!({}),
+    )
+    .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "egress-denied", "{exec:#}");
+    assert_eq!(events(&exec), ["started", "failed"], "no retry: {exec:#}");
+    assert!(partner.requests().is_empty());
+    daemon.stop().await;
+}
+
+/// `docs/steps.md`: each request may take at most 30 seconds, then it
+/// counts as no answer (`http-error`), whatever the plugin's time limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_given_up_after_30_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (partner, _) = stephost_tests::raw_server(None).await;
+    let config = Config::from_toml(
+        r#"
+        [plugins.http-task]
+        time_limit_ms = 120000
+        "#,
+    )
+    .unwrap();
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let started = Instant::now();
+    let id = start(&daemon, json!({"url": partner}), json!({})).await;
+    // Longer than the harness's usual wait, which is itself 30 s.
+    let exec = loop {
+        let exec = daemon.execution(&id).await;
+        if exec["state"] == "failed" {
+            break exec;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "still waiting: {exec:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let took = started.elapsed();
+    assert_eq!(exec["error"]["code"], "http-error", "{exec:#}");
+    // Timers fire late on a busy machine, never early.
+    assert!(took >= Duration::from_secs(30), "gave up after {took:?}");
+    daemon.stop().await;
+}

@@ -534,3 +534,127 @@ async fn an_admin_skip_hands_the_failed_steps_input_to_the_next_step() {
     assert_eq!(exec["output"], json!({"seat": "1A"}));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_at_all_fails_with_http_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (partner, connections) = stephost_tests::closing_server().await;
+    let daemon = daemon_with_key(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "integration-step", "config": {"url": partner}, "input": {}}),
+        )
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "http-error", "{exec:#}");
+    assert!(
+        connections.load(Ordering::SeqCst) >= 1,
+        "the request was tried"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3xx_answer_fails_with_partner_error_and_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::start(|_| async { (302, json!({"moved": "elsewhere"})) }).await;
+    let daemon = daemon_with_key(dir.path()).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "integration-step", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "partner-error", "{exec:#}");
+    assert_eq!(exec["error"]["technical_status"], "302", "{exec:#}");
+    let text = exec["error"]["text"].as_str().unwrap();
+    assert!(text.contains("302") && text.contains("elsewhere"), "{text}");
+    assert_eq!(partner.requests().len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_that_is_not_json_fails_with_invalid_input_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first step hands on a text document: http-task passes on a
+    // non-JSON answer with its content type.
+    let (text_partner, _) = stephost_tests::raw_server(Some(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nnot json"
+            .to_owned(),
+    ))
+    .await;
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start(
+        config(&format!(
+            r#"
+            [workflows.text-first]
+            steps = [
+                {{ name = "fetch", plugin = "http-task", config = {{ url = "{text_partner}" }} }},
+                {{ name = "send", plugin = "integration-step", config = {{ url = "{}" }} }},
+            ]
+            "#,
+            partner.base
+        )),
+        dir.path(),
+    )
+    .await;
+    let id = daemon
+        .start_execution(json!({"workflow": "text-first", "input": {}}))
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "invalid-input", "{exec:#}");
+    assert_eq!(exec["error"]["step"], "send", "{exec:#}");
+    assert!(partner.requests().is_empty(), "nothing was sent");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_retry_registers_a_new_response_url_and_the_old_one_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let partner = Partner::start(move |_| {
+        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                (503, json!({"error": "try later"}))
+            } else {
+                (202, json!({"queued": true}))
+            }
+        }
+    })
+    .await;
+    let daemon = daemon_with_key(dir.path()).await;
+    let id = daemon
+        .start_execution(json!({
+            "plugin": "integration-step",
+            "config": {"url": partner.base},
+            "input": {"seat": "3C"},
+        }))
+        .await;
+    let exec = daemon.wait_for(&id, "failed").await;
+    assert_eq!(exec["error"]["code"], "partner-error", "{exec:#}");
+    let old = response_url(&partner.wait_for_requests(1).await[0]);
+
+    let (status, body) = daemon
+        .post(&format!("/v1/executions/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = partner.wait_for_requests(2).await;
+    let new = response_url(&sent[1]);
+    assert_ne!(new, old, "the retry registered a new response URL");
+    assert_eq!(
+        sent[1].json(),
+        json!({"seat": "3C"}),
+        "the document is sent again"
+    );
+    daemon.wait_for(&id, "suspended").await;
+
+    let (status, body) = respond(&old, None, r#"{"late": true}"#).await;
+    assert_eq!(status, 410, "the old URL is closed: {body}");
+    let (status, body) = respond(&new, None, r#"{"booked": true}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"booked": true}));
+    daemon.stop().await;
+}

@@ -645,3 +645,27 @@ async fn invalid_config_fails_the_step_before_any_request() {
     assert!(partner.requests().is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_method_is_sent_as_configured_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::start(|_| async { (200, json!({"ok": true})) }).await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    for (i, method) in ["get", "Post", "PUT", "patch", "delete"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = daemon
+            .start_execution(json!({
+                "plugin": PLUGIN,
+                "config": {"url": partner.base, "method": method},
+                "input": {"n": i},
+            }))
+            .await;
+        let exec = daemon.wait_for(&id, "completed").await;
+        assert_eq!(exec["output"], json!({"ok": true}), "{method}");
+        let sent = partner.wait_for_requests(i + 1).await;
+        assert_eq!(sent[i].method, method.to_ascii_uppercase());
+    }
+    daemon.stop().await;
+}

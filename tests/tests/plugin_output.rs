@@ -48,6 +48,9 @@ fn log_lines_of(id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The hostile test plugin, which misbehaves as its config says.
+const HOSTILE: &str = concat!(env!("TEST_PLUGIN_DIR"), "/hostile.wasm");
+
 fn config() -> Config {
     Config::from_toml(&format!(
         r#"
@@ -58,11 +61,7 @@ fn config() -> Config {
         time_limit_ms = 30000
         secrets = ["leak"]
         "#,
-        wasm = format!(
-            "{}/{}.wasm",
-            env!("TEST_PLUGIN_DIR"),
-            "hostile".replace('-', "_")
-        )
+        wasm = HOSTILE
     ))
     .unwrap()
 }

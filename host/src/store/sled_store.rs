@@ -963,6 +963,7 @@ mod tests {
             version,
             execution_id: "e".into(),
             step_run_id: "r".into(),
+            attempt: Some(1),
             secret_sha256: String::new(),
             require_token: false,
             state: CallbackState::Registered,
