@@ -298,16 +298,13 @@ async fn no_outputs_before_timeout_ms_fails_with_callback_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_operation_fails_with_http_error() {
     let dir = tempfile::tempdir().unwrap();
-    // A port that was just free: nothing listens on it any more.
-    let closed = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    // Every connection is closed before an answer.
+    let (closed, _) = stephost_tests::closing_server().await;
     let daemon = TestDaemon::start_default(dir.path()).await;
     let id = daemon
         .start_execution(json!({
             "plugin": "async-operation",
-            "config": {"url": format!("http://{closed}/op")},
+            "config": {"url": format!("{closed}/op")},
             "input": {},
         }))
         .await;

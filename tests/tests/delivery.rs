@@ -107,8 +107,9 @@ async fn an_attempt_to_a_client_that_never_answers_fails_after_request_timeout_m
         "{exec:#}"
     );
     let took = attempt["duration_ms"].as_u64().unwrap();
-    // The default is 10 s: a cut at about 400 ms is the setting's.
-    assert!((390..3000).contains(&took), "the attempt took {took} ms");
+    // The default is 10 s: a cut at about 400 ms is the setting's (the
+    // upper bound leaves a busy machine room and still tells them apart).
+    assert!((390..8000).contains(&took), "the attempt took {took} ms");
     assert_eq!(connections.load(Ordering::SeqCst), 1, "it did connect");
     daemon.stop().await;
 }

@@ -137,7 +137,8 @@ async fn a_timeout_that_expires_while_the_daemon_is_down_fails_the_execution_at_
     let id = first
         .start_execution(json!({
             "plugin": "wait-for-callback",
-            "config": {"url": partner.base, "timeout_ms": 1000},
+            // Long enough to see it suspended on a busy machine.
+            "config": {"url": partner.base, "timeout_ms": 3000},
             "input": {},
         }))
         .await;
@@ -190,7 +191,9 @@ async fn a_retry_after_timer_survives_a_restart_and_the_retry_completes_the_step
             "plugin": "http-task",
             "config": {
                 "url": partner.base,
-                "retry_on_failure": {"attempts": 3, "backoff_ms": 1500},
+                // Long enough to stop the daemon before it is due, on a
+                // busy machine too.
+                "retry_on_failure": {"attempts": 3, "backoff_ms": 5000},
             },
             "input": {},
         }))
@@ -292,7 +295,10 @@ async fn a_callback_url_gets_the_signed_result_retried_until_the_client_accepts_
         exec["delivery"]["webhook_id"],
         sent[0].header("webhook-id").unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Nothing is scheduled any more: no delivery timer is left that could
+    // send a fourth request.
+    assert_eq!(exec["delivery"]["next_attempt_ms"], Value::Null, "{exec:#}");
+    assert_eq!(daemon.metrics().await["stephost_timers_pending"], 0.0);
     assert_eq!(results.requests().len(), 3, "nothing after the acceptance");
 
     // A failed execution's error is delivered the same way.
@@ -333,12 +339,9 @@ async fn a_callback_url_gets_the_signed_result_retried_until_the_client_accepts_
     daemon.stop().await;
 }
 
-/// A loopback URL where nothing listens.
+/// A loopback URL that never answers: each connection is closed at once.
 async fn closed_port() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+    stephost_tests::closing_server().await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,7 +428,8 @@ async fn a_delivery_gives_up_after_the_maximum_retries() {
     .await;
     assert_eq!(exec["delivery"]["attempts"].as_array().unwrap().len(), 3);
     assert_eq!(exec["delivery"]["next_attempt_ms"], Value::Null);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No delivery timer is left that could send a fourth request.
+    assert_eq!(daemon.metrics().await["stephost_timers_pending"], 0.0);
     assert_eq!(results.requests().len(), 3, "one attempt and two retries");
     daemon.stop().await;
 }

@@ -160,7 +160,9 @@ async fn a_clients_error_answer_is_read_only_in_part() {
     );
     let took = attempt["duration_ms"].as_u64().unwrap();
     assert!(
-        took < 5_000,
+        // Reading the whole endless body would run into the 10 s request
+        // limit; under it, with room for a busy machine.
+        took < 8_000,
         "the attempt waited {took} ms for a body it should not read"
     );
     let sent = client_task.await.unwrap();

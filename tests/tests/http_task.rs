@@ -397,11 +397,8 @@ async fn retry_on_failure_true_retries_with_the_default_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_errors_are_retried_too() {
     let dir = tempfile::tempdir().unwrap();
-    // A port that was just free: nothing listens there.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", listener.local_addr().unwrap())
-    };
+    // Every connection is closed before an answer.
+    let (closed, _) = stephost_tests::closing_server().await;
     let daemon = TestDaemon::start_default(dir.path()).await;
 
     let id = start(

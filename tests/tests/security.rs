@@ -113,9 +113,12 @@ async fn hostile_plugins_are_stopped_with_their_code_while_good_executions_compl
         .and_then(|rest| rest.split(' ').next())
         .and_then(|ms| ms.parse().ok())
         .unwrap_or_else(|| panic!("the error says when the loop was stopped: {looped}"));
+    // The epoch ticker that enforces the limit is a thread a busy machine
+    // may run late; a second of slack still tells "stopped at its limit"
+    // from "ran on".
     assert!(
-        stopped_after <= LOOP_LIMIT_MS + 100,
-        "an infinite loop is stopped within its limit plus 100 ms: {looped}"
+        stopped_after <= LOOP_LIMIT_MS + 1000,
+        "an infinite loop is stopped within its limit plus a second: {looped}"
     );
     assert!(
         texts[4].contains("allowed_hosts"),
@@ -389,15 +392,27 @@ async fn peak_of_three_steps(max_concurrent_steps: Option<u32>) -> (usize, [f64;
                 .await,
         );
     }
-    holding.partner.wait_for_requests(1).await;
-    // Long enough for the other two to arrive if they can.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = daemon.metrics().await;
-    let slots = [
-        m[r#"stephost_step_slots{state="total"}"#],
-        m[r#"stephost_step_slots{state="in-use"}"#],
-        m["stephost_step_calls_waiting"],
-    ];
+    // Settled once all three calls are accounted for (in a slot or
+    // waiting for one) and every call in a slot has reached the partner,
+    // which holds them all: nothing can change until the releases below.
+    let until = std::time::Instant::now() + stephost_tests::WAIT;
+    let slots = loop {
+        let m = daemon.metrics().await;
+        let slots = [
+            m[r#"stephost_step_slots{state="total"}"#],
+            m[r#"stephost_step_slots{state="in-use"}"#],
+            m["stephost_step_calls_waiting"],
+        ];
+        let held = holding.partner.requests().len() as f64;
+        if slots[1] + slots[2] == 3.0 && held == slots[1] {
+            break slots;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never settled: {slots:?}, partner holds {held}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for _ in 0..3 {
         holding.release.add_permits(1);
         tokio::time::sleep(Duration::from_millis(50)).await;

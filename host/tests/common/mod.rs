@@ -12,14 +12,29 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_stephost");
 
-/// A port that was free a moment ago (the daemon must get the same port on
-/// every restart, so the callback URLs partners hold stay valid).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// An address to give the daemon: a port that was free a moment ago, on a
+/// loopback address of its own (127.x.y.z, picked per call). The daemon
+/// must get the same address on every restart, so the callback URLs
+/// partners hold stay valid; other tests bind `127.0.0.1:0`, so a port
+/// they are handed meanwhile cannot take this address.
+pub fn free_port() -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(40_503))
+        .wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        );
+    let [_, b, c, d] = seed.to_be_bytes();
+    let ip = std::net::Ipv4Addr::new(127, 100 + b % 150, c, d.max(1));
+    std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
 }
 
 /// Creates an admin token in `data_dir` with `stephost token create`.
@@ -40,22 +55,27 @@ pub fn create_token(data_dir: &Path) -> String {
 pub struct Process {
     /// The child.
     pub child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS`.
     pub base: String,
 }
 
 impl Process {
-    /// Starts `stephost serve` on `port` with `config` and `data_dir`;
+    /// Starts `stephost serve` on `address` with `config` and `data_dir`;
     /// its log goes to `log` (appended).
-    pub fn spawn(config: &Path, data_dir: &Path, port: u16, log: &Path) -> Self {
-        Self::spawn_with_env(config, data_dir, port, log, &[])
+    pub fn spawn(
+        config: &Path,
+        data_dir: &Path,
+        address: std::net::SocketAddr,
+        log: &Path,
+    ) -> Self {
+        Self::spawn_with_env(config, data_dir, address, log, &[])
     }
 
     /// [`Process::spawn`] with `env` added to the daemon's environment.
     pub fn spawn_with_env(
         config: &Path,
         data_dir: &Path,
-        port: u16,
+        address: std::net::SocketAddr,
         log: &Path,
         env: &[(&str, &str)],
     ) -> Self {
@@ -64,14 +84,14 @@ impl Process {
             .append(true)
             .open(log)
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://{address}");
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &address.to_string()])
             .args(["--public-url", &base])
             .env(
                 "STEPHOST_LOG",
