@@ -17,7 +17,12 @@
 //!
 //! Ignored by default (about a minute); run it with
 //! `cargo test -p stephost --test crash -- --ignored --nocapture`.
-//! `CRASH_SEED` replays a run; `CRASH_EXECUTIONS` and `CRASH_KILLS` scale it.
+//! `CRASH_SEED` replays a run's choices (which executions, when to kill);
+//! `CRASH_EXECUTIONS` and `CRASH_KILLS` scale it. A failing run prints its
+//! seed; replay it with one command:
+//! `CRASH_SEED=<seed> cargo test -p stephost --test crash -- --ignored --nocapture`.
+//! (The kills land where the machine's timing puts them, so a replay
+//! repeats the plan, not every interleaving.)
 
 mod common;
 
