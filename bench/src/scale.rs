@@ -105,6 +105,7 @@ async fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
                         version: 1,
                         execution_id: id.clone(),
                         step_run_id: exec.step_run_id.clone(),
+                        attempt: Some(exec.attempt),
                         // The SHA-256 of a secret nobody sends.
                         secret_sha256: "f".repeat(64),
                         require_token: false,
