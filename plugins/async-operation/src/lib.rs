@@ -10,12 +10,12 @@
 //! id, so the outputs find their way back to the right execution without
 //! the operation having to echo anything.
 
+mod request;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 use stephost_guest::{
     Callback, Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, callbacks, http,
 };
@@ -158,12 +158,10 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     // Registered before the operation hears of it, so outputs posted before
     // the 202 even arrives still find the callback.
     let ticket = callbacks::register(false)?;
-    let response = request(&config, input, &ticket.url)?
+    let response = request::request(&config, input, &ticket.url)?
         .send()
         .map_err(no_answer)?;
-    if response.status != 202 {
-        return Err(rejected(&response));
-    }
+    check_accepted(&response)?;
     stephost_guest::log::debug("the operation accepted the request; waiting for its outputs");
     Ok(Outcome::suspend(
         ticket.correlation_id,
@@ -172,89 +170,16 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     ))
 }
 
-/// The operation request: the configured method and headers, the input
-/// document as the body, and the callback URL where the definition wants it.
-fn request(config: &Config, input: Document, callback_url: &str) -> Result<http::Request, Failure> {
-    let name = &config.callback.name;
-    let (url, body) = match config.callback.location {
-        Location::Query => (with_query_parameter(&config.url, name, callback_url), input),
-        Location::Header => (config.url.clone(), input),
-        Location::Body => (
-            config.url.clone(),
-            with_body_field(&input, name, callback_url)?,
-        ),
-    };
-    let mut request = http::Request::new(config.method.to_ascii_uppercase(), url);
-    for (header, value) in &config.headers {
-        request = request.header(header, value);
-    }
-    if matches!(config.callback.location, Location::Header) {
-        request = request.header(name, callback_url);
-    }
-    Ok(request.document(body))
-}
-
-/// `url` with `name=value` added to its query, both percent-encoded: the
-/// callback URL has a query of its own that must survive as one value.
-fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
-    let (base, fragment) = match url.split_once('#') {
-        Some((base, fragment)) => (base, format!("#{fragment}")),
-        None => (url, String::new()),
-    };
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!(
-        "{base}{separator}{}={}{fragment}",
-        percent_encode(name),
-        percent_encode(value)
-    )
-}
-
-/// RFC 3986 percent-encoding of everything but the unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
-
-/// The input document, a JSON object, with the callback URL set under
-/// `name` (replacing any stale value there).
-fn with_body_field(input: &Document, name: &str, callback_url: &str) -> Result<Document, Failure> {
-    let not_an_object = |why: String| {
-        Failure::new(
-            "invalid-input",
-            format!(
-                "the callback URL goes in body field {name:?}, so the input must be a JSON object: {why}"
-            ),
-        )
-    };
-    let mut value: Value = input.json().map_err(|e| not_an_object(e.to_string()))?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(not_an_object(format!("got {}", kind(&value))));
-    };
-    object.insert(name.to_owned(), Value::String(callback_url.to_owned()));
-    Ok(Document::from_value(&value))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// An asynchronous operation accepts with 202 and nothing else: even a 200
 /// means the outputs will never reach the callback URL.
+fn check_accepted(response: &http::Response) -> Result<(), Failure> {
+    if response.status == 202 {
+        Ok(())
+    } else {
+        Err(rejected(response))
+    }
+}
+
 fn rejected(response: &http::Response) -> Failure {
     let body = response.text_truncated(MAX_BODY_CHARS);
     Failure::new(
