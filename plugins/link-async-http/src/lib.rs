@@ -9,12 +9,14 @@
 //! refused, so the partner learns at once what is wrong and the execution
 //! keeps waiting for a correct one.
 
-use std::collections::BTreeMap;
+mod config;
 
-use serde::Deserialize;
 use stephost_guest::{
-    Callback, Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, callbacks, http,
+    Callback, Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, Ticket,
+    callbacks, http,
 };
+
+use crate::config::{CONFIG_SCHEMA, Config};
 
 /// Sent to the partner and expected back on the callback: ties the two
 /// together.
@@ -39,109 +41,9 @@ const STATUS_FAILED: &str = "Failed";
 /// a status this step does not recognise.
 const FAILED: &str = "Failed";
 
-/// The built-in document statuses of the platform this step reproduces;
-/// a workflow with custom statuses lists its own in `document_statuses`.
-const DEFAULT_DOCUMENT_STATUSES: &[&str] = &[
-    "Inbox",
-    "Initialize",
-    "Processing",
-    "Batching",
-    "AwaitingConfirmation",
-    "Failed",
-    "Ignored",
-    "Outbox",
-    "Completed",
-];
-
-/// Methods a workflow author may choose; checked up front so that a typo
-/// is a config error, not a failed partner call.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-
 /// How much of a partner's error body goes into the failure text: enough
 /// to diagnose, not enough to flood the status log.
 const MAX_BODY_CHARS: usize = 512;
-
-const CONFIG_SCHEMA: &str = r#"{
-  "type": "object",
-  "required": ["url"],
-  "additionalProperties": false,
-  "properties": {
-    "url": { "type": "string", "description": "Where to send the document" },
-    "method": { "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"], "default": "POST" },
-    "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Extra request headers" },
-    "async": { "type": "boolean", "default": false, "description": "Async flow: wait for the partner's callback" },
-    "use_async_response_body": { "type": "boolean", "default": true, "description": "On an Ok callback, its body becomes the document; otherwise the document goes on unchanged" },
-    "document_statuses": { "type": "array", "items": { "type": "string" }, "description": "Recognised document statuses for X-Link-Document-Status" },
-    "timeout_ms": { "type": "integer", "minimum": 1, "description": "How long to wait for the callback; the daemon's default when absent" },
-    "require_token": { "type": "boolean", "default": true, "description": "The callback needs an API token with permission callbacks:send in addition to the URL's secret; false admits a callback on the URL alone" }
-  }
-}"#;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    url: String,
-    #[serde(default = "default_method")]
-    method: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default, rename = "async")]
-    async_flow: bool,
-    #[serde(default = "yes")]
-    use_async_response_body: bool,
-    #[serde(default = "default_document_statuses")]
-    document_statuses: Vec<String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    /// Link asks for the "API AsyncFlow Send Callback" permission on
-    /// every callback, so the token is required unless turned off.
-    #[serde(default = "yes")]
-    require_token: bool,
-}
-
-fn default_method() -> String {
-    "POST".to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_document_statuses() -> Vec<String> {
-    DEFAULT_DOCUMENT_STATUSES
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
-}
-
-impl Config {
-    fn load(ctx: &Context) -> Result<Self, Failure> {
-        let mut config: Config = ctx.config()?;
-        config.method = config.method.to_ascii_uppercase();
-        let invalid =
-            |text: String| Failure::new("invalid-config", format!("step `{}`: {text}", ctx.step()));
-        if !METHODS.contains(&config.method.as_str()) {
-            return Err(invalid(format!(
-                "method {:?} is not one of {}",
-                config.method,
-                METHODS.join(", ")
-            )));
-        }
-        // The step owns these two: a configured copy would hand the
-        // partner a second, wrong correlation id or callback URL.
-        if let Some(name) = config.headers.keys().find(|name| {
-            name.eq_ignore_ascii_case(CORRELATION_ID) || name.eq_ignore_ascii_case(CALLBACK_URL)
-        }) {
-            return Err(invalid(format!(
-                "header {name} is set by the step and cannot be configured"
-            )));
-        }
-        if config.timeout_ms == Some(0) {
-            return Err(invalid("timeout_ms must be greater than zero".to_owned()));
-        }
-        Ok(config)
-    }
-}
 
 struct LinkAsyncHttp;
 
@@ -179,29 +81,38 @@ impl Step for LinkAsyncHttp {
 
 fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     let config = Config::load(ctx)?;
-    let request = config.headers.iter().fold(
-        http::Request::new(&config.method, &config.url),
-        |req, (name, value)| req.header(name, value),
-    );
     if !config.async_flow {
-        let response = request.document(input).send()?;
+        let response = request(&config, input, None).send()?;
         check_success(&response)?;
         return Ok(Outcome::complete(response.into_document()));
     }
     // Registered before the partner hears of it, so a partner that calls
     // back before answering still finds the callback.
     let ticket = callbacks::register(config.require_token)?;
-    let response = request
-        .header(CORRELATION_ID, &ticket.correlation_id)
-        .header(CALLBACK_URL, &ticket.url)
-        .document(input)
-        .send()?;
+    let response = request(&config, input, Some(&ticket)).send()?;
     check_success(&response)?;
     Ok(Outcome::suspend(
         ticket.correlation_id,
         Vec::new(),
         config.timeout_ms,
     ))
+}
+
+/// The request to the partner: the configured method and headers, then,
+/// in the async flow, the step's correlation id and callback URL, and the
+/// document as the body (its content type unless one is configured).
+fn request(config: &Config, input: Document, ticket: Option<&Ticket>) -> http::Request {
+    let request = config.headers.iter().fold(
+        http::Request::new(&config.method, &config.url),
+        |req, (name, value)| req.header(name, value),
+    );
+    let request = match ticket {
+        Some(ticket) => request
+            .header(CORRELATION_ID, &ticket.correlation_id)
+            .header(CALLBACK_URL, &ticket.url),
+        None => request,
+    };
+    request.document(input)
 }
 
 fn check_success(response: &http::Response) -> Result<(), Failure> {
@@ -279,22 +190,3 @@ fn partner_failure(config: &Config, callback: &Callback) -> Failure {
 }
 
 stephost_guest::export_step!(LinkAsyncHttp);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Link requires a callbacks:send token on every callback; the config
-    /// turns that off only when it says so.
-    #[test]
-    fn the_callback_needs_a_token_unless_the_config_turns_it_off() {
-        let config: Config = serde_json::from_str(r#"{"url": "https://p.example"}"#).unwrap();
-        assert!(config.require_token);
-        let config: Config =
-            serde_json::from_str(r#"{"url": "https://p.example", "require_token": false}"#)
-                .unwrap();
-        assert!(!config.require_token);
-        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).unwrap();
-        assert_eq!(schema["properties"]["require_token"]["default"], true);
-    }
-}
