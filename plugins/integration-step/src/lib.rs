@@ -9,14 +9,14 @@
 //! another outcome than 200. Anything else is an error that fails the step,
 //! leaving it to an admin to retry or skip it.
 
-use std::collections::BTreeMap;
+mod config;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
 use stephost_guest::{
     Callback, Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, callbacks, http,
-    secrets,
 };
+
+use crate::config::{CONFIG_SCHEMA, Config, masked};
 
 /// The seed gives the partner 5 seconds to answer, whatever it answers.
 const ANSWER_WITHIN_MS: u32 = 5_000;
@@ -24,103 +24,6 @@ const ANSWER_WITHIN_MS: u32 = 5_000;
 /// How much of a partner's body goes into a failure text: enough to
 /// diagnose, not enough to flood the status log.
 const MAX_BODY_CHARS: usize = 512;
-
-/// Headers the step owns, each with why it cannot be configured.
-const RESERVED_HEADERS: &[(&str, &str)] = &[
-    (
-        "Authorization",
-        "name a secret in api_key_secret instead, so the key stays out of workflow configs and logs",
-    ),
-    ("X-Response-URL", "the step sets it to its callback URL"),
-];
-
-const CONFIG_SCHEMA: &str = r#"{
-  "type": "object",
-  "required": ["url"],
-  "additionalProperties": false,
-  "properties": {
-    "url": { "type": "string", "description": "The integration URL" },
-    "method": { "enum": ["POST", "PUT"], "default": "POST" },
-    "api_key_secret": { "type": "string", "description": "Daemon secret whose value is sent as the Authorization header" },
-    "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Additional headers" },
-    "timeout_ms": { "type": "integer", "minimum": 1, "description": "How long to wait for the POST to X-Response-URL after a 202; the daemon's default when absent" }
-  }
-}"#;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    url: String,
-    #[serde(default)]
-    method: Method,
-    #[serde(default)]
-    api_key_secret: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-}
-
-/// The seed offers PUT or POST, "typically POST".
-#[derive(Deserialize, Default, Clone, Copy)]
-enum Method {
-    #[default]
-    #[serde(rename = "POST", alias = "post")]
-    Post,
-    #[serde(rename = "PUT", alias = "put")]
-    Put,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Post => "POST",
-            Method::Put => "PUT",
-        }
-    }
-}
-
-impl Config {
-    /// What serde cannot check: headers that clash with the step's own.
-    fn check(&self, step: &str) -> Result<(), Failure> {
-        for (reserved, why) in RESERVED_HEADERS {
-            if self
-                .headers
-                .keys()
-                .any(|h| h.eq_ignore_ascii_case(reserved))
-            {
-                return Err(Failure::new(
-                    "invalid-config",
-                    format!("step `{step}`: header {reserved} cannot be configured: {why}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The configured Authorization value. A named secret that cannot be
-    /// read fails the step: sending without the key would only earn a 401.
-    fn api_key(&self) -> Result<Option<String>, Failure> {
-        let Some(name) = &self.api_key_secret else {
-            return Ok(None);
-        };
-        secrets::get(name).map(Some).ok_or_else(|| {
-            Failure::new(
-                "secret-unavailable",
-                format!("secret {name:?} does not exist or is not granted to integration-step"),
-            )
-        })
-    }
-
-    /// `text` with the API key blanked out. The partner may echo the
-    /// request in an error body, and error texts land in the status log.
-    fn mask(&self, text: String) -> String {
-        match self.api_key() {
-            Ok(Some(key)) if !key.is_empty() => text.replace(&key, "****"),
-            _ => text,
-        }
-    }
-}
 
 struct IntegrationStep;
 
@@ -160,6 +63,34 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     // Registered before the partner hears of it, so a partner that POSTs
     // to the response URL before its 202 arrives is still heard.
     let ticket = callbacks::register(false)?;
+    let response = request(&config, api_key, &ticket.url, body)
+        .send()
+        .map_err(no_answer)?;
+    match answer(response, input) {
+        Answer::Later => Ok(Outcome::suspend(
+            ticket.correlation_id,
+            Vec::new(),
+            config.timeout_ms,
+        )),
+        Answer::Done(output) => Ok(Outcome::complete(output)),
+        Answer::Error(status, body) => Err(partner_error(
+            status,
+            "answered",
+            &body,
+            config.key_to_mask().as_deref(),
+        )),
+    }
+}
+
+/// The request of the seed: the method and headers, the API key verbatim
+/// as `Authorization`, the response URL, the JSON body, and the 5 seconds
+/// the partner has to answer.
+fn request(
+    config: &Config,
+    api_key: Option<String>,
+    response_url: &str,
+    body: Document,
+) -> http::Request {
     let mut request = http::Request::new(config.method.as_str(), &config.url);
     for (name, value) in &config.headers {
         request = request.header(name, value);
@@ -167,23 +98,28 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     if let Some(key) = api_key {
         request = request.header("Authorization", key);
     }
-    let response = request
-        .header("X-Response-URL", &ticket.url)
+    request
+        .header("X-Response-URL", response_url)
         .document(body)
         .timeout_ms(ANSWER_WITHIN_MS)
-        .send()
-        .map_err(no_answer)?;
+}
+
+/// What the partner's answer within 5 seconds decides.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// `202`: it will POST to the response URL when done.
+    Later,
+    /// Any other 2xx: done, with this output.
+    Done(Document),
+    /// Anything else: an error, with the partner's status and body.
+    Error(u16, Vec<u8>),
+}
+
+fn answer(response: http::Response, input: Document) -> Answer {
     match response.status {
-        202 => Ok(Outcome::suspend(
-            ticket.correlation_id,
-            Vec::new(),
-            config.timeout_ms,
-        )),
-        200..=299 => Ok(Outcome::complete(output_or(
-            response.into_document(),
-            input,
-        ))),
-        status => Err(partner_error(&config, status, "answered", &response.body)),
+        202 => Answer::Later,
+        200..=299 => Answer::Done(output_or(response.into_document(), input)),
+        status => Answer::Error(status, response.body),
     }
 }
 
@@ -226,10 +162,10 @@ fn settle(ctx: &Context, input: Document, callback: &Callback) -> Outcome {
         Err(failure) => return failure.into(),
     };
     partner_error(
-        &config,
         status,
         "reported on the response URL",
         &callback.body,
+        config.key_to_mask().as_deref(),
     )
     .into()
 }
@@ -271,8 +207,8 @@ fn output_or(output: Document, input: Document) -> Document {
 
 /// The failure for an error status, with the partner's body: masked
 /// before it is cut, so that no part of the key survives at the cut.
-fn partner_error(config: &Config, status: u16, how: &str, body: &[u8]) -> Failure {
-    let body = config.mask(String::from_utf8_lossy(body).into_owned());
+fn partner_error(status: u16, how: &str, body: &[u8], key: Option<&str>) -> Failure {
+    let body = masked(String::from_utf8_lossy(body).into_owned(), key);
     let body = if body.is_empty() {
         "(empty body)".to_owned()
     } else {
