@@ -8,18 +8,20 @@
 //! retry from a new event. Signing goes through the host, so the secret
 //! never enters the sandbox.
 
+mod config;
 mod template;
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::de::{Deserializer, Error as _, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stephost_guest::signing::{self, KeyRef};
 use stephost_guest::{
     Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, http, log,
 };
+
+use crate::config::{CONFIG_SCHEMA, Config};
 
 /// Identifies the step run; the same on every retry of it.
 const GUID: &str = "X-Http-Task-Guid";
@@ -31,162 +33,8 @@ const SIGNATURE: &str = "X-Http-Task-Signature";
 /// The product's limit on one HTTP request.
 const REQUEST_TIMEOUT_MS: u32 = 30_000;
 
-/// Methods a workflow author may choose, and those of them that carry a
-/// body.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-const METHODS_WITH_BODY: &[&str] = &["POST", "PUT", "PATCH"];
-
 /// How much of a partner's error body goes into the failure text.
 const MAX_BODY_CHARS: usize = 512;
-
-const CONFIG_SCHEMA: &str = r#"{
-  "type": "object",
-  "required": ["url"],
-  "additionalProperties": false,
-  "properties": {
-    "name": { "type": "string", "description": "User-visible name of the task, used in logs and errors; the step name when absent" },
-    "url": { "type": "string", "description": "Where the request goes" },
-    "method": { "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"], "default": "POST" },
-    "headers": { "type": "object", "additionalProperties": { "type": "string" } },
-    "body": { "type": "string", "description": "Body template (POST, PUT, PATCH only): {{workflow}}, {{execution_id}}, {{step}}, {{attempt}}, {{step_run_id}}, {{steps.<step>.<path>}}, {{input}}, {{input.<path>}}; add | json to insert JSON" },
-    "secret_key": { "type": "string", "description": "Name of a daemon secret granted to http-task; signs every request" },
-    "validate_tls": { "type": "boolean", "default": true },
-    "retry_on_failure": {
-      "description": "true for the defaults, or the policy; off when absent or false",
-      "oneOf": [
-        { "type": "boolean" },
-        { "type": "object", "additionalProperties": false, "properties": {
-          "attempts": { "type": "integer", "minimum": 1, "default": 3, "description": "Requests in all, the first included" },
-          "backoff_ms": { "type": "integer", "minimum": 0, "default": 1000, "description": "Delay before the first retry" },
-          "multiplier": { "type": "number", "minimum": 1, "default": 2, "description": "Each further delay is the previous one times this" }
-        } }
-      ]
-    }
-  }
-}"#;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
-    name: Option<String>,
-    url: String,
-    #[serde(default = "default_method")]
-    method: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    secret_key: Option<String>,
-    #[serde(default = "yes")]
-    validate_tls: bool,
-    #[serde(default, deserialize_with = "retry_policy")]
-    retry_on_failure: Option<RetryPolicy>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RetryPolicy {
-    attempts: u32,
-    backoff_ms: u64,
-    multiplier: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 3,
-            backoff_ms: 1000,
-            multiplier: 2.0,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after the `tries`-th failed request.
-    fn delay_ms(&self, tries: u32) -> u64 {
-        let exponent = i32::try_from(tries.saturating_sub(1)).unwrap_or(i32::MAX);
-        // A float-to-int cast saturates, so a huge product stays u64::MAX
-        // (and the daemon clips it to its own maximum wait).
-        (self.backoff_ms as f64 * self.multiplier.powi(exponent)) as u64
-    }
-}
-
-/// `retry_on_failure` is a checkbox in the product, so `true` and `false`
-/// work as well as a policy object.
-fn retry_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RetryPolicy>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null | Value::Bool(false) => Ok(None),
-        Value::Bool(true) => Ok(Some(RetryPolicy::default())),
-        policy => RetryPolicy::deserialize(policy)
-            .map(Some)
-            .map_err(D::Error::custom),
-    }
-}
-
-fn default_method() -> String {
-    "POST".to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Config {
-    fn load(ctx: &Context) -> Result<Self, Failure> {
-        let mut config: Config = ctx.config()?;
-        config.method = config.method.to_ascii_uppercase();
-        config.check().map_err(|why| {
-            Failure::new("invalid-config", format!("step `{}`: {why}", ctx.step()))
-        })?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), String> {
-        if !METHODS.contains(&self.method.as_str()) {
-            return Err(format!(
-                "method {:?} is not one of {}",
-                self.method,
-                METHODS.join(", ")
-            ));
-        }
-        if self.body.is_some() && !METHODS_WITH_BODY.contains(&self.method.as_str()) {
-            return Err(format!(
-                "a body is sent only with {}, not with {}",
-                METHODS_WITH_BODY.join(", "),
-                self.method
-            ));
-        }
-        if let Some(name) = self.headers.keys().find(|name| {
-            [GUID, TIMESTAMP, SIGNATURE]
-                .iter()
-                .any(|own| name.eq_ignore_ascii_case(own))
-        }) {
-            return Err(format!(
-                "header {name} is set by the step and cannot be configured"
-            ));
-        }
-        if let Some(policy) = &self.retry_on_failure {
-            if policy.attempts == 0 {
-                return Err("retry_on_failure.attempts must be at least 1".to_owned());
-            }
-            if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
-                return Err("retry_on_failure.multiplier must be a number >= 1".to_owned());
-            }
-        }
-        Ok(())
-    }
-
-    /// The task's name for people: the configured one, else the step's.
-    fn display_name<'a>(&'a self, ctx: &'a Context) -> &'a str {
-        self.name.as_deref().unwrap_or(ctx.step())
-    }
-
-    fn attempts(&self) -> u32 {
-        self.retry_on_failure.as_ref().map_or(1, |p| p.attempts)
-    }
-}
 
 /// What survives between a failed request and its retry.
 #[derive(Serialize, Deserialize)]
@@ -232,42 +80,75 @@ impl Step for HttpTask {
 /// Makes request number `tries` of the series and decides what follows.
 fn attempt(ctx: &Context, input: &Document, tries: u32) -> Result<Outcome, Failure> {
     let config = Config::load(ctx)?;
-    let mut failure = match build_request(ctx, &config, input)?.send() {
-        Ok(response) if response.is_success() => return Ok(Outcome::complete(output(response))),
-        Ok(response) => Failure::new(
+    let failure = match judge(build_request(ctx, &config, input)?.send()) {
+        Sent::Done(output) => return Ok(Outcome::complete(output)),
+        Sent::Final(failure) => return Err(named(&config, ctx, failure)),
+        Sent::Retryable(failure) => failure,
+    };
+    let Some(delay) = retry_delay(&config, tries) else {
+        return Err(final_failure(&config, ctx, tries, failure));
+    };
+    log::warn(&format!(
+        "HTTP task `{}`: attempt {tries} of {} failed ({}); retrying in {delay} ms",
+        config.display_name(ctx),
+        config.attempts(),
+        failure.error_text
+    ));
+    let state = serde_json::to_vec(&RetryState { tries })
+        .map_err(|e| Failure::new("invalid-state", e.to_string()))?;
+    Ok(Outcome::retry_after(delay, state))
+}
+
+/// What the result of one request means.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    /// A 2xx answer: the step's output.
+    Done(Document),
+    /// An answer outside 2xx, or none at all: asking again may help.
+    Retryable(Failure),
+    /// The request itself is wrong, or the host's policy forbids it:
+    /// asking again cannot help.
+    Final(Failure),
+}
+
+fn judge(result: Result<http::Response, http::HttpError>) -> Sent {
+    match result {
+        Ok(response) if response.is_success() => Sent::Done(output(response)),
+        Ok(response) => Sent::Retryable(Failure::new(
             "partner-error",
             format!(
                 "partner answered HTTP {}: {}",
                 response.status,
                 response.text_truncated(MAX_BODY_CHARS)
             ),
-        ),
-        // The request itself is wrong, or the host's policy forbids it:
-        // asking again cannot help.
+        )),
         Err(e @ (http::HttpError::InvalidRequest(_) | http::HttpError::Denied(_))) => {
-            return Err(named(&config, ctx, Failure::from(e)));
+            Sent::Final(Failure::from(e))
         }
-        Err(e) => Failure::from(e),
-    };
-    let attempts = config.attempts();
-    let name = config.display_name(ctx);
-    match &config.retry_on_failure {
-        Some(policy) if tries < attempts => {
-            let delay = policy.delay_ms(tries);
-            log::warn(&format!(
-                "HTTP task `{name}`: attempt {tries} of {attempts} failed ({}); retrying in {delay} ms",
-                failure.error_text
-            ));
-            let state = serde_json::to_vec(&RetryState { tries })
-                .map_err(|e| Failure::new("invalid-state", e.to_string()))?;
-            Ok(Outcome::retry_after(delay, state))
-        }
-        Some(_) => {
-            failure.error_text = format!("attempt {tries} of {attempts}: {}", failure.error_text);
-            Err(named(&config, ctx, failure))
-        }
-        None => Err(named(&config, ctx, failure)),
+        Err(e) => Sent::Retryable(Failure::from(e)),
     }
+}
+
+/// After request number `tries` failed: the wait before the next one, or
+/// `None` when there is no retry policy or its attempts are used up.
+fn retry_delay(config: &Config, tries: u32) -> Option<u64> {
+    match &config.retry_on_failure {
+        Some(policy) if tries < config.attempts() => Some(policy.delay_ms(tries)),
+        _ => None,
+    }
+}
+
+/// The failure that ends the series: named, and with a retry policy,
+/// saying which attempt of how many it was.
+fn final_failure(config: &Config, ctx: &Context, tries: u32, mut failure: Failure) -> Failure {
+    if config.retry_on_failure.is_some() {
+        failure.error_text = format!(
+            "attempt {tries} of {}: {}",
+            config.attempts(),
+            failure.error_text
+        );
+    }
+    named(config, ctx, failure)
 }
 
 /// Prefixes a failure's text with the task's name, as operators know it.
