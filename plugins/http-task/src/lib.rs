@@ -242,3 +242,252 @@ fn output(response: http::Response) -> Document {
 }
 
 stephost_guest::export_step!(HttpTask);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use stephost_guest::StepContext;
+
+    use super::*;
+
+    fn ctx(config: &str) -> Context {
+        Context::new(StepContext {
+            execution_id: "ex-1".into(),
+            workflow: "orders".into(),
+            step: "notify".into(),
+            attempt: 2,
+            step_run_id: "run-1".into(),
+            config: config.into(),
+            metadata: r#"{"workflow": "orders", "attempt": 2, "steps": {"approve": {"ok": true}}}"#
+                .into(),
+        })
+    }
+
+    fn config(text: &str) -> Config {
+        Config::load(&ctx(text)).unwrap()
+    }
+
+    fn response(status: u16, content_type: Option<&str>, body: &str) -> http::Response {
+        http::Response {
+            status,
+            headers: content_type
+                .map(|t| vec![("Content-Type".to_owned(), t.to_owned())])
+                .unwrap_or_default(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn code(failure: &Failure) -> &str {
+        failure.error_code.as_deref().unwrap_or_default()
+    }
+
+    /// Every request carries `X-Http-Task-Guid`, the step-run id, after
+    /// the configured headers; at most 30 s; TLS as configured. Without a
+    /// `body`, no body at all. (No `secret_key`: signing is a host call.)
+    #[test]
+    fn every_request_carries_the_guid_and_the_30_s_limit() {
+        let config = config(
+            r#"{"url": "https://erp.example/hook", "method": "delete",
+                "headers": {"Authorization": "Bearer t"}, "validate_tls": false}"#,
+        );
+        let raw = build_request(&ctx(""), &config, &Document::text("in"))
+            .unwrap()
+            .into_raw();
+        assert_eq!(raw.method, "DELETE");
+        assert_eq!(raw.url, "https://erp.example/hook");
+        assert_eq!(
+            raw.headers,
+            vec![
+                ("Authorization".into(), "Bearer t".into()),
+                ("X-Http-Task-Guid".into(), "run-1".into()),
+            ]
+        );
+        assert_eq!(raw.timeout_ms, Some(30_000));
+        assert!(!raw.validate_tls);
+        assert!(raw.body.is_empty());
+    }
+
+    /// The body is the rendered template, and no content type is added
+    /// for it ("none is added for you").
+    #[test]
+    fn the_body_is_the_rendered_template() {
+        let config = config(
+            r#"{"url": "u", "body": "{\"wf\": \"{{workflow}}\", \"try\": {{attempt}}, \"ok\": {{steps.approve.ok}}, \"c\": {{input.customer | json}}}"}"#,
+        );
+        let input = Document::from_value(&json!({"customer": "Ada \"A\""}));
+        let raw = build_request(&ctx(""), &config, &input).unwrap().into_raw();
+        assert_eq!(
+            String::from_utf8(raw.body).unwrap(),
+            r#"{"wf": "orders", "try": 2, "ok": true, "c": "Ada \"A\""}"#
+        );
+        assert_eq!(http::header(&raw.headers, "content-type"), None);
+    }
+
+    /// A placeholder that leads nowhere is `template-error`, named after
+    /// the task.
+    #[test]
+    fn a_bad_placeholder_is_a_named_template_error() {
+        let config = config(r#"{"url": "u", "name": "Notify ERP", "body": "{{steps.nope}}"}"#);
+        let f = build_request(&ctx(""), &config, &Document::text("in")).unwrap_err();
+        assert_eq!(code(&f), "template-error");
+        assert!(
+            f.error_text.starts_with("HTTP task `Notify ERP`: body: "),
+            "{}",
+            f.error_text
+        );
+    }
+
+    /// The template sees a JSON input as JSON and any other text input as a
+    /// string; binary input is not there for it at all.
+    #[test]
+    fn the_template_sees_json_input_as_json_and_text_as_a_string() {
+        assert_eq!(
+            input_value(&Document::from_value(&json!({"a": 1}))),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(
+            input_value(&Document::text(r#"{"a": 1}"#)),
+            Some(json!(r#"{"a": 1}"#))
+        );
+        assert_eq!(
+            input_value(&Document::new("application/octet-stream", vec![0xff])),
+            None
+        );
+    }
+
+    /// A 2xx answer's body is the output: JSON whenever it parses as JSON,
+    /// whatever the partner called it; otherwise as the partner typed it.
+    #[test]
+    fn a_2xx_body_is_the_output_as_json_when_it_is_json() {
+        assert_eq!(
+            judge(Ok(response(200, Some("text/plain"), r#"{"id": 7}"#))),
+            Sent::Done(Document::new("application/json", r#"{"id": 7}"#))
+        );
+        assert_eq!(
+            judge(Ok(response(201, Some("application/problem+json"), "{}"))),
+            Sent::Done(Document::new("application/problem+json", "{}"))
+        );
+        assert_eq!(
+            judge(Ok(response(202, Some("text/csv"), "a,b"))),
+            Sent::Done(Document::new("text/csv", "a,b"))
+        );
+        assert_eq!(
+            judge(Ok(response(204, None, ""))),
+            Sent::Done(Document::new("application/octet-stream", ""))
+        );
+    }
+
+    /// An answer outside 200–299 is `partner-error` naming the status and
+    /// the start of the body, and may be retried.
+    #[test]
+    fn an_answer_outside_2xx_is_a_retryable_partner_error() {
+        for status in [199, 301, 404, 500] {
+            let Sent::Retryable(f) = judge(Ok(response(status, None, "nope"))) else {
+                panic!("{status} is not retryable");
+            };
+            assert_eq!(code(&f), "partner-error");
+            assert_eq!(
+                f.error_text,
+                format!("partner answered HTTP {status}: nope")
+            );
+        }
+    }
+
+    /// No answer (refused, 30 s timeout) is `http-error` and retried; a
+    /// request the daemon refuses outright (bad URL, denied host) is never
+    /// retried, and a denied one keeps `egress-denied`.
+    #[test]
+    fn only_refusals_by_the_daemon_are_never_retried() {
+        for e in [
+            http::HttpError::Timeout,
+            http::HttpError::Connection("refused".into()),
+        ] {
+            let Sent::Retryable(f) = judge(Err(e)) else {
+                panic!("no answer must be retryable");
+            };
+            assert_eq!(code(&f), "http-error");
+        }
+        let Sent::Final(f) = judge(Err(http::HttpError::Denied("internal".into()))) else {
+            panic!("a denied request must not be retried");
+        };
+        assert_eq!(code(&f), "egress-denied");
+        let Sent::Final(f) = judge(Err(http::HttpError::InvalidRequest("bad URL".into()))) else {
+            panic!("an invalid request must not be retried");
+        };
+        assert_eq!(code(&f), "http-error");
+    }
+
+    /// Without `retry_on_failure` the step fails at once; with it, the
+    /// request is repeated until the attempts run out, after growing
+    /// delays.
+    #[test]
+    fn retries_follow_the_policy_until_the_attempts_run_out() {
+        assert_eq!(retry_delay(&config(r#"{"url": "u"}"#), 1), None);
+        let policy =
+            config(r#"{"url": "u", "retry_on_failure": {"attempts": 3, "backoff_ms": 100}}"#);
+        assert_eq!(retry_delay(&policy, 1), Some(100));
+        assert_eq!(retry_delay(&policy, 2), Some(200));
+        assert_eq!(retry_delay(&policy, 3), None, "3 requests in all");
+        let once = config(r#"{"url": "u", "retry_on_failure": {"attempts": 1}}"#);
+        assert_eq!(retry_delay(&once, 1), None, "the first request counts");
+    }
+
+    /// The final failure names the task and, with retries, says
+    /// `attempt N of M`; its code is the last answer's.
+    #[test]
+    fn the_final_failure_names_the_task_and_the_attempt() {
+        let last = || Failure::new("partner-error", "partner answered HTTP 503: busy");
+        let f = final_failure(&config(r#"{"url": "u"}"#), &ctx(""), 1, last());
+        assert_eq!(code(&f), "partner-error");
+        assert_eq!(
+            f.error_text,
+            "HTTP task `notify`: partner answered HTTP 503: busy"
+        );
+        let policy = config(r#"{"url": "u", "name": "Notify ERP", "retry_on_failure": true}"#);
+        let f = final_failure(&policy, &ctx(""), 3, last());
+        assert_eq!(
+            f.error_text,
+            "HTTP task `Notify ERP`: attempt 3 of 3: partner answered HTTP 503: busy"
+        );
+    }
+
+    /// http-task only waits for retry timers: anything else is
+    /// `unexpected-resume`, and retry state it cannot read is
+    /// `invalid-state` (both decided before any request).
+    #[test]
+    fn resume_needs_a_timer_and_readable_state() {
+        let resume = |state: &[u8], event| {
+            HttpTask::resume(
+                ctx(r#"{"url": "u"}"#),
+                Document::text("in"),
+                state.to_vec(),
+                event,
+            )
+        };
+        let Outcome::Fail(f) = resume(br#"{"tries": 1}"#, ResumeEvent::Timeout) else {
+            panic!("a timeout must fail the step");
+        };
+        assert_eq!(code(&f), "unexpected-resume");
+        assert_eq!(
+            f.error_text,
+            "http-task only waits for retry timers, but was resumed by a timeout"
+        );
+        let Outcome::Fail(f) = resume(b"garbage", ResumeEvent::Timer) else {
+            panic!("unreadable state must fail the step");
+        };
+        assert_eq!(code(&f), "invalid-state");
+    }
+
+    /// The retry state is stored durably while the timer runs, so its
+    /// format is pinned: a daemon upgraded mid-series must still read it
+    /// and number the next request from it.
+    #[test]
+    fn the_retry_state_keeps_the_count_of_requests() {
+        let state = serde_json::to_vec(&RetryState { tries: 4 }).unwrap();
+        assert_eq!(state, br#"{"tries":4}"#);
+        assert_eq!(
+            serde_json::from_slice::<RetryState>(&state).unwrap().tries,
+            4
+        );
+    }
+}
