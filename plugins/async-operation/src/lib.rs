@@ -10,12 +10,12 @@
 //! id, so the outputs find their way back to the right execution without
 //! the operation having to echo anything.
 
+mod request;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 use stephost_guest::{
     Callback, Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, callbacks, http,
 };
@@ -158,12 +158,10 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     // Registered before the operation hears of it, so outputs posted before
     // the 202 even arrives still find the callback.
     let ticket = callbacks::register(false)?;
-    let response = request(&config, input, &ticket.url)?
+    let response = request::request(&config, input, &ticket.url)?
         .send()
         .map_err(no_answer)?;
-    if response.status != 202 {
-        return Err(rejected(&response));
-    }
+    check_accepted(&response)?;
     stephost_guest::log::debug("the operation accepted the request; waiting for its outputs");
     Ok(Outcome::suspend(
         ticket.correlation_id,
@@ -172,89 +170,16 @@ fn start(ctx: &Context, input: Document) -> Result<Outcome, Failure> {
     ))
 }
 
-/// The operation request: the configured method and headers, the input
-/// document as the body, and the callback URL where the definition wants it.
-fn request(config: &Config, input: Document, callback_url: &str) -> Result<http::Request, Failure> {
-    let name = &config.callback.name;
-    let (url, body) = match config.callback.location {
-        Location::Query => (with_query_parameter(&config.url, name, callback_url), input),
-        Location::Header => (config.url.clone(), input),
-        Location::Body => (
-            config.url.clone(),
-            with_body_field(&input, name, callback_url)?,
-        ),
-    };
-    let mut request = http::Request::new(config.method.to_ascii_uppercase(), url);
-    for (header, value) in &config.headers {
-        request = request.header(header, value);
-    }
-    if matches!(config.callback.location, Location::Header) {
-        request = request.header(name, callback_url);
-    }
-    Ok(request.document(body))
-}
-
-/// `url` with `name=value` added to its query, both percent-encoded: the
-/// callback URL has a query of its own that must survive as one value.
-fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
-    let (base, fragment) = match url.split_once('#') {
-        Some((base, fragment)) => (base, format!("#{fragment}")),
-        None => (url, String::new()),
-    };
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!(
-        "{base}{separator}{}={}{fragment}",
-        percent_encode(name),
-        percent_encode(value)
-    )
-}
-
-/// RFC 3986 percent-encoding of everything but the unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
-}
-
-/// The input document, a JSON object, with the callback URL set under
-/// `name` (replacing any stale value there).
-fn with_body_field(input: &Document, name: &str, callback_url: &str) -> Result<Document, Failure> {
-    let not_an_object = |why: String| {
-        Failure::new(
-            "invalid-input",
-            format!(
-                "the callback URL goes in body field {name:?}, so the input must be a JSON object: {why}"
-            ),
-        )
-    };
-    let mut value: Value = input.json().map_err(|e| not_an_object(e.to_string()))?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(not_an_object(format!("got {}", kind(&value))));
-    };
-    object.insert(name.to_owned(), Value::String(callback_url.to_owned()));
-    Ok(Document::from_value(&value))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// An asynchronous operation accepts with 202 and nothing else: even a 200
 /// means the outputs will never reach the callback URL.
+fn check_accepted(response: &http::Response) -> Result<(), Failure> {
+    if response.status == 202 {
+        Ok(())
+    } else {
+        Err(rejected(response))
+    }
+}
+
 fn rejected(response: &http::Response) -> Failure {
     let body = response.text_truncated(MAX_BODY_CHARS);
     Failure::new(
@@ -301,3 +226,248 @@ fn outputs(callback: &Callback) -> Outcome {
 }
 
 stephost_guest::export_step!(AsyncOperation);
+
+#[cfg(test)]
+mod tests {
+    use stephost_guest::StepContext;
+
+    use super::*;
+
+    fn ctx(config: &str) -> Context {
+        Context::new(StepContext {
+            execution_id: "ex-1".into(),
+            workflow: "wf".into(),
+            step: "check".into(),
+            attempt: 1,
+            step_run_id: "run-1".into(),
+            config: config.into(),
+            metadata: "{}".into(),
+        })
+    }
+
+    /// The config as `start` reads and checks it, before anything is sent.
+    fn load(config: &str) -> Result<Config, Failure> {
+        let ctx = ctx(config);
+        let config: Config = ctx.config()?;
+        config.check(ctx.step())?;
+        Ok(config)
+    }
+
+    fn invalid_config(config: &str) -> String {
+        match load(config) {
+            Ok(_) => panic!("{config} was accepted"),
+            Err(f) => {
+                assert_eq!(f.error_code.as_deref(), Some("invalid-config"), "{config}");
+                f.error_text
+            }
+        }
+    }
+
+    fn response(status: u16, body: &str) -> http::Response {
+        http::Response {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// `resume` makes no host calls, so it runs natively as it is.
+    fn resume(event: ResumeEvent) -> Outcome {
+        AsyncOperation::resume(ctx(""), Document::text("in"), Vec::new(), event)
+    }
+
+    fn callback(body: &str) -> ResumeEvent {
+        ResumeEvent::Callback(Callback {
+            correlation_id: "c-1".into(),
+            method: "POST".into(),
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn failure(outcome: Outcome) -> Failure {
+        match outcome {
+            Outcome::Fail(f) => f,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// The README's defaults: POST, no extra headers, query parameter
+    /// `callbackUrl`, the daemon's timeout.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = load(r#"{"url": "https://op.example"}"#).unwrap();
+        assert_eq!(config.method, "POST");
+        assert!(config.headers.is_empty());
+        assert!(matches!(config.callback.location, Location::Query));
+        assert_eq!(config.callback.name, "callbackUrl");
+        assert_eq!(config.timeout_ms, None);
+        // A callback table that sets only one of its keys keeps the other's
+        // default.
+        let config = load(r#"{"url": "u", "callback": {"in": "body"}}"#).unwrap();
+        assert_eq!(config.callback.name, "callbackUrl");
+        let config = load(r#"{"url": "u", "callback": {"name": "cb"}}"#).unwrap();
+        assert!(matches!(config.callback.location, Location::Query));
+    }
+
+    /// "Unknown keys are an error (`invalid-config`), so a misspelt
+    /// `timeout_ms` never silently falls back to the default", in the
+    /// callback table too; and `url` is required.
+    #[test]
+    fn unknown_keys_and_a_missing_url_are_invalid_config() {
+        let text = invalid_config(r#"{"url": "u", "timeout": 5}"#);
+        assert!(text.contains("unknown field `timeout`"), "{text}");
+        let text = invalid_config(r#"{"url": "u", "callback": {"in": "query", "key": "cb"}}"#);
+        assert!(text.contains("unknown field `key`"), "{text}");
+        let text = invalid_config("{}");
+        assert!(text.contains("missing field `url`"), "{text}");
+    }
+
+    /// `callback.in` is one of `query`, `header`, `body`, in lower case.
+    #[test]
+    fn callback_in_must_be_query_header_or_body() {
+        for location in ["query", "header", "body"] {
+            load(&format!(
+                r#"{{"url": "u", "callback": {{"in": "{location}"}}}}"#
+            ))
+            .unwrap();
+        }
+        for location in ["path", "cookie", "Query", ""] {
+            invalid_config(&format!(
+                r#"{{"url": "u", "callback": {{"in": "{location}"}}}}"#
+            ));
+        }
+    }
+
+    /// A blank `callback.name` would send the URL under no name at all.
+    #[test]
+    fn a_blank_callback_name_is_invalid_config() {
+        for name in ["", "  "] {
+            let text = invalid_config(&format!(
+                r#"{{"url": "u", "callback": {{"name": "{name}"}}}}"#
+            ));
+            assert_eq!(text, "step `check`: callback.name must not be empty");
+        }
+    }
+
+    /// With `in = "header"`, the callback header "must not also appear in
+    /// `headers`" (in any case); with the URL elsewhere the same header is
+    /// just a header.
+    #[test]
+    fn the_callback_header_must_not_also_be_configured() {
+        let text = invalid_config(
+            r#"{"url": "u", "headers": {"x-callback": "v"},
+                "callback": {"in": "header", "name": "X-Callback"}}"#,
+        );
+        assert_eq!(
+            text,
+            "step `check`: header \"X-Callback\" is where the callback URL goes; remove it from headers"
+        );
+        load(
+            r#"{"url": "u", "headers": {"X-Callback": "v"},
+                "callback": {"in": "query", "name": "X-Callback"}}"#,
+        )
+        .unwrap();
+    }
+
+    /// The operation must answer exactly `202 Accepted`.
+    #[test]
+    fn only_202_is_accepted() {
+        assert!(check_accepted(&response(202, "")).is_ok());
+    }
+
+    /// Anything else, "even `200`", fails with `operation-rejected`, the
+    /// text naming status and body, `technical_status` the status.
+    #[test]
+    fn any_other_answer_is_operation_rejected_with_technical_status() {
+        for status in [200, 201, 204, 302, 400, 500] {
+            let f = check_accepted(&response(status, "nope")).unwrap_err();
+            assert_eq!(f.error_code.as_deref(), Some("operation-rejected"));
+            assert_eq!(
+                f.error_text,
+                format!("the operation answered HTTP {status} instead of 202 Accepted: nope")
+            );
+            assert_eq!(f.technical_status, Some(status.to_string()));
+        }
+        let f = check_accepted(&response(200, "")).unwrap_err();
+        assert!(f.error_text.ends_with(": (empty body)"), "{}", f.error_text);
+        let long = "y".repeat(MAX_BODY_CHARS * 2);
+        let f = check_accepted(&response(500, &long)).unwrap_err();
+        assert!(
+            f.error_text
+                .ends_with(&format!(": {}…", &long[..MAX_BODY_CHARS])),
+            "{}",
+            f.error_text
+        );
+    }
+
+    /// No answer: `timeout` if the request timed out, otherwise
+    /// `http-error` (refused, reset, bad URL).
+    #[test]
+    fn no_answer_is_timeout_or_http_error() {
+        let f = no_answer(http::HttpError::Timeout);
+        assert_eq!(f.error_code.as_deref(), Some("timeout"));
+        for e in [
+            http::HttpError::Connection("refused".into()),
+            http::HttpError::InvalidRequest("bad URL".into()),
+        ] {
+            let message = e.message();
+            let f = no_answer(e);
+            assert_eq!(f.error_code.as_deref(), Some("http-error"));
+            assert_eq!(
+                f.error_text,
+                format!("calling the operation failed: {message}")
+            );
+        }
+    }
+
+    /// A callback with a JSON object completes the step with it "byte for
+    /// byte": key order and spacing are the operation's.
+    #[test]
+    fn a_json_object_callback_completes_byte_for_byte() {
+        let body = r#"{"z": 1,  "a": {"nested": [true]}}"#;
+        assert_eq!(
+            resume(callback(body)),
+            Outcome::Complete(Document::new("application/json", body))
+        );
+    }
+
+    /// An empty body is an operation without outputs: completed with `{}`.
+    #[test]
+    fn an_empty_callback_completes_with_an_empty_object() {
+        for body in ["", " \r\n\t"] {
+            assert_eq!(
+                resume(callback(body)),
+                Outcome::Complete(Document::new("application/json", "{}")),
+                "{body:?}"
+            );
+        }
+    }
+
+    /// Anything else (array, string, not JSON) is refused, so the step
+    /// keeps waiting and the operation can post correct outputs.
+    #[test]
+    fn a_callback_that_is_not_a_json_object_is_rejected() {
+        for body in ["[1, 2]", r#""done""#, "3", "null", "not json"] {
+            match resume(callback(body)) {
+                Outcome::RejectCallback(reason) => assert!(
+                    reason.starts_with(
+                        "the callback body must be the operation's outputs as a JSON object: "
+                    ),
+                    "{reason}"
+                ),
+                other => panic!("{body}: expected a rejection, got {other:?}"),
+            }
+        }
+    }
+
+    /// No outputs within `timeout_ms`: `callback-timeout`; a timer, which
+    /// the step never sets: `unexpected-timer`.
+    #[test]
+    fn timeout_and_timer_fail_with_their_codes() {
+        let f = failure(resume(ResumeEvent::Timeout));
+        assert_eq!(f.error_code.as_deref(), Some("callback-timeout"));
+        let f = failure(resume(ResumeEvent::Timer));
+        assert_eq!(f.error_code.as_deref(), Some("unexpected-timer"));
+    }
+}

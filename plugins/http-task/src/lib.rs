@@ -8,18 +8,20 @@
 //! retry from a new event. Signing goes through the host, so the secret
 //! never enters the sandbox.
 
+mod config;
 mod template;
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::de::{Deserializer, Error as _, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stephost_guest::signing::{self, KeyRef};
 use stephost_guest::{
     Context, Document, Failure, Outcome, PluginInfo, ResumeEvent, Step, http, log,
 };
+
+use crate::config::{CONFIG_SCHEMA, Config};
 
 /// Identifies the step run; the same on every retry of it.
 const GUID: &str = "X-Http-Task-Guid";
@@ -31,162 +33,8 @@ const SIGNATURE: &str = "X-Http-Task-Signature";
 /// The product's limit on one HTTP request.
 const REQUEST_TIMEOUT_MS: u32 = 30_000;
 
-/// Methods a workflow author may choose, and those of them that carry a
-/// body.
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-const METHODS_WITH_BODY: &[&str] = &["POST", "PUT", "PATCH"];
-
 /// How much of a partner's error body goes into the failure text.
 const MAX_BODY_CHARS: usize = 512;
-
-const CONFIG_SCHEMA: &str = r#"{
-  "type": "object",
-  "required": ["url"],
-  "additionalProperties": false,
-  "properties": {
-    "name": { "type": "string", "description": "User-visible name of the task, used in logs and errors; the step name when absent" },
-    "url": { "type": "string", "description": "Where the request goes" },
-    "method": { "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"], "default": "POST" },
-    "headers": { "type": "object", "additionalProperties": { "type": "string" } },
-    "body": { "type": "string", "description": "Body template (POST, PUT, PATCH only): {{workflow}}, {{execution_id}}, {{step}}, {{attempt}}, {{step_run_id}}, {{steps.<step>.<path>}}, {{input}}, {{input.<path>}}; add | json to insert JSON" },
-    "secret_key": { "type": "string", "description": "Name of a daemon secret granted to http-task; signs every request" },
-    "validate_tls": { "type": "boolean", "default": true },
-    "retry_on_failure": {
-      "description": "true for the defaults, or the policy; off when absent or false",
-      "oneOf": [
-        { "type": "boolean" },
-        { "type": "object", "additionalProperties": false, "properties": {
-          "attempts": { "type": "integer", "minimum": 1, "default": 3, "description": "Requests in all, the first included" },
-          "backoff_ms": { "type": "integer", "minimum": 0, "default": 1000, "description": "Delay before the first retry" },
-          "multiplier": { "type": "number", "minimum": 1, "default": 2, "description": "Each further delay is the previous one times this" }
-        } }
-      ]
-    }
-  }
-}"#;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
-    name: Option<String>,
-    url: String,
-    #[serde(default = "default_method")]
-    method: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    secret_key: Option<String>,
-    #[serde(default = "yes")]
-    validate_tls: bool,
-    #[serde(default, deserialize_with = "retry_policy")]
-    retry_on_failure: Option<RetryPolicy>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RetryPolicy {
-    attempts: u32,
-    backoff_ms: u64,
-    multiplier: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 3,
-            backoff_ms: 1000,
-            multiplier: 2.0,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait after the `tries`-th failed request.
-    fn delay_ms(&self, tries: u32) -> u64 {
-        let exponent = i32::try_from(tries.saturating_sub(1)).unwrap_or(i32::MAX);
-        // A float-to-int cast saturates, so a huge product stays u64::MAX
-        // (and the daemon clips it to its own maximum wait).
-        (self.backoff_ms as f64 * self.multiplier.powi(exponent)) as u64
-    }
-}
-
-/// `retry_on_failure` is a checkbox in the product, so `true` and `false`
-/// work as well as a policy object.
-fn retry_policy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RetryPolicy>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null | Value::Bool(false) => Ok(None),
-        Value::Bool(true) => Ok(Some(RetryPolicy::default())),
-        policy => RetryPolicy::deserialize(policy)
-            .map(Some)
-            .map_err(D::Error::custom),
-    }
-}
-
-fn default_method() -> String {
-    "POST".to_owned()
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Config {
-    fn load(ctx: &Context) -> Result<Self, Failure> {
-        let mut config: Config = ctx.config()?;
-        config.method = config.method.to_ascii_uppercase();
-        config.check().map_err(|why| {
-            Failure::new("invalid-config", format!("step `{}`: {why}", ctx.step()))
-        })?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), String> {
-        if !METHODS.contains(&self.method.as_str()) {
-            return Err(format!(
-                "method {:?} is not one of {}",
-                self.method,
-                METHODS.join(", ")
-            ));
-        }
-        if self.body.is_some() && !METHODS_WITH_BODY.contains(&self.method.as_str()) {
-            return Err(format!(
-                "a body is sent only with {}, not with {}",
-                METHODS_WITH_BODY.join(", "),
-                self.method
-            ));
-        }
-        if let Some(name) = self.headers.keys().find(|name| {
-            [GUID, TIMESTAMP, SIGNATURE]
-                .iter()
-                .any(|own| name.eq_ignore_ascii_case(own))
-        }) {
-            return Err(format!(
-                "header {name} is set by the step and cannot be configured"
-            ));
-        }
-        if let Some(policy) = &self.retry_on_failure {
-            if policy.attempts == 0 {
-                return Err("retry_on_failure.attempts must be at least 1".to_owned());
-            }
-            if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
-                return Err("retry_on_failure.multiplier must be a number >= 1".to_owned());
-            }
-        }
-        Ok(())
-    }
-
-    /// The task's name for people: the configured one, else the step's.
-    fn display_name<'a>(&'a self, ctx: &'a Context) -> &'a str {
-        self.name.as_deref().unwrap_or(ctx.step())
-    }
-
-    fn attempts(&self) -> u32 {
-        self.retry_on_failure.as_ref().map_or(1, |p| p.attempts)
-    }
-}
 
 /// What survives between a failed request and its retry.
 #[derive(Serialize, Deserialize)]
@@ -232,42 +80,75 @@ impl Step for HttpTask {
 /// Makes request number `tries` of the series and decides what follows.
 fn attempt(ctx: &Context, input: &Document, tries: u32) -> Result<Outcome, Failure> {
     let config = Config::load(ctx)?;
-    let mut failure = match build_request(ctx, &config, input)?.send() {
-        Ok(response) if response.is_success() => return Ok(Outcome::complete(output(response))),
-        Ok(response) => Failure::new(
+    let failure = match judge(build_request(ctx, &config, input)?.send()) {
+        Sent::Done(output) => return Ok(Outcome::complete(output)),
+        Sent::Final(failure) => return Err(named(&config, ctx, failure)),
+        Sent::Retryable(failure) => failure,
+    };
+    let Some(delay) = retry_delay(&config, tries) else {
+        return Err(final_failure(&config, ctx, tries, failure));
+    };
+    log::warn(&format!(
+        "HTTP task `{}`: attempt {tries} of {} failed ({}); retrying in {delay} ms",
+        config.display_name(ctx),
+        config.attempts(),
+        failure.error_text
+    ));
+    let state = serde_json::to_vec(&RetryState { tries })
+        .map_err(|e| Failure::new("invalid-state", e.to_string()))?;
+    Ok(Outcome::retry_after(delay, state))
+}
+
+/// What the result of one request means.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    /// A 2xx answer: the step's output.
+    Done(Document),
+    /// An answer outside 2xx, or none at all: asking again may help.
+    Retryable(Failure),
+    /// The request itself is wrong, or the host's policy forbids it:
+    /// asking again cannot help.
+    Final(Failure),
+}
+
+fn judge(result: Result<http::Response, http::HttpError>) -> Sent {
+    match result {
+        Ok(response) if response.is_success() => Sent::Done(output(response)),
+        Ok(response) => Sent::Retryable(Failure::new(
             "partner-error",
             format!(
                 "partner answered HTTP {}: {}",
                 response.status,
                 response.text_truncated(MAX_BODY_CHARS)
             ),
-        ),
-        // The request itself is wrong, or the host's policy forbids it:
-        // asking again cannot help.
+        )),
         Err(e @ (http::HttpError::InvalidRequest(_) | http::HttpError::Denied(_))) => {
-            return Err(named(&config, ctx, Failure::from(e)));
+            Sent::Final(Failure::from(e))
         }
-        Err(e) => Failure::from(e),
-    };
-    let attempts = config.attempts();
-    let name = config.display_name(ctx);
-    match &config.retry_on_failure {
-        Some(policy) if tries < attempts => {
-            let delay = policy.delay_ms(tries);
-            log::warn(&format!(
-                "HTTP task `{name}`: attempt {tries} of {attempts} failed ({}); retrying in {delay} ms",
-                failure.error_text
-            ));
-            let state = serde_json::to_vec(&RetryState { tries })
-                .map_err(|e| Failure::new("invalid-state", e.to_string()))?;
-            Ok(Outcome::retry_after(delay, state))
-        }
-        Some(_) => {
-            failure.error_text = format!("attempt {tries} of {attempts}: {}", failure.error_text);
-            Err(named(&config, ctx, failure))
-        }
-        None => Err(named(&config, ctx, failure)),
+        Err(e) => Sent::Retryable(Failure::from(e)),
     }
+}
+
+/// After request number `tries` failed: the wait before the next one, or
+/// `None` when there is no retry policy or its attempts are used up.
+fn retry_delay(config: &Config, tries: u32) -> Option<u64> {
+    match &config.retry_on_failure {
+        Some(policy) if tries < config.attempts() => Some(policy.delay_ms(tries)),
+        _ => None,
+    }
+}
+
+/// The failure that ends the series: named, and with a retry policy,
+/// saying which attempt of how many it was.
+fn final_failure(config: &Config, ctx: &Context, tries: u32, mut failure: Failure) -> Failure {
+    if config.retry_on_failure.is_some() {
+        failure.error_text = format!(
+            "attempt {tries} of {}: {}",
+            config.attempts(),
+            failure.error_text
+        );
+    }
+    named(config, ctx, failure)
 }
 
 /// Prefixes a failure's text with the task's name, as operators know it.
@@ -361,3 +242,252 @@ fn output(response: http::Response) -> Document {
 }
 
 stephost_guest::export_step!(HttpTask);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use stephost_guest::StepContext;
+
+    use super::*;
+
+    fn ctx(config: &str) -> Context {
+        Context::new(StepContext {
+            execution_id: "ex-1".into(),
+            workflow: "orders".into(),
+            step: "notify".into(),
+            attempt: 2,
+            step_run_id: "run-1".into(),
+            config: config.into(),
+            metadata: r#"{"workflow": "orders", "attempt": 2, "steps": {"approve": {"ok": true}}}"#
+                .into(),
+        })
+    }
+
+    fn config(text: &str) -> Config {
+        Config::load(&ctx(text)).unwrap()
+    }
+
+    fn response(status: u16, content_type: Option<&str>, body: &str) -> http::Response {
+        http::Response {
+            status,
+            headers: content_type
+                .map(|t| vec![("Content-Type".to_owned(), t.to_owned())])
+                .unwrap_or_default(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn code(failure: &Failure) -> &str {
+        failure.error_code.as_deref().unwrap_or_default()
+    }
+
+    /// Every request carries `X-Http-Task-Guid`, the step-run id, after
+    /// the configured headers; at most 30 s; TLS as configured. Without a
+    /// `body`, no body at all. (No `secret_key`: signing is a host call.)
+    #[test]
+    fn every_request_carries_the_guid_and_the_30_s_limit() {
+        let config = config(
+            r#"{"url": "https://erp.example/hook", "method": "delete",
+                "headers": {"Authorization": "Bearer t"}, "validate_tls": false}"#,
+        );
+        let raw = build_request(&ctx(""), &config, &Document::text("in"))
+            .unwrap()
+            .into_raw();
+        assert_eq!(raw.method, "DELETE");
+        assert_eq!(raw.url, "https://erp.example/hook");
+        assert_eq!(
+            raw.headers,
+            vec![
+                ("Authorization".into(), "Bearer t".into()),
+                ("X-Http-Task-Guid".into(), "run-1".into()),
+            ]
+        );
+        assert_eq!(raw.timeout_ms, Some(30_000));
+        assert!(!raw.validate_tls);
+        assert!(raw.body.is_empty());
+    }
+
+    /// The body is the rendered template, and no content type is added
+    /// for it ("none is added for you").
+    #[test]
+    fn the_body_is_the_rendered_template() {
+        let config = config(
+            r#"{"url": "u", "body": "{\"wf\": \"{{workflow}}\", \"try\": {{attempt}}, \"ok\": {{steps.approve.ok}}, \"c\": {{input.customer | json}}}"}"#,
+        );
+        let input = Document::from_value(&json!({"customer": "Ada \"A\""}));
+        let raw = build_request(&ctx(""), &config, &input).unwrap().into_raw();
+        assert_eq!(
+            String::from_utf8(raw.body).unwrap(),
+            r#"{"wf": "orders", "try": 2, "ok": true, "c": "Ada \"A\""}"#
+        );
+        assert_eq!(http::header(&raw.headers, "content-type"), None);
+    }
+
+    /// A placeholder that leads nowhere is `template-error`, named after
+    /// the task.
+    #[test]
+    fn a_bad_placeholder_is_a_named_template_error() {
+        let config = config(r#"{"url": "u", "name": "Notify ERP", "body": "{{steps.nope}}"}"#);
+        let f = build_request(&ctx(""), &config, &Document::text("in")).unwrap_err();
+        assert_eq!(code(&f), "template-error");
+        assert!(
+            f.error_text.starts_with("HTTP task `Notify ERP`: body: "),
+            "{}",
+            f.error_text
+        );
+    }
+
+    /// The template sees a JSON input as JSON and any other text input as a
+    /// string; binary input is not there for it at all.
+    #[test]
+    fn the_template_sees_json_input_as_json_and_text_as_a_string() {
+        assert_eq!(
+            input_value(&Document::from_value(&json!({"a": 1}))),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(
+            input_value(&Document::text(r#"{"a": 1}"#)),
+            Some(json!(r#"{"a": 1}"#))
+        );
+        assert_eq!(
+            input_value(&Document::new("application/octet-stream", vec![0xff])),
+            None
+        );
+    }
+
+    /// A 2xx answer's body is the output: JSON whenever it parses as JSON,
+    /// whatever the partner called it; otherwise as the partner typed it.
+    #[test]
+    fn a_2xx_body_is_the_output_as_json_when_it_is_json() {
+        assert_eq!(
+            judge(Ok(response(200, Some("text/plain"), r#"{"id": 7}"#))),
+            Sent::Done(Document::new("application/json", r#"{"id": 7}"#))
+        );
+        assert_eq!(
+            judge(Ok(response(201, Some("application/problem+json"), "{}"))),
+            Sent::Done(Document::new("application/problem+json", "{}"))
+        );
+        assert_eq!(
+            judge(Ok(response(202, Some("text/csv"), "a,b"))),
+            Sent::Done(Document::new("text/csv", "a,b"))
+        );
+        assert_eq!(
+            judge(Ok(response(204, None, ""))),
+            Sent::Done(Document::new("application/octet-stream", ""))
+        );
+    }
+
+    /// An answer outside 200–299 is `partner-error` naming the status and
+    /// the start of the body, and may be retried.
+    #[test]
+    fn an_answer_outside_2xx_is_a_retryable_partner_error() {
+        for status in [199, 301, 404, 500] {
+            let Sent::Retryable(f) = judge(Ok(response(status, None, "nope"))) else {
+                panic!("{status} is not retryable");
+            };
+            assert_eq!(code(&f), "partner-error");
+            assert_eq!(
+                f.error_text,
+                format!("partner answered HTTP {status}: nope")
+            );
+        }
+    }
+
+    /// No answer (refused, 30 s timeout) is `http-error` and retried; a
+    /// request the daemon refuses outright (bad URL, denied host) is never
+    /// retried, and a denied one keeps `egress-denied`.
+    #[test]
+    fn only_refusals_by_the_daemon_are_never_retried() {
+        for e in [
+            http::HttpError::Timeout,
+            http::HttpError::Connection("refused".into()),
+        ] {
+            let Sent::Retryable(f) = judge(Err(e)) else {
+                panic!("no answer must be retryable");
+            };
+            assert_eq!(code(&f), "http-error");
+        }
+        let Sent::Final(f) = judge(Err(http::HttpError::Denied("internal".into()))) else {
+            panic!("a denied request must not be retried");
+        };
+        assert_eq!(code(&f), "egress-denied");
+        let Sent::Final(f) = judge(Err(http::HttpError::InvalidRequest("bad URL".into()))) else {
+            panic!("an invalid request must not be retried");
+        };
+        assert_eq!(code(&f), "http-error");
+    }
+
+    /// Without `retry_on_failure` the step fails at once; with it, the
+    /// request is repeated until the attempts run out, after growing
+    /// delays.
+    #[test]
+    fn retries_follow_the_policy_until_the_attempts_run_out() {
+        assert_eq!(retry_delay(&config(r#"{"url": "u"}"#), 1), None);
+        let policy =
+            config(r#"{"url": "u", "retry_on_failure": {"attempts": 3, "backoff_ms": 100}}"#);
+        assert_eq!(retry_delay(&policy, 1), Some(100));
+        assert_eq!(retry_delay(&policy, 2), Some(200));
+        assert_eq!(retry_delay(&policy, 3), None, "3 requests in all");
+        let once = config(r#"{"url": "u", "retry_on_failure": {"attempts": 1}}"#);
+        assert_eq!(retry_delay(&once, 1), None, "the first request counts");
+    }
+
+    /// The final failure names the task and, with retries, says
+    /// `attempt N of M`; its code is the last answer's.
+    #[test]
+    fn the_final_failure_names_the_task_and_the_attempt() {
+        let last = || Failure::new("partner-error", "partner answered HTTP 503: busy");
+        let f = final_failure(&config(r#"{"url": "u"}"#), &ctx(""), 1, last());
+        assert_eq!(code(&f), "partner-error");
+        assert_eq!(
+            f.error_text,
+            "HTTP task `notify`: partner answered HTTP 503: busy"
+        );
+        let policy = config(r#"{"url": "u", "name": "Notify ERP", "retry_on_failure": true}"#);
+        let f = final_failure(&policy, &ctx(""), 3, last());
+        assert_eq!(
+            f.error_text,
+            "HTTP task `Notify ERP`: attempt 3 of 3: partner answered HTTP 503: busy"
+        );
+    }
+
+    /// http-task only waits for retry timers: anything else is
+    /// `unexpected-resume`, and retry state it cannot read is
+    /// `invalid-state` (both decided before any request).
+    #[test]
+    fn resume_needs_a_timer_and_readable_state() {
+        let resume = |state: &[u8], event| {
+            HttpTask::resume(
+                ctx(r#"{"url": "u"}"#),
+                Document::text("in"),
+                state.to_vec(),
+                event,
+            )
+        };
+        let Outcome::Fail(f) = resume(br#"{"tries": 1}"#, ResumeEvent::Timeout) else {
+            panic!("a timeout must fail the step");
+        };
+        assert_eq!(code(&f), "unexpected-resume");
+        assert_eq!(
+            f.error_text,
+            "http-task only waits for retry timers, but was resumed by a timeout"
+        );
+        let Outcome::Fail(f) = resume(b"garbage", ResumeEvent::Timer) else {
+            panic!("unreadable state must fail the step");
+        };
+        assert_eq!(code(&f), "invalid-state");
+    }
+
+    /// The retry state is stored durably while the timer runs, so its
+    /// format is pinned: a daemon upgraded mid-series must still read it
+    /// and number the next request from it.
+    #[test]
+    fn the_retry_state_keeps_the_count_of_requests() {
+        let state = serde_json::to_vec(&RetryState { tries: 4 }).unwrap();
+        assert_eq!(state, br#"{"tries":4}"#);
+        assert_eq!(
+            serde_json::from_slice::<RetryState>(&state).unwrap().tries,
+            4
+        );
+    }
+}
