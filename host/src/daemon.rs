@@ -182,6 +182,11 @@ impl Daemon {
         // each connection for an HTTP/2 preface; with a timer, a client
         // that never finishes its headers is cut off (hyper: 30 s).
         let mut builder = hyper::server::conn::http1::Builder::new();
+        // Every connection task holds the API, and through it the store:
+        // `serve` returns only once they are all gone, so whoever opens the
+        // data dir next (a restart in the same process) finds it free.
+        let connections = tokio_util::task::TaskTracker::new();
+        let cut_connections = tokio_util::sync::CancellationToken::new();
         builder.timer(hyper_util::rt::TokioTimer::new());
         tokio::pin!(shutdown);
         loop {
@@ -204,9 +209,13 @@ impl Daemon {
                     let service = hyper::service::service_fn(move |req| api.clone().handle(req));
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                    let cut = cut_connections.clone();
+                    connections.spawn(async move {
+                        tokio::select! {
+                            ended = conn => if let Err(e) = ended {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            },
+                            () = cut.cancelled() => {}
                         }
                     });
                 }
@@ -227,6 +236,9 @@ impl Daemon {
         {
             tracing::warn!("grace period over with connections still open");
         }
+        connections.close();
+        cut_connections.cancel();
+        connections.wait().await;
         timer_loop.abort();
         let _ = timer_loop.await;
         self.workflows
