@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac as _};
-use serde::Deserialize;
 use sha2::Sha256;
 
+pub use crate::config::DeliveryConfig;
 use crate::model::{
     Delivery, DeliveryAttempt, DeliveryState, Doc, ExecState, Execution, Timer, TimerKind,
     delivery_key, now_ms,
@@ -40,100 +40,8 @@ const MAX_REASON_CHARS: usize = 300;
 /// How much of a client's error answer is read at all: the URL is the
 /// client's choice, and so is how much it sends back.
 const MAX_ERROR_BODY_BYTES: usize = 4 * 1024;
-/// Upper bound of `callback_retry_interval_ms` and `request_timeout_ms`
-/// (one day), so that scheduling arithmetic never overflows.
-const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest `callback_url` accepted.
 const MAX_URL_LEN: usize = 2048;
-
-/// `[delivery]` in `stephost.toml`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliveryConfig {
-    /// `whsec_<base64 key>`: sign every delivery (Standard Webhooks).
-    /// Without it deliveries go out unsigned.
-    pub signing_secret: Option<String>,
-    /// Or the name of an environment variable holding that secret.
-    pub signing_secret_env: Option<String>,
-    /// Delay between a failed attempt and the next.
-    pub callback_retry_interval_ms: u64,
-    /// Retries after the first attempt before the daemon gives up.
-    pub callback_maximum_retries: u32,
-    /// Time limit of one attempt, connecting included.
-    pub request_timeout_ms: u64,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            signing_secret: None,
-            signing_secret_env: None,
-            callback_retry_interval_ms: 60_000,
-            callback_maximum_retries: 5,
-            request_timeout_ms: 10_000,
-        }
-    }
-}
-
-impl DeliveryConfig {
-    /// Checks the values; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        for (key, value) in [
-            (
-                "callback_retry_interval_ms",
-                self.callback_retry_interval_ms,
-            ),
-            ("request_timeout_ms", self.request_timeout_ms),
-        ] {
-            if value == 0 || value > MAX_DELAY_MS {
-                return Err(format!(
-                    "delivery.{key} must be between 1 and {MAX_DELAY_MS} (one day), not {value}"
-                ));
-            }
-        }
-        if self.signing_secret.is_some() && self.signing_secret_env.is_some() {
-            return Err(
-                "give delivery.signing_secret or delivery.signing_secret_env, not both".into(),
-            );
-        }
-        if let Some(secret) = &self.signing_secret {
-            decode_secret(secret).map_err(|e| format!("delivery.signing_secret: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// The signing key, if one is configured (read from the environment
-    /// when `signing_secret_env` names a variable).
-    pub fn signing_key(&self) -> Result<Option<Vec<u8>>, String> {
-        let secret = match (&self.signing_secret, &self.signing_secret_env) {
-            (Some(secret), _) => secret.clone(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                format!("delivery.signing_secret_env names {var:?}, which is not set")
-            })?,
-            (None, None) => return Ok(None),
-        };
-        decode_secret(&secret)
-            .map(Some)
-            .map_err(|e| format!("delivery signing secret: {e}"))
-    }
-}
-
-/// The key inside a `whsec_…` secret.
-fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix("whsec_")
-        .ok_or("must start with whsec_ (the Standard Webhooks secret format)")?;
-    let key = STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
-    if key.len() < 16 {
-        return Err(format!(
-            "the key is {} bytes; use at least 16 (24 to 64 recommended)",
-            key.len()
-        ));
-    }
-    Ok(key)
-}
 
 /// Checks a client's `callback_url`: absolute http(s) with a host.
 /// Where it may point is checked by [`check_callback_address`].
@@ -523,7 +431,8 @@ mod tests {
     /// (github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md).
     #[test]
     fn signs_like_the_standard_webhooks_reference() {
-        let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let key = crate::config::delivery::decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
         let body = r#"{"test": 2432232314}"#;
         let sig = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
@@ -559,9 +468,6 @@ mod tests {
 
     #[test]
     fn secrets_and_urls_are_checked() {
-        assert!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
-        assert!(decode_secret("whsec_!!!").is_err());
-        assert!(decode_secret("whsec_c2hvcnQ=").is_err(), "too short");
         assert!(validate_callback_url("https://client.example/results?x=1").is_ok());
         assert!(validate_callback_url("ftp://client.example/").is_err());
         assert!(validate_callback_url("not a url").is_err());

@@ -19,11 +19,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// How often the epoch advances: the granularity of time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Component instances that may be live at once unless configured
-/// otherwise (`max_concurrent_steps`): each running or HTTP-waiting step
-/// call holds one. A call beyond it waits for a slot (see
-/// [`crate::executor`]) rather than failing.
-pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+pub use crate::config::DEFAULT_MAX_INSTANCES;
 
 /// The engine's sizing, derived from the daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,7 +364,7 @@ mod tests {
     fn a_cached_component_is_read_back_instead_of_compiled() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::new(small_engine(64), Some(dir.path().join("cache")));
-        let hash = crate::plugins::content_hash(echo());
+        let hash = crate::model::content_hash(echo());
         let (_, first) = cache.load_or_compile(&hash, echo()).unwrap();
         assert_eq!(first, CacheOutcome::Compiled);
         assert!(cache.path_of(&hash).unwrap().exists());
@@ -380,7 +376,7 @@ mod tests {
     fn a_corrupt_or_truncated_entry_is_compiled_again() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ComponentCache::new(small_engine(64), Some(dir.path().join("cache")));
-        let hash = crate::plugins::content_hash(echo());
+        let hash = crate::model::content_hash(echo());
         cache.load_or_compile(&hash, echo()).unwrap();
         let path = cache.path_of(&hash).unwrap();
 
@@ -420,7 +416,7 @@ mod tests {
         let old = ComponentCache::new(small_engine(64), Some(cache_dir.clone()));
         let new = ComponentCache::new(small_engine(256), Some(cache_dir));
         assert_ne!(old.compat, new.compat, "memory settings change the code");
-        let hash = crate::plugins::content_hash(echo());
+        let hash = crate::model::content_hash(echo());
         old.load_or_compile(&hash, echo()).unwrap();
         // Even under the new engine's name (with a matching digest),
         // wasmtime's own header check refuses the old engine's code.
@@ -438,7 +434,7 @@ mod tests {
     #[test]
     fn without_a_directory_the_cache_is_off() {
         let cache = ComponentCache::new(small_engine(64), None);
-        let hash = crate::plugins::content_hash(echo());
+        let hash = crate::model::content_hash(echo());
         assert_eq!(
             cache.load_or_compile(&hash, echo()).unwrap().1,
             CacheOutcome::Uncached

@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod egress;
 pub mod engine;
 pub mod executor;
+pub mod grant;
 pub mod metrics;
 pub mod model;
 pub mod plugins;

@@ -435,3 +435,9 @@ impl Delivery {
 pub fn delivery_key(execution_id: &str, seq: u64) -> String {
     format!("{execution_id}/{seq:020}")
 }
+
+/// SHA-256 hex of component bytes: a plugin version's identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

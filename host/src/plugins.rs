@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use removal::Removed;
 
-use sha2::Digest as _;
-
 use crate::bindings::{PluginInfo, StepPluginPre};
 use crate::capabilities::{Grant, StepState};
 use crate::config::Config;
@@ -191,10 +189,7 @@ impl Pinned {
     }
 }
 
-/// SHA-256 hex of component bytes: a plugin version's identity.
-pub fn content_hash(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+pub use crate::model::content_hash;
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -320,12 +315,12 @@ impl Registry {
                 reason: format!("{e:#}"),
             })?;
         let grant = Arc::new(
-            self.config
-                .grant_for(name)
-                .map_err(|e| PluginError::Describe {
+            crate::grant::Grant::for_plugin(&self.config, name).map_err(|e| {
+                PluginError::Describe {
                     name: name.to_owned(),
                     reason: e.to_string(),
-                })?,
+                }
+            })?,
         );
         let info = self
             .executor

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("bindings", 0),
     ("builtin", 0),
     ("config", 1),
+    ("grant", 2),
     ("auth", 2),
     ("metrics", 2),
     ("store", 3),
@@ -36,12 +37,6 @@ const LAYERS: &[(&str, u32)] = &[
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // `TokenRecord` belongs in `model`.
     ("auth", "store"),
-    // `Grant`/`Limits`, `DeliveryConfig` and engine settings belong in
-    // `config` (or a `grant` module), not in the modules that use them.
-    ("config", "capabilities"),
-    ("config", "delivery"),
-    ("config", "engine"),
-    ("engine", "plugins"),
     // Gauges should be kept current, not computed from the store and the
     // executor at scrape time.
     ("metrics", "executor"),

@@ -8,6 +8,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod delivery;
+
+pub use delivery::DeliveryConfig;
+
+/// Component instances that may be live at once unless configured
+/// otherwise (`max_concurrent_steps`): each running or HTTP-waiting step
+/// call holds one. A call beyond it waits for a slot (see
+/// `executor`) rather than failing.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,7 +92,7 @@ pub struct Config {
     /// Named workflows: ordered lists of steps.
     pub workflows: BTreeMap<String, WorkflowConfig>,
     /// Result delivery to clients that start executions with a `callback_url`.
-    pub delivery: crate::delivery::DeliveryConfig,
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -97,7 +107,7 @@ impl Default for Config {
             max_request_body_bytes: 4 * 1024 * 1024,
             max_plugin_bytes: 128 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
-            max_concurrent_steps: crate::engine::DEFAULT_MAX_INSTANCES,
+            max_concurrent_steps: DEFAULT_MAX_INSTANCES,
             egress_allow: Vec::new(),
             egress: EgressConfig::default(),
             auth: AuthConfig::default(),
@@ -105,7 +115,7 @@ impl Default for Config {
             secrets: BTreeMap::new(),
             plugins: BTreeMap::new(),
             workflows: BTreeMap::new(),
-            delivery: crate::delivery::DeliveryConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -390,27 +400,6 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(crate::egress::AddressPolicy { allow })
-    }
-
-    /// Everything `plugin` is granted: hosts, secrets, limits.
-    pub fn grant_for(&self, plugin: &str) -> Result<crate::capabilities::Grant, ConfigError> {
-        let configured = self
-            .plugins
-            .get(plugin)
-            .and_then(|p| p.allowed_hosts.as_ref());
-        let hosts = match configured {
-            Some(entries) => crate::egress::HostRules::parse(entries)
-                .map_err(|e| ConfigError::Invalid(format!("plugin {plugin:?}: {e}")))?,
-            // The workflow author picks a reference plugin's URL; the
-            // address policy still applies.
-            None if crate::builtin::component(plugin).is_some() => crate::egress::HostRules::Any,
-            None => crate::egress::HostRules::None,
-        };
-        Ok(crate::capabilities::Grant {
-            secrets: self.secrets_for(plugin)?,
-            limits: self.limits_for(plugin),
-            hosts,
-        })
     }
 
     /// Resolves the secrets granted to `plugin` to their values.
