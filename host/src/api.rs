@@ -427,10 +427,24 @@ impl Api {
     /// `GET /metrics`: Prometheus text format; open like `/healthz` (counts
     /// and plugin names only, no execution data).
     fn metrics(&self) -> Resp {
-        let text = self
-            .workflows
-            .metrics()
-            .render(self.workflows.store().as_ref(), self.workflows.slot_usage());
+        let store = self.workflows.store();
+        let timer_backlog = match store.timer_backlog(crate::model::now_ms()) {
+            Ok(backlog) => Some(backlog),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count timers for /metrics");
+                None
+            }
+        };
+        let writes = store.write_stats();
+        let text = self.workflows.metrics().render(&crate::metrics::Snapshot {
+            slots: self.workflows.slot_usage(),
+            timer_backlog,
+            timers_quarantined: store.quarantined_timers(),
+            store_changes: writes.changes,
+            store_transactions: writes.transactions,
+            flush_requests: writes.flush_requests,
+            disk_flushes: writes.disk_flushes,
+        });
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -94,16 +94,7 @@ pub struct Executor {
     waiting: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// How the instance slots are used, for `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotUsage {
-    /// Slots in all (`max_concurrent_steps`).
-    pub capacity: u64,
-    /// Slots held by a step call.
-    pub in_use: u64,
-    /// Step calls waiting for one.
-    pub waiting: u64,
-}
+pub use crate::metrics::SlotUsage;
 
 /// Counts a call as waiting for a slot while it lives.
 struct Waiting(Arc<std::sync::atomic::AtomicU64>);

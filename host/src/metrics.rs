@@ -3,9 +3,10 @@
 //! Everything here is kept in memory and updated where it happens (a
 //! transition, a step call, a callback, a delivery attempt), so a scrape
 //! costs no store scan for them. The execution gauges are seeded from the
-//! store once at open and then moved by every transition. Only the timer
-//! backlog is read from the store on a scrape: a scan of the timer keys,
-//! without decoding them.
+//! store once at open and then moved by every transition. What only the
+//! store and the executor know (the timer backlog, write counts, instance
+//! slots) the caller reads and hands to [`Metrics::render`] as a
+//! [`Snapshot`]: this module sits low in the layers and reads neither.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,8 +14,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::model::{ExecState, now_ms};
-use crate::store::Store;
+use crate::model::ExecState;
 
 /// Upper bounds (seconds) of the step-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -69,6 +69,38 @@ struct StepStats {
     buckets: [u64; DURATION_BUCKETS.len()],
     count: u64,
     sum_seconds: f64,
+}
+
+/// How the instance slots are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotUsage {
+    /// Slots in all (`max_concurrent_steps`).
+    pub capacity: u64,
+    /// Slots held by a step call.
+    pub in_use: u64,
+    /// Step calls waiting for one.
+    pub waiting: u64,
+}
+
+/// What a scrape shows besides the counters kept here, read by the caller
+/// from the store and the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The executor's instance slots.
+    pub slots: SlotUsage,
+    /// Pending timers, and how many of them are due; `None` if the store
+    /// could not count them (the two series are then left out).
+    pub timer_backlog: Option<(u64, u64)>,
+    /// Timer records moved aside as undecodable.
+    pub timers_quarantined: u64,
+    /// Transitions written or refused, and the transactions they took.
+    pub store_changes: u64,
+    /// Database transactions of those changes.
+    pub store_transactions: u64,
+    /// Writes that waited to be durable.
+    pub flush_requests: u64,
+    /// Disk flushes that served them.
+    pub disk_flushes: u64,
 }
 
 /// The daemon's counters. One per daemon (tests run several in a process).
@@ -181,9 +213,10 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition (format 0.0.4). The timer backlog is
-    /// read from `store`; if it cannot be, those two series are left out.
-    pub fn render(&self, store: &dyn Store, slots: crate::executor::SlotUsage) -> String {
+    /// The Prometheus text exposition (format 0.0.4) of the counters kept
+    /// here and of `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let slots = snapshot.slots;
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -389,24 +422,21 @@ impl Metrics {
             let n = fired.get(kind).copied().unwrap_or(0);
             let _ = writeln!(out, "stephost_timers_fired_total{{kind=\"{kind}\"}} {n}");
         }
-        match store.timer_backlog(now_ms()) {
-            Ok((pending, due)) => {
-                header(
-                    &mut out,
-                    "stephost_timers_pending",
-                    "gauge",
-                    "Durable timers waiting in the store (callback timeouts, retry-after, delivery retries).",
-                );
-                let _ = writeln!(out, "stephost_timers_pending {pending}");
-                header(
-                    &mut out,
-                    "stephost_timers_overdue",
-                    "gauge",
-                    "Pending timers already due: the timer loop's backlog.",
-                );
-                let _ = writeln!(out, "stephost_timers_overdue {due}");
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot count timers for /metrics"),
+        if let Some((pending, due)) = snapshot.timer_backlog {
+            header(
+                &mut out,
+                "stephost_timers_pending",
+                "gauge",
+                "Durable timers waiting in the store (callback timeouts, retry-after, delivery retries).",
+            );
+            let _ = writeln!(out, "stephost_timers_pending {pending}");
+            header(
+                &mut out,
+                "stephost_timers_overdue",
+                "gauge",
+                "Pending timers already due: the timer loop's backlog.",
+            );
+            let _ = writeln!(out, "stephost_timers_overdue {due}");
         }
         header(
             &mut out,
@@ -417,17 +447,20 @@ impl Metrics {
         let _ = writeln!(
             out,
             "stephost_timers_quarantined_total {}",
-            store.quarantined_timers()
+            snapshot.timers_quarantined
         );
 
-        let flushes = store.write_stats();
         header(
             &mut out,
             "stephost_store_changes_total",
             "counter",
             "State transitions written (or refused as conflicts).",
         );
-        let _ = writeln!(out, "stephost_store_changes_total {}", flushes.changes);
+        let _ = writeln!(
+            out,
+            "stephost_store_changes_total {}",
+            snapshot.store_changes
+        );
         header(
             &mut out,
             "stephost_store_transactions_total",
@@ -437,7 +470,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "stephost_store_transactions_total {}",
-            flushes.transactions
+            snapshot.store_transactions
         );
         header(
             &mut out,
@@ -448,7 +481,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "stephost_store_flush_requests_total {}",
-            flushes.flush_requests
+            snapshot.flush_requests
         );
         header(
             &mut out,
@@ -459,7 +492,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "stephost_store_disk_flushes_total {}",
-            flushes.disk_flushes
+            snapshot.disk_flushes
         );
 
         header(

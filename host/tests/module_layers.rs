@@ -37,10 +37,6 @@ const LAYERS: &[(&str, u32)] = &[
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     // `TokenRecord` belongs in `model`.
     ("auth", "store"),
-    // Gauges should be kept current, not computed from the store and the
-    // executor at scrape time.
-    ("metrics", "executor"),
-    ("metrics", "store"),
     // Delivery and timer wake-ups should be effects a driver runs.
     ("timers", "delivery"),
     ("workflow", "delivery"),
