@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
+
+use crate::bindings::stephost::plugin::signing::HmacAlg;
 
 pub use crate::config::DeliveryConfig;
 use crate::model::{
@@ -163,10 +163,9 @@ pub fn enqueue_on_end(store: &dyn Store, change: &mut Change) -> Result<bool, St
 /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`: the
 /// Standard Webhooks `webhook-signature` value.
 pub fn sign(key: &[u8], webhook_id: &str, timestamp: u64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(format!("{webhook_id}.{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    let signed = format!("{webhook_id}.{timestamp}.{body}");
+    let mac = crate::capabilities::signing::hmac(HmacAlg::Sha256, key, signed.as_bytes());
+    format!("v1,{}", STANDARD.encode(mac))
 }
 
 /// The API view of an execution's latest delivery, or `null`.
@@ -407,20 +406,11 @@ impl Deliverer {
 
 /// Why a request got no answer, with the cause (refused, timeout, TLS).
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "no answer within the request time limit".into();
+    match crate::egress::request_failure(e) {
+        crate::egress::RequestFailure::Timeout => "no answer within the request time limit".into(),
+        crate::egress::RequestFailure::Denied(text)
+        | crate::egress::RequestFailure::Connection(text) => text,
     }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(denied) = s.downcast_ref::<crate::egress::EgressDenied>() {
-            return denied.to_string();
-        }
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

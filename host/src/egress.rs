@@ -113,6 +113,37 @@ impl AddressPolicy {
 #[error("egress denied: {0}")]
 pub struct EgressDenied(pub String);
 
+/// Why an outbound request got no answer, read off the client's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestFailure {
+    /// The request's time limit ran out.
+    Timeout,
+    /// The address policy refused the target ([`EgressDenied`]'s text).
+    Denied(String),
+    /// Anything else (refused, reset, TLS): the error and every cause in
+    /// its chain, since the top level alone only says "error sending
+    /// request".
+    Connection(String),
+}
+
+/// Classifies an outbound request's error for plugins and deliveries.
+pub fn request_failure(e: &reqwest::Error) -> RequestFailure {
+    if e.is_timeout() {
+        return RequestFailure::Timeout;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(denied) = s.downcast_ref::<EgressDenied>() {
+            return RequestFailure::Denied(denied.to_string());
+        }
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    RequestFailure::Connection(text)
+}
+
 /// How the daemon reaches other hosts: the address policy, and the
 /// operator's proxy if one is configured. The one place outbound HTTP
 /// clients are built.

@@ -1262,12 +1262,12 @@ impl DurableRegistrar {
         attempt: u32,
         n: u32,
     ) -> (String, String) {
-        use hmac::Mac as _;
         let mac = |data: &str| {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
-                .expect("HMAC takes a key of any length");
-            mac.update(data.as_bytes());
-            mac.finalize().into_bytes()
+            crate::capabilities::signing::hmac(
+                bindings::stephost::plugin::signing::HmacAlg::Sha256,
+                key,
+                data.as_bytes(),
+            )
         };
         let digest = mac(&format!(
             "correlation-id\n{}\n{}\n{attempt}\n{n}",

@@ -186,24 +186,9 @@ impl StepState {
 }
 
 fn map_error(e: reqwest::Error) -> HttpError {
-    if e.is_timeout() {
-        return HttpError::Timeout;
+    match crate::egress::request_failure(&e) {
+        crate::egress::RequestFailure::Timeout => HttpError::Timeout,
+        crate::egress::RequestFailure::Denied(text) => HttpError::Denied(text),
+        crate::egress::RequestFailure::Connection(text) => HttpError::Connection(text),
     }
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(denied) = s.downcast_ref::<crate::egress::EgressDenied>() {
-            return HttpError::Denied(denied.to_string());
-        }
-        source = s.source();
-    }
-    // The source chain says why (refused, reset, TLS); the top level alone
-    // only says "error sending request".
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    HttpError::Connection(text)
 }
