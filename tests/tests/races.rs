@@ -198,15 +198,43 @@ async fn a_callback_and_an_admin_cancel_at_once_have_exactly_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_callback_racing_an_admin_retry_never_resumes_the_retried_step() {
     let dir = tempfile::tempdir().unwrap();
-    let partner = Partner::accepting().await;
+    // The partner refuses every request until the test says otherwise: the
+    // first attempts fail (partner-error) with a callback URL handed out,
+    // and each retry, accepted, waits on a URL of its own.
+    let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let refuse = refusing.clone();
+    let partner = Partner::start(move |_| {
+        let refuse = refuse.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if refuse {
+                (503, json!({"busy": true}))
+            } else {
+                (202, json!({}))
+            }
+        }
+    })
+    .await;
     let daemon = TestDaemon::start_default(dir.path()).await;
-    // They time out, so each can be retried; their old callback URLs then
-    // race the retry that registers a new one.
-    let waits = suspended(&daemon, &partner, 12, 300).await;
-    for (id, _, _) in &waits {
-        let exec = daemon.wait_for(id, "failed").await;
-        assert_eq!(exec["error"]["code"], "callback-timeout", "{exec:#}");
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let id = daemon
+            .start_execution(json!({
+                "plugin": "wait-for-callback",
+                "config": {"url": partner.base},
+                "input": {"i": i},
+            }))
+            .await;
+        let exec = daemon.wait_for(&id, "failed").await;
+        assert_eq!(exec["error"]["code"], "partner-error", "{exec:#}");
+        ids.push(id);
     }
+    let first = partner.wait_for_requests(12).await;
+    let waits: Vec<(String, String, u64)> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, callback_url_of(&first, i), 0))
+        .collect();
+    refusing.store(false, std::sync::atomic::Ordering::SeqCst);
     let before = partner.requests().len();
     let races = waits.iter().map(|(id, url, _)| {
         let (id, url) = (id.clone(), url.clone());
