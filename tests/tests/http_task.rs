@@ -73,7 +73,7 @@ fn guid(req: &PartnerRequest) -> &str {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 /// What the partner does with a signed request: recompute the signature

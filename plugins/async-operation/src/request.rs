@@ -2,7 +2,6 @@
 //! it: the query, a header or the JSON body, as the operation's definition
 //! says. Pure, so that placement and encoding are tested natively.
 
-use std::fmt::Write as _;
 
 use serde_json::Value;
 use stephost_guest::{Document, Failure, http};
@@ -50,18 +49,17 @@ fn with_query_parameter(url: &str, name: &str, value: &str) -> String {
     )
 }
 
+/// Everything but RFC 3986's unreserved characters (letters, digits and
+/// `-._~`) is encoded.
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// RFC 3986 percent-encoding of everything but the unreserved characters.
 fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// The input document, a JSON object, with the callback URL set under
