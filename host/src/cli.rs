@@ -320,9 +320,17 @@ pub fn describe_error(e: &anyhow::Error, debug: bool) -> String {
     if debug {
         return format!("error: {e:?}");
     }
-    let mut text = format!("error: {e}");
+    let mut shown = e.to_string();
+    let mut text = format!("error: {shown}");
     for cause in e.chain().skip(1) {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        let line = cause.to_string();
+        // Errors whose message already quotes their cause (the store's
+        // do, for the logs and API answers that show only the message)
+        // are not repeated.
+        if !shown.ends_with(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+        shown = line;
     }
     text
 }

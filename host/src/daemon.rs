@@ -16,7 +16,7 @@ use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::plugins::{Registry, Source};
-use crate::store::{SledStore, Store};
+use crate::store::{SledStore, Store, StoreError};
 use crate::workflow::{DurableRegistrar, Workflows};
 
 /// A daemon, opened and ready to serve.
@@ -242,16 +242,12 @@ impl Daemon {
 /// Opens the data dir, explaining the usual reason it cannot be: another
 /// daemon holds it.
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
-    SledStore::open(dir).map_err(|e| {
-        let text = e.to_string();
-        if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-            anyhow::anyhow!(
-                "the data dir {} is in use by another stephost process (stop it, or use its HTTP API): {text}",
-                dir.display()
-            )
-        } else {
-            anyhow::Error::from(e)
-        }
+    SledStore::open(dir).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::Error::new(e).context(format!(
+            "the data dir {} is in use by another stephost process (stop it, or use its HTTP API)",
+            dir.display()
+        )),
+        e => e.into(),
     })
 }
 
@@ -334,5 +330,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A second daemon on a data dir hears who holds it and what to do,
+    /// with the lock error underneath.
+    #[test]
+    fn a_held_data_dir_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = super::open_store(dir.path()).unwrap();
+        let err = super::open_store(dir.path()).unwrap_err();
+        let text = crate::cli::describe_error(&err, false);
+        assert!(
+            text.starts_with("error: the data dir")
+                && text.contains(
+                    "is in use by another stephost process (stop it, or use its HTTP API)"
+                ),
+            "{text}"
+        );
+        assert!(
+            text.contains("caused by: the data dir") && text.contains("could not acquire lock"),
+            "{text}"
+        );
     }
 }

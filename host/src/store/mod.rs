@@ -11,28 +11,75 @@
 mod sled_store;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use sled_store::SledStore;
 
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
-/// What the store can fail with.
+/// What the store can fail with. Each failure keeps its cause as its
+/// [`source`](std::error::Error::source), so a caller can tell a full disk
+/// from a lock held by another process by type, never by reading text; the
+/// cause's text is in the message too, because logs and API answers show
+/// only the message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A record was changed by someone else since it was read.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database failed (disk full, I/O error, lock held by another process).
+    /// Another process has the data dir open (sled allows one).
+    #[error("the data dir {} is locked by another process: {source}", dir.display())]
+    Locked {
+        /// The data dir.
+        dir: PathBuf,
+        /// What the database said.
+        #[source]
+        source: sled::Error,
+    },
+    /// The data dir could not be created.
+    #[error("cannot create data dir {}: {source}", dir.display())]
+    CreateDir {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database in the data dir could not be opened.
+    #[error("cannot open data dir {}: {source}", dir.display())]
+    Open {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why not.
+        #[source]
+        source: sled::Error,
+    },
+    /// The database failed (disk full, I/O error).
     #[error("storage error: {0}")]
-    Backend(String),
+    Sled(#[from] sled::Error),
+    /// Blocking storage work could not finish on its thread (it panicked,
+    /// or the runtime is shutting down).
+    #[error("storage error: {what} failed: {source}")]
+    Task {
+        /// The work.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A write or flush was given up by the task that was doing it for
+    /// this caller (it panicked or was cancelled).
+    #[error("storage error: {0}")]
+    Abandoned(&'static str),
     /// A stored record could not be decoded.
-    #[error("corrupt record {key}: {message}")]
+    #[error("corrupt record {key}: {source}")]
     Corrupt {
         /// The key.
         key: String,
         /// The decoder's complaint.
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 

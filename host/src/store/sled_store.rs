@@ -92,15 +92,35 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: e.to_string(),
-    })
+/// The error of a transaction that never aborts on purpose: only the
+/// database can fail it.
+fn storage_only(e: TransactionError<std::convert::Infallible>) -> sled::Error {
+    match e {
+        TransactionError::Storage(e) => e,
+        TransactionError::Abort(never) => match never {},
+    }
+}
+
+/// Tells a data dir held by another process (sled takes an exclusive
+/// `flock` on its `db` file) from any other failure to open, by asking the
+/// file system rather than reading sled's message: sled reports the lock as
+/// an `Other` I/O error, its text the only trace of `WouldBlock`.
+fn open_error(dir: &Path, source: sled::Error) -> StoreError {
+    let held = std::fs::File::open(dir.join("db").join("db"))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+    let dir = dir.to_path_buf();
+    if held {
+        StoreError::Locked { dir, source }
+    } else {
+        StoreError::Open { dir, source }
+    }
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -121,9 +141,9 @@ impl SledStore {
             .transaction(|(timers, quarantine)| {
                 timers.remove(key)?;
                 quarantine.insert(key, bytes)?;
-                Ok(())
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| backend(format!("{e:?}")))?;
+            .map_err(storage_only)?;
         self.quarantined
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(
@@ -136,27 +156,26 @@ impl SledStore {
 
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create data dir {}: {e}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
         })?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(CACHE_CAPACITY)
             .open()
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot open data dir {}: {e}", dir.display()))
-            })?;
+            .map_err(|e| open_error(dir, e))?;
         let store = Self {
-            executions: db.open_tree("executions").map_err(backend)?,
-            callbacks: db.open_tree("callbacks").map_err(backend)?,
-            timers: db.open_tree("timers").map_err(backend)?,
-            components: db.open_tree("components").map_err(backend)?,
-            tokens: db.open_tree("tokens").map_err(backend)?,
-            deliveries: db.open_tree("deliveries").map_err(backend)?,
-            running: db.open_tree("executions-running").map_err(backend)?,
-            counts: db.open_tree("execution-counts").map_err(backend)?,
-            quarantine: db.open_tree("timers-quarantine").map_err(backend)?,
+            executions: db.open_tree("executions")?,
+            callbacks: db.open_tree("callbacks")?,
+            timers: db.open_tree("timers")?,
+            components: db.open_tree("components")?,
+            tokens: db.open_tree("tokens")?,
+            deliveries: db.open_tree("deliveries")?,
+            running: db.open_tree("executions-running")?,
+            counts: db.open_tree("execution-counts")?,
+            quarantine: db.open_tree("timers-quarantine")?,
             quarantined: Arc::default(),
             commit: Arc::new(GroupCommit::default()),
             applier: Arc::default(),
@@ -169,9 +188,9 @@ impl SledStore {
     /// Builds the `running` index and the per-state counts once, for a
     /// data dir written before they existed: one scan, then never again.
     fn build_indexes(&self) -> Result<(), StoreError> {
-        let meta = self.db.open_tree("meta").map_err(backend)?;
-        let running_done = meta.contains_key(RUNNING_INDEX_MARK).map_err(backend)?;
-        let counts_done = meta.contains_key(COUNTS_MARK).map_err(backend)?;
+        let meta = self.db.open_tree("meta")?;
+        let running_done = meta.contains_key(RUNNING_INDEX_MARK)?;
+        let counts_done = meta.contains_key(COUNTS_MARK)?;
         if running_done && counts_done {
             return Ok(());
         }
@@ -180,14 +199,14 @@ impl SledStore {
             state: ExecState,
         }
         if !running_done {
-            self.running.clear().map_err(backend)?;
+            self.running.clear()?;
         }
         let mut counts = [0i64; STATES.len()];
         for item in self.executions.iter() {
-            let (key, bytes) = item.map_err(backend)?;
+            let (key, bytes) = item?;
             let StateOnly { state } = decode(&key, &bytes)?;
             if !running_done && state == ExecState::Running {
-                self.running.insert(key, &[]).map_err(backend)?;
+                self.running.insert(key, &[])?;
             }
             if let Some(i) = STATES.iter().position(|s| *s == state) {
                 counts[i] += 1;
@@ -195,14 +214,12 @@ impl SledStore {
         }
         if !counts_done {
             for (state, n) in STATES.iter().zip(counts) {
-                self.counts
-                    .insert(count_key(*state), &n.to_be_bytes())
-                    .map_err(backend)?;
+                self.counts.insert(count_key(*state), &n.to_be_bytes())?;
             }
         }
-        meta.insert(RUNNING_INDEX_MARK, &[]).map_err(backend)?;
-        meta.insert(COUNTS_MARK, &[]).map_err(backend)?;
-        self.db.flush().map_err(backend)?;
+        meta.insert(RUNNING_INDEX_MARK, &[])?;
+        meta.insert(COUNTS_MARK, &[])?;
+        self.db.flush()?;
         Ok(())
     }
 }
@@ -216,8 +233,10 @@ impl SledStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| StoreError::Backend(format!("flush task failed: {e}")))?
-            .map_err(backend)?;
+            .map_err(|source| StoreError::Task {
+                what: "flush",
+                source,
+            })??;
         Ok(())
     }
 }
@@ -305,7 +324,7 @@ impl GroupCommit {
                 // above wakes us.
                 done.borrow_and_update();
                 if self.lock().flushing && done.changed().await.is_err() {
-                    return Err(StoreError::Backend("group commit closed".into()));
+                    return Err(StoreError::Abandoned("group commit closed"));
                 }
                 continue;
             };
@@ -322,8 +341,11 @@ impl GroupCommit {
             guard.armed = false;
             let result = match result {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(backend(e)),
-                Err(e) => Err(StoreError::Backend(format!("flush task failed: {e}"))),
+                Ok(Err(e)) => Err(StoreError::Sled(e)),
+                Err(source) => Err(StoreError::Task {
+                    what: "flush",
+                    source,
+                }),
             };
             {
                 let mut s = self.lock();
@@ -538,22 +560,16 @@ impl SledStore {
             for p in batch {
                 outcomes.push(txn.apply(p)?);
             }
-            Ok::<_, ConflictableTransactionError<StoreError>>(outcomes)
+            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(outcomes)
         });
-        match result {
+        match result.map_err(storage_only) {
             Ok(outcomes) => outcomes,
-            Err(e) => {
-                // The database itself failed: every change of the batch
-                // hears it.
-                let message = match e {
-                    TransactionError::Abort(e) => e.to_string(),
-                    TransactionError::Storage(e) => e.to_string(),
-                };
-                batch
-                    .iter()
-                    .map(|_| Err(StoreError::Backend(message.clone())))
-                    .collect()
-            }
+            // The database itself failed: every change of the batch hears
+            // it (sled's errors clone).
+            Err(e) => batch
+                .iter()
+                .map(|_| Err(StoreError::Sled(e.clone())))
+                .collect(),
         }
     }
 
@@ -584,7 +600,7 @@ impl SledStore {
             drop(leader);
         }
         rx.await
-            .unwrap_or_else(|_| Err(StoreError::Backend("the write was abandoned".into())))
+            .unwrap_or_else(|_| Err(StoreError::Abandoned("the write was abandoned")))
     }
 }
 
@@ -666,7 +682,7 @@ impl Drop for ApplyLeader<'_> {
 
 impl Store for SledStore {
     fn execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
-        match self.executions.get(id.as_bytes()).map_err(backend)? {
+        match self.executions.get(id.as_bytes())? {
             Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
@@ -678,18 +694,14 @@ impl Store for SledStore {
         let records: Box<dyn Iterator<Item = Result<Option<Record>, StoreError>>> =
             if filter.state == Some(ExecState::Running) {
                 Box::new(self.running.iter().map(|item| {
-                    let (key, _) = item.map_err(backend)?;
-                    Ok(self
-                        .executions
-                        .get(&key)
-                        .map_err(backend)?
-                        .map(|b| (key, b)))
+                    let (key, _) = item?;
+                    Ok(self.executions.get(&key)?.map(|b| (key, b)))
                 }))
             } else {
                 Box::new(
                     self.executions
                         .iter()
-                        .map(|item| item.map(Some).map_err(backend)),
+                        .map(|item| item.map(Some).map_err(StoreError::from)),
                 )
             };
         let mut out = Vec::new();
@@ -715,11 +727,7 @@ impl Store for SledStore {
     }
 
     fn callback(&self, correlation_id: &str) -> Result<Option<CallbackRecord>, StoreError> {
-        match self
-            .callbacks
-            .get(correlation_id.as_bytes())
-            .map_err(backend)?
-        {
+        match self.callbacks.get(correlation_id.as_bytes())? {
             Some(bytes) => decode(correlation_id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
@@ -733,7 +741,7 @@ impl Store for SledStore {
         let end = (now_ms.saturating_add(1)).to_be_bytes();
         let mut out = Vec::new();
         for item in self.timers.range(..end.as_slice()).take(limit) {
-            let (key, bytes) = item.map_err(backend)?;
+            let (key, bytes) = item?;
             match decode(&key, &bytes) {
                 Ok(timer) => out.push(timer),
                 Err(e) => self.quarantine_timer(&key, &bytes, &e)?,
@@ -745,7 +753,7 @@ impl Store for SledStore {
     fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
         // The key starts with the due time, so a record that does not
         // decode still says when it is due (and is moved aside then).
-        match self.timers.first().map_err(backend)? {
+        match self.timers.first()? {
             Some((key, bytes)) => match <[u8; 8]>::try_from(key.get(..8).unwrap_or_default()) {
                 Ok(due) => Ok(Some(u64::from_be_bytes(due))),
                 Err(_) => decode::<Timer>(&key, &bytes).map(|t| Some(t.due_ms)),
@@ -759,30 +767,24 @@ impl Store for SledStore {
     }
 
     fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        if !self.components.contains_key(hash).map_err(backend)? {
-            self.components.insert(hash, bytes).map_err(backend)?;
+        if !self.components.contains_key(hash)? {
+            self.components.insert(hash, bytes)?;
         }
         Ok(())
     }
 
     fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .components
-            .get(hash)
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
+        Ok(self.components.get(hash)?.map(|v| v.to_vec()))
     }
 
     fn put_token(&self, token: &crate::auth::TokenRecord) -> Result<(), StoreError> {
-        self.tokens
-            .insert(token.sha256.as_bytes(), encode(token))
-            .map_err(backend)?;
-        self.tokens.flush().map_err(backend)?;
+        self.tokens.insert(token.sha256.as_bytes(), encode(token))?;
+        self.tokens.flush()?;
         Ok(())
     }
 
     fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError> {
-        match self.tokens.get(sha256.as_bytes()).map_err(backend)? {
+        match self.tokens.get(sha256.as_bytes())? {
             Some(bytes) => decode(sha256.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
@@ -809,13 +811,13 @@ impl Store for SledStore {
     }
 
     fn remove_component(&self, hash: &str) -> Result<(), StoreError> {
-        self.components.remove(hash).map_err(backend)?;
+        self.components.remove(hash)?;
         Ok(())
     }
 
     fn each_execution(&self, visit: &mut dyn FnMut(Execution)) -> Result<(), StoreError> {
         for item in self.executions.iter() {
-            let (key, bytes) = item.map_err(backend)?;
+            let (key, bytes) = item?;
             visit(decode(&key, &bytes)?);
         }
         Ok(())
@@ -828,7 +830,7 @@ impl Store for SledStore {
     // Durability and observability (result delivery, timers, metrics).
 
     fn delivery(&self, key: &str) -> Result<Option<Delivery>, StoreError> {
-        match self.deliveries.get(key.as_bytes()).map_err(backend)? {
+        match self.deliveries.get(key.as_bytes())? {
             Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
@@ -838,7 +840,7 @@ impl Store for SledStore {
         let prefix = format!("{execution_id}/");
         let mut out = Vec::new();
         for item in self.deliveries.scan_prefix(prefix.as_bytes()) {
-            let (key, bytes) = item.map_err(backend)?;
+            let (key, bytes) = item?;
             out.push(decode(&key, &bytes)?);
         }
         Ok(out)
@@ -849,7 +851,7 @@ impl Store for SledStore {
         STATES
             .into_iter()
             .map(|state| {
-                let n = self.counts.get(count_key(state)).map_err(backend)?;
+                let n = self.counts.get(count_key(state))?;
                 Ok((state, count_value(n.as_deref()).max(0) as u64))
             })
             .collect()
@@ -862,21 +864,18 @@ impl Store for SledStore {
     }
 
     fn node_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let meta = self.db.open_tree("meta").map_err(backend)?;
+        let meta = self.db.open_tree("meta")?;
         let key = format!("secret/{name}");
-        if let Some(existing) = meta.get(key.as_bytes()).map_err(backend)? {
+        if let Some(existing) = meta.get(key.as_bytes())? {
             return Ok(existing.to_vec());
         }
         let fresh = rand::random::<[u8; 32]>();
         // Of two racing creators the first wins; both then use its value.
-        let _ = meta
-            .compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&fresh[..]))
-            .map_err(backend)?;
-        meta.flush().map_err(backend)?;
-        meta.get(key.as_bytes())
-            .map_err(backend)?
+        let _ = meta.compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&fresh[..]))?;
+        meta.flush()?;
+        meta.get(key.as_bytes())?
             .map(|v| v.to_vec())
-            .ok_or_else(|| backend("node secret vanished after creation"))
+            .ok_or(StoreError::Abandoned("node secret vanished after creation"))
     }
 
     fn write_stats(&self) -> WriteStats {
@@ -919,6 +918,24 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
         }
+    }
+
+    /// A second opener of a data dir hears that another process holds
+    /// it, as a variant the daemon can match, with the words an operator
+    /// needs.
+    #[test]
+    fn a_data_dir_held_open_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("is locked by another process")
+                && text.contains("could not acquire lock"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     /// One undecodable timer record must not stop the timers behind it:

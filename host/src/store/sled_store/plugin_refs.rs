@@ -4,32 +4,29 @@
 //! them).
 
 use sled::Transactional as _;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 
-use super::{SledStore, backend};
+use super::{SledStore, storage_only};
 use crate::store::StoreError;
 
 const PLUGIN_VERSIONS: &str = "plugin-versions";
 
 /// [`Store::put_plugin_ref`](crate::store::Store::put_plugin_ref).
 pub(super) fn put(store: &SledStore, name: &str, hash: &str) -> Result<(), StoreError> {
-    let versions = store.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
-    versions
-        .insert(format!("{name}/{hash}").as_bytes(), &[])
-        .map_err(backend)?;
-    let refs = store.db.open_tree("plugins").map_err(backend)?;
-    refs.insert(name.as_bytes(), hash.as_bytes())
-        .map_err(backend)?;
-    refs.flush().map_err(backend)?;
+    let versions = store.db.open_tree(PLUGIN_VERSIONS)?;
+    versions.insert(format!("{name}/{hash}").as_bytes(), &[])?;
+    let refs = store.db.open_tree("plugins")?;
+    refs.insert(name.as_bytes(), hash.as_bytes())?;
+    refs.flush()?;
     Ok(())
 }
 
 /// [`Store::plugin_refs`](crate::store::Store::plugin_refs).
 pub(super) fn all(store: &SledStore) -> Result<Vec<(String, String)>, StoreError> {
-    let refs = store.db.open_tree("plugins").map_err(backend)?;
+    let refs = store.db.open_tree("plugins")?;
     refs.iter()
         .map(|item| {
-            let (k, v) = item.map_err(backend)?;
+            let (k, v) = item?;
             Ok((
                 String::from_utf8_lossy(&k).into_owned(),
                 String::from_utf8_lossy(&v).into_owned(),
@@ -40,12 +37,12 @@ pub(super) fn all(store: &SledStore) -> Result<Vec<(String, String)>, StoreError
 
 /// [`Store::plugin_versions`](crate::store::Store::plugin_versions).
 pub(super) fn versions(store: &SledStore, name: &str) -> Result<Vec<String>, StoreError> {
-    let versions = store.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
+    let versions = store.db.open_tree(PLUGIN_VERSIONS)?;
     let prefix = format!("{name}/");
     versions
         .scan_prefix(prefix.as_bytes())
         .map(|item| {
-            let (key, _) = item.map_err(backend)?;
+            let (key, _) = item?;
             Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
         })
         .collect()
@@ -53,15 +50,14 @@ pub(super) fn versions(store: &SledStore, name: &str) -> Result<Vec<String>, Sto
 
 /// [`Store::remove_plugin_ref`](crate::store::Store::remove_plugin_ref).
 pub(super) fn remove(store: &SledStore, name: &str) -> Result<(), StoreError> {
-    let refs = store.db.open_tree("plugins").map_err(backend)?;
-    let versions = store.db.open_tree(PLUGIN_VERSIONS).map_err(backend)?;
+    let refs = store.db.open_tree("plugins")?;
+    let versions = store.db.open_tree(PLUGIN_VERSIONS)?;
     // A transaction cannot scan: list the version keys first. Only the
     // admin API writes these trees, one plugin name at a time.
     let keys = versions
         .scan_prefix(format!("{name}/").as_bytes())
         .keys()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(backend)?;
+        .collect::<Result<Vec<_>, _>>()?;
     // One transaction: a crash leaves the plugin whole or gone.
     (&refs, &versions)
         .transaction(|(refs, versions)| {
@@ -69,13 +65,10 @@ pub(super) fn remove(store: &SledStore, name: &str) -> Result<(), StoreError> {
             for key in &keys {
                 versions.remove(key)?;
             }
-            Ok::<_, ConflictableTransactionError<()>>(())
+            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
         })
-        .map_err(|e: TransactionError<()>| match e {
-            TransactionError::Storage(e) => backend(e),
-            TransactionError::Abort(()) => backend("plugin removal aborted"),
-        })?;
-    store.db.flush().map_err(backend)?;
+        .map_err(storage_only)?;
+    store.db.flush()?;
     Ok(())
 }
 
