@@ -356,7 +356,7 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             permissions,
         }) => {
             let store = open_store(&data_dir)?;
-            let (token, record) = crate::auth::create_token(&store, &name, &permissions)?;
+            let (token, record) = crate::auth::create_token(&store, &name, &permissions).await?;
             writeln!(
                 out,
                 "{}",
@@ -456,7 +456,8 @@ async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let exec = loop {
         let now = workflows
             .store()
-            .execution(&exec.id)?
+            .execution(&exec.id)
+            .await?
             .context("the execution vanished")?;
         if now.state.is_terminal() || Instant::now() > deadline {
             break now;

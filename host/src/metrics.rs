@@ -183,7 +183,9 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4). The timer backlog is
     /// read from `store`; if it cannot be, those two series are left out.
-    pub fn render(&self, store: &dyn Store, slots: crate::executor::SlotUsage) -> String {
+    pub async fn render(&self, store: &dyn Store, slots: crate::executor::SlotUsage) -> String {
+        // Read before rendering: a count of the timers walks the store.
+        let backlog = store.timer_backlog(now_ms()).await;
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
@@ -389,7 +391,7 @@ impl Metrics {
             let n = fired.get(kind).copied().unwrap_or(0);
             let _ = writeln!(out, "stephost_timers_fired_total{{kind=\"{kind}\"}} {n}");
         }
-        match store.timer_backlog(now_ms()) {
+        match backlog {
             Ok((pending, due)) => {
                 header(
                     &mut out,

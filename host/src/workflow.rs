@@ -378,7 +378,7 @@ impl Workflows {
 
     /// Runs (or resumes) the current step once and applies its outcome.
     async fn step_once(&self, id: &str) -> Result<StepReport, StoreError> {
-        let Some(exec) = self.store.execution(id)? else {
+        let Some(exec) = self.store.execution(id).await? else {
             return Ok(StepReport::Lost);
         };
         if exec.state != ExecState::Running {
@@ -468,7 +468,7 @@ impl Workflows {
             if report != StepReport::Lost {
                 return Ok(report);
             }
-            match self.store.execution(id)? {
+            match self.store.execution(id).await? {
                 Some(now) if now.version == exec.version && now.state == ExecState::Running => {
                     exec = now;
                 }
@@ -511,7 +511,10 @@ impl Workflows {
                 next
             }
             Ok(Outcome::Suspend(s)) => {
-                match self.suspend(exec, s, &mut callbacks, &mut add_timers)? {
+                match self
+                    .suspend(exec, s, &mut callbacks, &mut add_timers)
+                    .await?
+                {
                     Ok(next) => next,
                     Err(next) => next,
                 }
@@ -562,7 +565,7 @@ impl Workflows {
                         "callback-rejected",
                         Some(("callback-rejected", &reason)),
                     );
-                    if let Some(mut rec) = self.store.callback(&cid)? {
+                    if let Some(mut rec) = self.store.callback(&cid).await? {
                         rec.version += 1;
                         rec.state = CallbackState::Waiting;
                         callbacks.push(rec);
@@ -623,7 +626,7 @@ impl Workflows {
         };
         // The result delivery goes into the very write that ends the
         // execution: no end without its delivery.
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(why)) => {
@@ -697,7 +700,7 @@ impl Workflows {
     /// `suspend`: validate the correlation id, then either park the
     /// execution or, if its callback already arrived, resume at once.
     /// `Err` carries a failed execution.
-    fn suspend(
+    async fn suspend(
         &self,
         exec: Execution,
         s: bindings::Suspension,
@@ -715,7 +718,7 @@ impl Workflows {
                 ),
             )));
         }
-        let rec = match self.store.callback(&s.correlation_id)? {
+        let rec = match self.store.callback(&s.correlation_id).await? {
             Some(rec) if rec.execution_id == exec.id && rec.step_run_id == exec.step_run_id => rec,
             _ => {
                 return Ok(Err(failed(
@@ -801,7 +804,8 @@ impl Workflows {
         for _ in 0..16 {
             let rec = self
                 .store
-                .callback(correlation_id)?
+                .callback(correlation_id)
+                .await?
                 .ok_or(CallbackError::NotFound)?;
             let given = sha256_hex(secret.unwrap_or_default().as_bytes());
             let secret_ok = secret.is_some()
@@ -838,7 +842,8 @@ impl Workflows {
             }
             let exec = self
                 .store
-                .execution(&rec.execution_id)?
+                .execution(&rec.execution_id)
+                .await?
                 .ok_or(CallbackError::NotFound)?;
             if exec.state.is_terminal() {
                 return Err(CallbackError::Gone(format!(
@@ -943,7 +948,7 @@ impl Workflows {
 
     /// Fires one due timer: claims the execution if it still waits for it.
     pub async fn fire_timer(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
-        let exec = self.store.execution(&timer.execution_id)?;
+        let exec = self.store.execution(&timer.execution_id).await?;
         let live = exec.as_ref().and_then(|e| {
             let w = e.waiting.as_ref()?;
             let kind_ok = match timer.kind {
@@ -970,7 +975,7 @@ impl Workflows {
         let event = match timer.kind {
             TimerKind::CallbackTimeout => {
                 if let Some(cid) = &waiting.correlation_id
-                    && let Some(mut rec) = self.store.callback(cid)?
+                    && let Some(mut rec) = self.store.callback(cid).await?
                 {
                     rec.version += 1;
                     rec.state = CallbackState::Expired;
@@ -1021,7 +1026,7 @@ impl Workflows {
     /// Re-runs the failed step of a failed execution: same step-run-id (so
     /// partners can dedupe), next attempt, on the plugin's current version.
     pub async fn retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.failed_execution(id)?;
+        let exec = self.failed_execution(id).await?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
@@ -1036,7 +1041,7 @@ impl Workflows {
     /// Skips the failed step: its input goes on to the next step, or
     /// becomes the output if it was the last one.
     pub async fn skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.failed_execution(id)?;
+        let exec = self.failed_execution(id).await?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
@@ -1060,7 +1065,11 @@ impl Workflows {
     /// Cancels a running or suspended execution: it fails with code
     /// `cancelled`, its callback expires and its timer is dropped.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+        let exec = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         if exec.state.is_terminal() {
             return Err(AdminError::WrongState(exec.state));
         }
@@ -1076,7 +1085,7 @@ impl Workflows {
                 },
             });
             if let Some(cid) = &w.correlation_id
-                && let Some(mut rec) = self.store.callback(cid)?
+                && let Some(mut rec) = self.store.callback(cid).await?
             {
                 rec.version += 1;
                 rec.state = CallbackState::Expired;
@@ -1086,7 +1095,7 @@ impl Workflows {
         let from = exec.state;
         let next = failed(exec, "cancelled", "cancelled by an operator");
         change.execution = Some(next.clone());
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
@@ -1101,8 +1110,12 @@ impl Workflows {
         Ok(next)
     }
 
-    fn failed_execution(&self, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+    async fn failed_execution(&self, id: &str) -> Result<Execution, AdminError> {
+        let exec = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         if exec.state != ExecState::Failed {
             return Err(AdminError::WrongState(exec.state));
         }
@@ -1124,7 +1137,7 @@ impl Workflows {
             ..Default::default()
         };
         // A skip can complete the execution: its result goes out then.
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
@@ -1146,11 +1159,14 @@ impl Workflows {
     /// The executions that were `running` when the daemon stopped. Read
     /// once at open, before anything can start a new execution, so that
     /// recovery never drives an execution a live caller is driving.
-    pub fn interrupted(&self) -> Result<Vec<String>, StoreError> {
-        let running = self.store.executions(&crate::store::ExecutionFilter {
-            state: Some(ExecState::Running),
-            ..Default::default()
-        })?;
+    pub async fn interrupted(&self) -> Result<Vec<String>, StoreError> {
+        let running = self
+            .store
+            .executions(&crate::store::ExecutionFilter {
+                state: Some(ExecState::Running),
+                ..Default::default()
+            })
+            .await?;
         Ok(running.into_iter().map(|e| e.id).collect())
     }
 
@@ -1200,11 +1216,11 @@ impl DurableRegistrar {
         }
     }
 
-    fn key(&self) -> Result<&[u8], StoreError> {
+    async fn key(&self) -> Result<&[u8], StoreError> {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = self.store.node_secret("callback-tickets")?;
+        let key = self.store.node_secret("callback-tickets").await?;
         Ok(self.key.get_or_init(|| key))
     }
 
@@ -1269,7 +1285,7 @@ impl Registrar for DurableRegistrar {
     {
         Box::pin(async move {
             let fail = |e: StoreError| format!("could not register the callback: {e}");
-            let key = self.key().map_err(fail)?;
+            let key = self.key().await.map_err(fail)?;
             // The step's own run (not a describe call) gets tickets that
             // a re-run after a crash can derive again.
             let attempt = (!call.step_run_id.is_empty()).then_some(call.attempt);
@@ -1277,7 +1293,7 @@ impl Registrar for DurableRegistrar {
             for n in 0..REPRODUCIBLE_REGISTRATIONS {
                 let Some(attempt) = attempt else { break };
                 let (correlation_id, secret) = self.derived_ticket(key, call, attempt, n);
-                let Some(rec) = self.store.callback(&correlation_id).map_err(fail)? else {
+                let Some(rec) = self.store.callback(&correlation_id).await.map_err(fail)? else {
                     chosen = Some((correlation_id, secret, true));
                     break;
                 };
@@ -1466,10 +1482,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tickets_are_derived_again_and_share_their_executions_time_order() {
+    #[tokio::test]
+    async fn tickets_are_derived_again_and_share_their_executions_time_order() {
         let (_dir, registrar) = registrar();
-        let key = registrar.key().unwrap().to_vec();
+        let key = registrar.key().await.unwrap().to_vec();
         let exec_id = new_execution_id();
         let (cid, secret) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
         // A re-run derives the same ticket; another attempt or index not.
@@ -1486,13 +1502,13 @@ mod tests {
         assert_eq!(secret.len(), 64);
     }
 
-    #[test]
-    fn tickets_of_executions_with_random_ids_are_derived_as_before() {
+    #[tokio::test]
+    async fn tickets_of_executions_with_random_ids_are_derived_as_before() {
         // Executions written before ids were time-ordered keep the ticket
         // derivation they were registered with, so a re-run after an
         // upgrade hands out the same ticket.
         let (_dir, registrar) = registrar();
-        let key = registrar.key().unwrap().to_vec();
+        let key = registrar.key().await.unwrap().to_vec();
         let exec_id = uuid::Uuid::new_v4().to_string();
         let (cid, _) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
         use hmac::Mac as _;
