@@ -1465,10 +1465,9 @@ mod tests {
         }
     }
 
-    fn registrar() -> (tempfile::TempDir, DurableRegistrar) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        (dir, DurableRegistrar::new(store, "http://x".into()))
+    fn registrar() -> DurableRegistrar {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        DurableRegistrar::new(store, "http://x".into())
     }
 
     #[test]
@@ -1484,7 +1483,7 @@ mod tests {
 
     #[tokio::test]
     async fn tickets_are_derived_again_and_share_their_executions_time_order() {
-        let (_dir, registrar) = registrar();
+        let registrar = registrar();
         let key = registrar.key().await.unwrap().to_vec();
         let exec_id = new_execution_id();
         let (cid, secret) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
@@ -1507,7 +1506,7 @@ mod tests {
         // Executions written before ids were time-ordered keep the ticket
         // derivation they were registered with, so a re-run after an
         // upgrade hands out the same ticket.
-        let (_dir, registrar) = registrar();
+        let registrar = registrar();
         let key = registrar.key().await.unwrap().to_vec();
         let exec_id = uuid::Uuid::new_v4().to_string();
         let (cid, _) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);

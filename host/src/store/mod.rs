@@ -1,6 +1,7 @@
 //! Durable state behind small traits. The workflow state machine speaks
 //! only to these, so a shared database can back several daemons later
-//! without touching it; [`SledStore`] is the embedded implementation.
+//! without touching it; [`SledStore`] is the embedded implementation and
+//! [`MemoryStore`] the one tests use.
 //!
 //! Every state transition is one [`Change`]: whole new records whose
 //! `version` is one more than the stored one. The store applies a change
@@ -16,6 +17,7 @@
 //! the code that holds one handle.
 
 mod error;
+mod memory;
 mod sled;
 
 use std::future::Future;
@@ -23,6 +25,7 @@ use std::pin::Pin;
 
 pub use self::sled::SledStore;
 pub use error::StoreError;
+pub use memory::MemoryStore;
 
 use crate::auth::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
