@@ -323,3 +323,10 @@ impl StatsStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    crate::store_conformance!(crate::store::conformance::Volatile::new(
+        super::MemoryStore::new()
+    ));
+}

@@ -1,7 +1,8 @@
 //! Durable state behind small traits. The workflow state machine speaks
 //! only to these, so a shared database can back several daemons later
 //! without touching it; [`SledStore`] is the embedded implementation and
-//! [`MemoryStore`] the one tests use.
+//! [`MemoryStore`] the one tests use, and [`conformance`] is the suite of
+//! tests every implementation passes.
 //!
 //! Every state transition is one [`Change`]: whole new records whose
 //! `version` is one more than the stored one. The store applies a change
@@ -16,6 +17,7 @@
 //! futures keep the traits usable as `dyn`. [`Store`] bundles them all for
 //! the code that holds one handle.
 
+pub mod conformance;
 mod error;
 mod memory;
 mod sled;
