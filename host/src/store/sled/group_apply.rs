@@ -265,8 +265,9 @@ impl SledStore {
 /// How often a group-apply leader yields, at most, while its queue grows.
 const MAX_GATHER_YIELDS: usize = 4;
 
-/// Group apply: concurrent [`ExecutionStore::apply`](crate::store::ExecutionStore::apply) callers share one sled
-/// transaction.
+/// Group apply: concurrent
+/// [`ExecutionStore::apply`](crate::store::ExecutionStore::apply) callers
+/// share one sled transaction.
 ///
 /// sled seals and writes its IO buffer twice for every transaction (to pin
 /// the batch in the log), each write with its own `sync_file_range`, on an

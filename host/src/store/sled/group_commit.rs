@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use super::StoreError;
 
-/// Group commit: concurrent [`ExecutionStore::flush`](crate::store::ExecutionStore::flush) callers share disk flushes.
+/// Group commit: concurrent
+/// [`ExecutionStore::flush`](crate::store::ExecutionStore::flush) callers
+/// share disk flushes.
 ///
 /// Each caller takes a ticket after its writes are applied. One caller at a
 /// time leads: it notes the newest ticket issued, flushes sled (which makes
