@@ -193,10 +193,11 @@ impl Bench {
     }
 
     /// Executions by state, straight from the daemon's store.
-    fn states(&self) -> HashMap<String, u64> {
+    async fn states(&self) -> HashMap<String, u64> {
         self.workflows
             .store()
             .count_executions_by_state()
+            .await
             .unwrap_or_default()
             .into_iter()
             .map(|(s, n)| (s.as_str().to_owned(), n))
@@ -411,29 +412,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut best: f64 = 0.0;
         let mut sweeps = Vec::new();
-        let mut before = bench.states();
-        let mut sweep = |label: String, before: &mut HashMap<String, u64>| {
-            let after = bench.states();
-            let delta = |k: &str| {
-                let n = |m: &HashMap<String, u64>| m.get(k).copied().unwrap_or(0);
-                n(&after).saturating_sub(n(before))
-            };
-            sweeps.push(format!(
-                "| {label} | {} | {} | {} | {} |",
-                delta("completed"),
-                delta("running"),
-                delta("suspended"),
-                delta("failed")
-            ));
-            *before = after;
-        };
+        let mut before = bench.states().await;
         for &c in &args.concurrency {
             let row = closed_loop(bench.clone(), c, args.secs).await;
             row.print(&format!("{c} concurrent"));
             best = best.max(row.rate());
             // Let the daemon settle, then see where every execution ended.
             tokio::time::sleep(Duration::from_millis(1000)).await;
-            sweep(format!("{c} concurrent"), &mut before);
+            sweep(&bench, format!("{c} concurrent"), &mut before, &mut sweeps).await;
         }
         if args.half_load_secs > 0 && best > 0.0 {
             let rates = std::iter::once((best / 2.0, " (half the best)"))
@@ -442,7 +428,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 let row = open_loop(bench.clone(), rate, args.half_load_secs).await;
                 row.print(&format!("open loop at {rate:.0}/s{why}"));
                 tokio::time::sleep(Duration::from_millis(1000)).await;
-                sweep(format!("open loop at {rate:.0}/s"), &mut before);
+                sweep(
+                    &bench,
+                    format!("open loop at {rate:.0}/s"),
+                    &mut before,
+                    &mut sweeps,
+                )
+                .await;
             }
         }
         println!();
@@ -460,4 +452,26 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(30), served).await;
     });
     result
+}
+
+/// Adds a row of where the executions ended since `before` to `sweeps`.
+async fn sweep(
+    bench: &Bench,
+    label: String,
+    before: &mut HashMap<String, u64>,
+    sweeps: &mut Vec<String>,
+) {
+    let after = bench.states().await;
+    let delta = |k: &str| {
+        let n = |m: &HashMap<String, u64>| m.get(k).copied().unwrap_or(0);
+        n(&after).saturating_sub(n(before))
+    };
+    sweeps.push(format!(
+        "| {label} | {} | {} | {} | {} |",
+        delta("completed"),
+        delta("running"),
+        delta("suspended"),
+        delta("failed")
+    ));
+    *before = after;
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use stephost::model::{CallbackRecord, CallbackState, ExecState, Timer, TimerKind, Waiting};
-use stephost::store::{Change, ExecutionFilter, SledStore, Store as _};
+use stephost::store::{
+    CallbackStore as _, Change, ExecutionFilter, ExecutionStore as _, SledStore, StatsStore as _,
+};
 
 use crate::stats::{Samples, fmt, machine};
 
@@ -166,8 +168,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
     // Write them (or reuse them).
     let store = Arc::new(SledStore::open(&data)?);
-    let existing = store
-        .count_executions_by_state()?
+    let existing = rt
+        .block_on(store.count_executions_by_state())?
         .into_iter()
         .find(|(s, _)| *s == ExecState::Suspended)
         .map_or(0, |(_, n)| n);
@@ -184,17 +186,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
     // The scans the daemon does at open.
     let t = Instant::now();
-    let running = store.executions(&ExecutionFilter {
+    let running = rt.block_on(store.executions(&ExecutionFilter {
         state: Some(ExecState::Running),
         ..Default::default()
-    })?;
+    }))?;
     println!(
         "| open-time scan for `running` executions (Workflows::interrupted; found {}) | {} |",
         running.len(),
         fmt(t.elapsed())
     );
     let t = Instant::now();
-    store.count_executions_by_state()?;
+    rt.block_on(store.count_executions_by_state())?;
     println!(
         "| open-time count by state (metrics seed) | {} |",
         fmt(t.elapsed())
@@ -203,16 +205,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .map(|_| rand_below(args.executions))
         .collect();
     ids.sort_unstable();
-    let t = Instant::now();
-    let mut direct = Vec::with_capacity(ids.len());
-    for &i in &ids {
-        let t = Instant::now();
-        store
-            .callback(&correlation_id(i))?
-            .context("populated callback is there")?;
-        direct.push(t.elapsed());
-    }
-    let _ = t;
+    let direct = rt.block_on(async {
+        let mut direct = Vec::with_capacity(ids.len());
+        for &i in &ids {
+            let t = Instant::now();
+            store
+                .callback(&correlation_id(i))
+                .await?
+                .context("populated callback is there")?;
+            direct.push(t.elapsed());
+        }
+        anyhow::Ok(direct)
+    })?;
     let direct = Samples::new(direct);
     println!(
         "| callback lookup in the store (in process, cold) median / p99 | {} / {} |",

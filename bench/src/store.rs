@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stephost::model::{Doc, ExecState, Execution};
-use stephost::store::{Change, SledStore, Store as _};
+use stephost::store::{Change, ExecutionStore as _, SledStore, StatsStore as _};
 
 use crate::stats::{Samples, fmt, machine};
 

@@ -124,17 +124,20 @@ impl Api {
     }
 
     /// Checks the request's token for `needed` (when auth is on).
-    fn authorize(&self, req: &Request<Incoming>, needed: Permission) -> Result<(), ApiError> {
+    async fn authorize(&self, req: &Request<Incoming>, needed: Permission) -> Result<(), ApiError> {
         if !self.auth.enabled {
             return Ok(());
         }
-        let header = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        crate::auth::require(self.workflows.store().as_ref(), header, needed)
-            .map(|_| ())
-            .map_err(auth_error)
+        // Owned, so the lookup's future does not borrow the request.
+        let header = req.headers().get(hyper::header::AUTHORIZATION).cloned();
+        crate::auth::require(
+            self.workflows.store().as_ref(),
+            header.as_ref().map(|v| v.as_bytes()),
+            needed,
+        )
+        .await
+        .map(|_| ())
+        .map_err(auth_error)
     }
 
     /// Serves one request; never fails (errors become responses). A
@@ -188,7 +191,7 @@ impl Api {
             _ => Some(Permission::Admin),
         };
         if let Some(needed) = needed
-            && let Err(refused) = self.authorize(&req, needed)
+            && let Err(refused) = self.authorize(&req, needed).await
         {
             // Read what the client is sending (up to the request limit, for
             // a few seconds at most) before refusing it, so that it hears
@@ -201,10 +204,13 @@ impl Api {
             (Method::GET, ["healthz"]) => {
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
-            (Method::GET, ["metrics"]) => Ok(self.metrics()),
+            (Method::GET, ["metrics"]) => Ok(self.metrics().await),
             (Method::POST, ["v1", "executions"]) => self.start(req).await,
-            (Method::GET, ["v1", "executions"]) => self.list(&req),
-            (Method::GET, ["v1", "executions", id]) => self.get(id),
+            (Method::GET, ["v1", "executions"]) => {
+                let filter = list_filter(req.uri().query())?;
+                self.list(&filter).await
+            }
+            (Method::GET, ["v1", "executions", id]) => self.get(id).await,
             (
                 Method::POST,
                 [
@@ -295,7 +301,8 @@ impl Api {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ApiError::bad_request)?;
         let (token, record) =
-            crate::auth::create_token(self.workflows.store().as_ref(), &new.name, &permissions)?;
+            crate::auth::create_token(self.workflows.store().as_ref(), &new.name, &permissions)
+                .await?;
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"id": record.id, "name": record.name, "permissions": record.permissions, "token": token}),
@@ -361,7 +368,7 @@ impl Api {
         ))
     }
 
-    fn get(&self, id: &str) -> Result<Resp, ApiError> {
+    async fn get(&self, id: &str) -> Result<Resp, ApiError> {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(ApiError::not_found(format!(
                 "{id:?} is not an execution id"
@@ -370,47 +377,17 @@ impl Api {
         let exec = self
             .workflows
             .store()
-            .execution(id)?
+            .execution(id)
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
         let mut view = execution_view(&exec);
-        let deliveries = self.workflows.store().deliveries_of(id)?;
+        let deliveries = self.workflows.store().deliveries_of(id).await?;
         view["delivery"] = crate::delivery::view(&deliveries);
         Ok(json_response(StatusCode::OK, &view))
     }
 
-    fn list(&self, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-        let mut filter = ExecutionFilter {
-            limit: Some(100),
-            ..Default::default()
-        };
-        for (key, value) in query_pairs(req.uri().query()) {
-            match key.as_str() {
-                "state" => {
-                    filter.state = Some(match value.as_str() {
-                        "running" => ExecState::Running,
-                        "suspended" => ExecState::Suspended,
-                        "completed" => ExecState::Completed,
-                        "failed" => ExecState::Failed,
-                        other => {
-                            return Err(ApiError::bad_request(format!("unknown state {other:?}")));
-                        }
-                    })
-                }
-                "workflow" => filter.workflow = Some(value),
-                "limit" => {
-                    let n: usize = value
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("limit must be a number"))?;
-                    filter.limit = Some(n.clamp(1, 10_000));
-                }
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "unknown query parameter {other:?}"
-                    )));
-                }
-            }
-        }
-        let execs = self.workflows.store().executions(&filter)?;
+    async fn list(&self, filter: &ExecutionFilter) -> Result<Resp, ApiError> {
+        let execs = self.workflows.store().executions(filter).await?;
         let items: Vec<Value> = execs
             .iter()
             .map(|e| {
@@ -426,9 +403,9 @@ impl Api {
 
     /// `GET /metrics`: Prometheus text format; open like `/healthz` (counts
     /// and plugin names only, no execution data).
-    fn metrics(&self) -> Resp {
+    async fn metrics(&self) -> Resp {
         let store = self.workflows.store();
-        let timer_backlog = match store.timer_backlog(crate::model::now_ms()) {
+        let timer_backlog = match store.timer_backlog(crate::model::now_ms()).await {
             Ok(backlog) => Some(backlog),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count timers for /metrics");
@@ -452,6 +429,42 @@ impl Api {
         );
         resp
     }
+}
+
+/// The filter a `GET /v1/executions` query string asks for.
+fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
+    let mut filter = ExecutionFilter {
+        limit: Some(100),
+        ..Default::default()
+    };
+    for (key, value) in query_pairs(query) {
+        match key.as_str() {
+            "state" => {
+                filter.state = Some(match value.as_str() {
+                    "running" => ExecState::Running,
+                    "suspended" => ExecState::Suspended,
+                    "completed" => ExecState::Completed,
+                    "failed" => ExecState::Failed,
+                    other => {
+                        return Err(ApiError::bad_request(format!("unknown state {other:?}")));
+                    }
+                })
+            }
+            "workflow" => filter.workflow = Some(value),
+            "limit" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("limit must be a number"))?;
+                filter.limit = Some(n.clamp(1, 10_000));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(filter)
 }
 
 fn auth_error(e: AuthError) -> ApiError {
@@ -600,7 +613,11 @@ mod tests {
         fn any_authorization_header_is_a_clean_refusal(header in proptest::collection::vec(any::<u8>(), 0..96)) {
             let dir = tempfile::tempdir().unwrap();
             let store = crate::store::SledStore::open(dir.path()).unwrap();
-            prop_assert!(crate::auth::authenticate(&store, Some(&header)).is_err());
+            let refused = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(crate::auth::authenticate(&store, Some(&header)));
+            prop_assert!(refused.is_err());
         }
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::model::now_ms;
-use crate::store::{Store, StoreError};
+use crate::store::{StoreError, TokenStore};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,8 +113,8 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// Creates a token; returns it (to show once) and its stored record.
-pub fn create_token(
-    store: &dyn Store,
+pub async fn create_token(
+    store: &dyn TokenStore,
     name: &str,
     permissions: &[Permission],
 ) -> Result<(String, TokenRecord), StoreError> {
@@ -129,13 +129,13 @@ pub fn create_token(
         permissions,
         created_ms: now_ms(),
     };
-    store.put_token(&record)?;
+    store.put_token(&record).await?;
     Ok((token, record))
 }
 
 /// The token record behind an `Authorization` header value, if any.
-pub fn authenticate(
-    store: &dyn Store,
+pub async fn authenticate(
+    store: &dyn TokenStore,
     header: Option<&[u8]>,
 ) -> Result<Option<TokenRecord>, AuthError> {
     let Some(header) = header else {
@@ -148,7 +148,7 @@ pub fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(AuthError::Invalid)?;
-    match store.token(&token_hash(token)) {
+    match store.token(&token_hash(token)).await {
         Ok(Some(record)) => Ok(Some(record)),
         Ok(None) => Err(AuthError::Invalid),
         Err(e) => {
@@ -159,12 +159,14 @@ pub fn authenticate(
 }
 
 /// Requires a token with `needed`.
-pub fn require(
-    store: &dyn Store,
+pub async fn require(
+    store: &dyn TokenStore,
     header: Option<&[u8]>,
     needed: Permission,
 ) -> Result<TokenRecord, AuthError> {
-    let record = authenticate(store, header)?.ok_or(AuthError::Missing)?;
+    let record = authenticate(store, header)
+        .await?
+        .ok_or(AuthError::Missing)?;
     if !record.allows(needed) {
         return Err(AuthError::Forbidden(needed));
     }
@@ -174,47 +176,51 @@ pub fn require(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SledStore;
+    use crate::store::{ExecutionStore as _, SledStore};
 
-    #[test]
-    fn a_token_is_stored_only_as_its_hash_and_checked_by_permission() {
+    #[tokio::test]
+    async fn a_token_is_stored_only_as_its_hash_and_checked_by_permission() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead]).unwrap();
+        let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead])
+            .await
+            .unwrap();
         use sha2::Digest as _;
         assert_eq!(
             record.sha256,
             hex::encode(sha2::Sha256::digest(token.as_bytes())),
             "the record keeps the token's SHA-256"
         );
-        assert_eq!(store.token(&record.sha256).unwrap(), Some(record.clone()));
+        assert_eq!(
+            store.token(&record.sha256).await.unwrap(),
+            Some(record.clone())
+        );
         let header = format!("Bearer {token}");
-        let ok = require(&store, Some(header.as_bytes()), Permission::ExecutionsRead).unwrap();
+        let ok = require(&store, Some(header.as_bytes()), Permission::ExecutionsRead)
+            .await
+            .unwrap();
         assert_eq!(ok.name, "ci");
         assert_eq!(
-            require(&store, Some(header.as_bytes()), Permission::ExecutionsWrite),
+            require(&store, Some(header.as_bytes()), Permission::ExecutionsWrite).await,
             Err(AuthError::Forbidden(Permission::ExecutionsWrite))
         );
         assert_eq!(
-            require(&store, None, Permission::ExecutionsRead),
+            require(&store, None, Permission::ExecutionsRead).await,
             Err(AuthError::Missing)
         );
         assert_eq!(
-            require(&store, Some(b"Bearer sht_nope"), Permission::ExecutionsRead),
+            require(&store, Some(b"Bearer sht_nope"), Permission::ExecutionsRead).await,
             Err(AuthError::Invalid)
         );
         assert_eq!(
-            require(&store, Some(token.as_bytes()), Permission::ExecutionsRead),
+            require(&store, Some(token.as_bytes()), Permission::ExecutionsRead).await,
             Err(AuthError::Invalid),
             "the Bearer scheme is required"
         );
 
         // On disk: the hash is there (so the scan sees what was stored),
         // the token is not.
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(store.flush())
-            .unwrap();
+        store.flush().await.unwrap();
         drop(store);
         let holds = |needle: &[u8]| stephost_tests::files_hold(dir.path(), needle);
         assert!(holds(record.sha256.as_bytes()), "the store holds the hash");

@@ -320,9 +320,17 @@ pub fn describe_error(e: &anyhow::Error, debug: bool) -> String {
     if debug {
         return format!("error: {e:?}");
     }
-    let mut text = format!("error: {e}");
+    let mut shown = e.to_string();
+    let mut text = format!("error: {shown}");
     for cause in e.chain().skip(1) {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        let line = cause.to_string();
+        // Errors whose message already quotes their cause (the store's
+        // do, for the logs and API answers that show only the message)
+        // are not repeated.
+        if !shown.ends_with(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+        shown = line;
     }
     text
 }
@@ -348,7 +356,7 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             permissions,
         }) => {
             let store = open_store(&data_dir)?;
-            let (token, record) = crate::auth::create_token(&store, &name, &permissions)?;
+            let (token, record) = crate::auth::create_token(&store, &name, &permissions).await?;
             writeln!(
                 out,
                 "{}",
@@ -448,7 +456,8 @@ async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let exec = loop {
         let now = workflows
             .store()
-            .execution(&exec.id)?
+            .execution(&exec.id)
+            .await?
             .context("the execution vanished")?;
         if now.state.is_terminal() || Instant::now() > deadline {
             break now;
@@ -553,4 +562,30 @@ async fn call(
         return Ok(1);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second daemon on a data dir hears who holds it and what to do,
+    /// with the lock error underneath.
+    #[test]
+    fn a_held_data_dir_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = crate::daemon::open_store(dir.path()).unwrap();
+        let err = crate::daemon::open_store(dir.path()).unwrap_err();
+        let text = describe_error(&err, false);
+        assert!(
+            text.starts_with("error: the data dir")
+                && text.contains(
+                    "is in use by another stephost process (stop it, or use its HTTP API)"
+                ),
+            "{text}"
+        );
+        assert!(
+            text.contains("caused by: the data dir") && text.contains("could not acquire lock"),
+            "{text}"
+        );
+    }
 }

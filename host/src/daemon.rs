@@ -16,7 +16,7 @@ use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::plugins::{Registry, Source};
-use crate::store::{SledStore, Store};
+use crate::store::{SledStore, Store, StoreError};
 use crate::workflow::{DurableRegistrar, Workflows};
 
 /// A daemon, opened and ready to serve.
@@ -90,13 +90,14 @@ impl Daemon {
         // The API refuses uploads under a name the config file or the
         // binary provides; one stored before that (or before the config
         // named it) stays in the store, unused, while that lasts.
-        for (name, hash) in store.plugin_refs()? {
+        for (name, hash) in store.plugin_refs().await? {
             if let Some(fixed) = Source::fixed(&config, &name) {
                 tracing::warn!(plugin = %name, source = fixed.as_str(), "an uploaded plugin is not used: the config file or the binary provides this name");
                 continue;
             }
             let bytes = store
-                .component(&hash)?
+                .component(&hash)
+                .await?
                 .with_context(|| format!("uploaded plugin {name}: component {hash} is missing"))?;
             registry
                 .load(&name, &bytes, Source::Upload)
@@ -118,10 +119,10 @@ impl Daemon {
             }
         }
         let workflows = Arc::new(Workflows::new(store, registry, executor, config.clone()));
-        let interrupted = workflows.interrupted()?;
+        let interrupted = workflows.interrupted().await?;
         workflows
             .metrics()
-            .seed_executions(&workflows.store().count_executions_by_state()?);
+            .seed_executions(&workflows.store().count_executions_by_state().await?);
         Ok(Self {
             interrupted,
             config,
@@ -132,13 +133,13 @@ impl Daemon {
     }
 
     /// Creates an API token in this daemon's store; returns it (shown once).
-    pub fn create_token(
+    pub async fn create_token(
         &self,
         name: &str,
         permissions: &[crate::auth::Permission],
     ) -> anyhow::Result<String> {
         let (token, _) =
-            crate::auth::create_token(self.workflows.store().as_ref(), name, permissions)?;
+            crate::auth::create_token(self.workflows.store().as_ref(), name, permissions).await?;
         Ok(token)
     }
 
@@ -169,7 +170,7 @@ impl Daemon {
         )?);
         let timer_loop = tokio::spawn(async move { crate::timers::run(timers, deliverer).await });
         tracing::info!(%local, recovered, "stephost serving");
-        if self.config.auth.enabled && self.workflows.store().token_count()? == 0 {
+        if self.config.auth.enabled && self.workflows.store().token_count().await? == 0 {
             tracing::warn!(
                 "no API tokens exist yet; create one with `stephost token create --data-dir {} --name admin --permission admin` (while the daemon is stopped)",
                 self.config.data_dir.display()
@@ -254,16 +255,12 @@ impl Daemon {
 /// Opens the data dir, explaining the usual reason it cannot be: another
 /// daemon holds it.
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
-    SledStore::open(dir).map_err(|e| {
-        let text = e.to_string();
-        if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
-            anyhow::anyhow!(
-                "the data dir {} is in use by another stephost process (stop it, or use its HTTP API): {text}",
-                dir.display()
-            )
-        } else {
-            anyhow::Error::from(e)
-        }
+    SledStore::open(dir).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::Error::new(e).context(format!(
+            "the data dir {} is in use by another stephost process (stop it, or use its HTTP API)",
+            dir.display()
+        )),
+        e => e.into(),
     })
 }
 

@@ -29,7 +29,7 @@ use crate::model::{
     Delivery, DeliveryAttempt, DeliveryState, Doc, ExecState, Execution, Timer, TimerKind,
     delivery_key, now_ms,
 };
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, DeliveryStore, StoreError};
 use crate::workflow::Workflows;
 
 /// Time an attempt may take beyond its request's time limit before its
@@ -126,14 +126,17 @@ pub fn result_body(exec: &Execution) -> String {
 /// If `change` ends an execution whose client asked for the result, adds
 /// the delivery and its timer (due now) to that same change. Returns
 /// whether it did; then wake the timer loop once the change is applied.
-pub fn enqueue_on_end(store: &dyn Store, change: &mut Change) -> Result<bool, StoreError> {
+pub async fn enqueue_on_end(
+    store: &dyn DeliveryStore,
+    change: &mut Change,
+) -> Result<bool, StoreError> {
     let Some(exec) = &change.execution else {
         return Ok(false);
     };
     if !exec.state.is_terminal() {
         return Ok(false);
     }
-    let Some(armed) = store.delivery(&delivery_key(&exec.id, 0))? else {
+    let Some(armed) = store.delivery(&delivery_key(&exec.id, 0)).await? else {
         return Ok(false);
     };
     let now = now_ms();
@@ -232,7 +235,9 @@ impl Deliverer {
             return Ok(());
         };
         let store = self.workflows.store().clone();
-        let current = store.delivery(&delivery_key(&timer.execution_id, seq))?;
+        let current = store
+            .delivery(&delivery_key(&timer.execution_id, seq))
+            .await?;
         let live =
             current.filter(|d| d.state == DeliveryState::Pending && d.due_ms == Some(timer.due_ms));
         let Some(delivery) = live else {

@@ -228,8 +228,9 @@ pub struct Registry {
     /// written by an upload or a deletion of that name.
     gates: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Held while component bytes are stored or deleted, so a deletion
-    /// never drops bytes another name has just come to share.
-    blobs: Mutex<()>,
+    /// never drops bytes another name has just come to share (across the
+    /// store's awaits, hence tokio's).
+    blobs: tokio::sync::Mutex<()>,
     cache: ComponentCache,
 }
 
@@ -254,7 +255,7 @@ impl Registry {
             current: RwLock::default(),
             versions: RwLock::default(),
             gates: Mutex::default(),
-            blobs: Mutex::default(),
+            blobs: tokio::sync::Mutex::default(),
         }
     }
 
@@ -352,8 +353,8 @@ impl Registry {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let plugin = Arc::new(self.compile(name, bytes, source).await?);
         {
-            let _blobs = self.blobs.lock().expect("registry lock poisoned");
-            self.store.put_component(&plugin.hash, bytes)?;
+            let _blobs = self.blobs.lock().await;
+            self.store.put_component(&plugin.hash, bytes).await?;
             self.install(plugin.clone());
         }
         tracing::info!(plugin = name, hash = %&plugin.hash[..12], size = plugin.size, source = source.as_str(), "plugin loaded");
@@ -374,9 +375,9 @@ impl Registry {
         let gate = self.gate(name);
         let _exclusive = gate.write().await;
         {
-            let _blobs = self.blobs.lock().expect("registry lock poisoned");
-            self.store.put_component(&plugin.hash, bytes)?;
-            self.store.put_plugin_ref(name, &plugin.hash)?;
+            let _blobs = self.blobs.lock().await;
+            self.store.put_component(&plugin.hash, bytes).await?;
+            self.store.put_plugin_ref(name, &plugin.hash).await?;
             self.install(plugin.clone());
         }
         tracing::info!(plugin = name, hash = %&plugin.hash[..12], size = plugin.size, "plugin uploaded");
@@ -448,7 +449,8 @@ impl Registry {
         }
         let bytes = self
             .store
-            .component(hash)?
+            .component(hash)
+            .await?
             .ok_or_else(|| PluginError::Unknown(format!("{name}@{hash}")))?;
         let source = Source::fixed(&self.config, name).unwrap_or(Source::Upload);
         let plugin = Arc::new(self.compile(name, &bytes, source).await?);

@@ -96,7 +96,7 @@ pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
     let wake = workflows.timer_wake();
     loop {
         let now = now_ms();
-        let due = match workflows.store().due_timers(now, BATCH) {
+        let due = match workflows.store().due_timers(now, BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read timers; retrying");
@@ -124,7 +124,7 @@ pub async fn run(workflows: Arc<Workflows>, deliverer: Arc<Deliverer>) {
         if full {
             continue;
         }
-        let sleep = match workflows.store().next_timer_due() {
+        let sleep = match workflows.store().next_timer_due().await {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).min(MAX_SLEEP),
             _ => MAX_SLEEP,
         };

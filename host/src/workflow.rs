@@ -398,7 +398,7 @@ impl Workflows {
 
     /// Runs (or resumes) the current step once and applies its outcome.
     async fn step_once(&self, id: &str) -> Result<StepReport, StoreError> {
-        let Some(exec) = self.store.execution(id)? else {
+        let Some(exec) = self.store.execution(id).await? else {
             return Ok(StepReport::Lost);
         };
         if exec.state != ExecState::Running {
@@ -488,7 +488,7 @@ impl Workflows {
             if report != StepReport::Lost {
                 return Ok(report);
             }
-            match self.store.execution(id)? {
+            match self.store.execution(id).await? {
                 Some(now) if now.version == exec.version && now.state == ExecState::Running => {
                     exec = now;
                 }
@@ -531,7 +531,10 @@ impl Workflows {
                 next
             }
             Ok(Outcome::Suspend(s)) => {
-                match self.suspend(exec, s, &mut callbacks, &mut add_timers)? {
+                match self
+                    .suspend(exec, s, &mut callbacks, &mut add_timers)
+                    .await?
+                {
                     Ok(next) => next,
                     Err(next) => next,
                 }
@@ -582,7 +585,7 @@ impl Workflows {
                         "callback-rejected",
                         Some(("callback-rejected", &reason)),
                     );
-                    if let Some(mut rec) = self.store.callback(&cid)? {
+                    if let Some(mut rec) = self.store.callback(&cid).await? {
                         rec.version += 1;
                         rec.state = CallbackState::Waiting;
                         callbacks.push(rec);
@@ -643,7 +646,7 @@ impl Workflows {
         };
         // The result delivery goes into the very write that ends the
         // execution: no end without its delivery.
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(why)) => {
@@ -717,7 +720,7 @@ impl Workflows {
     /// `suspend`: validate the correlation id, then either park the
     /// execution or, if its callback already arrived, resume at once.
     /// `Err` carries a failed execution.
-    fn suspend(
+    async fn suspend(
         &self,
         exec: Execution,
         s: bindings::Suspension,
@@ -735,7 +738,7 @@ impl Workflows {
                 ),
             )));
         }
-        let rec = match self.store.callback(&s.correlation_id)? {
+        let rec = match self.store.callback(&s.correlation_id).await? {
             Some(rec) if rec.execution_id == exec.id && rec.step_run_id == exec.step_run_id => rec,
             _ => {
                 return Ok(Err(failed(
@@ -821,7 +824,8 @@ impl Workflows {
         for _ in 0..16 {
             let rec = self
                 .store
-                .callback(correlation_id)?
+                .callback(correlation_id)
+                .await?
                 .ok_or(CallbackError::NotFound)?;
             let given = sha256_hex(secret.unwrap_or_default().as_bytes());
             let secret_ok = secret.is_some()
@@ -858,7 +862,8 @@ impl Workflows {
             }
             let exec = self
                 .store
-                .execution(&rec.execution_id)?
+                .execution(&rec.execution_id)
+                .await?
                 .ok_or(CallbackError::NotFound)?;
             if exec.state.is_terminal() {
                 return Err(CallbackError::Gone(format!(
@@ -977,7 +982,7 @@ impl Workflows {
 
     /// Fires one due timer: claims the execution if it still waits for it.
     pub async fn fire_timer(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
-        let exec = self.store.execution(&timer.execution_id)?;
+        let exec = self.store.execution(&timer.execution_id).await?;
         let live = exec.as_ref().and_then(|e| {
             let w = e.waiting.as_ref()?;
             let kind_ok = match timer.kind {
@@ -1004,7 +1009,7 @@ impl Workflows {
         let event = match timer.kind {
             TimerKind::CallbackTimeout => {
                 if let Some(cid) = &waiting.correlation_id
-                    && let Some(mut rec) = self.store.callback(cid)?
+                    && let Some(mut rec) = self.store.callback(cid).await?
                 {
                     rec.version += 1;
                     rec.state = CallbackState::Expired;
@@ -1059,7 +1064,7 @@ impl Workflows {
     }
 
     async fn try_retry(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.failed_execution(id)?;
+        let exec = self.failed_execution(id).await?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
@@ -1078,7 +1083,7 @@ impl Workflows {
     }
 
     async fn try_skip(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.failed_execution(id)?;
+        let exec = self.failed_execution(id).await?;
         let pinned = self.pin_ahead(&exec).await;
         let from = exec.state;
         let mut next = bump(exec);
@@ -1106,7 +1111,11 @@ impl Workflows {
     }
 
     async fn try_cancel(self: &Arc<Self>, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+        let exec = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         if exec.state.is_terminal() {
             return Err(AdminError::WrongState(exec.state));
         }
@@ -1122,7 +1131,7 @@ impl Workflows {
                 },
             });
             if let Some(cid) = &w.correlation_id
-                && let Some(mut rec) = self.store.callback(cid)?
+                && let Some(mut rec) = self.store.callback(cid).await?
             {
                 rec.version += 1;
                 rec.state = CallbackState::Expired;
@@ -1132,7 +1141,7 @@ impl Workflows {
         let from = exec.state;
         let next = failed(exec, "cancelled", "cancelled by an operator");
         change.execution = Some(next.clone());
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
@@ -1147,8 +1156,12 @@ impl Workflows {
         Ok(next)
     }
 
-    fn failed_execution(&self, id: &str) -> Result<Execution, AdminError> {
-        let exec = self.store.execution(id)?.ok_or(AdminError::NotFound)?;
+    async fn failed_execution(&self, id: &str) -> Result<Execution, AdminError> {
+        let exec = self
+            .store
+            .execution(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         if exec.state != ExecState::Failed {
             return Err(AdminError::WrongState(exec.state));
         }
@@ -1170,7 +1183,7 @@ impl Workflows {
             ..Default::default()
         };
         // A skip can complete the execution: its result goes out then.
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change)?;
+        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
         match self.store.apply(&change).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(AdminError::Busy),
@@ -1192,11 +1205,14 @@ impl Workflows {
     /// The executions that were `running` when the daemon stopped. Read
     /// once at open, before anything can start a new execution, so that
     /// recovery never drives an execution a live caller is driving.
-    pub fn interrupted(&self) -> Result<Vec<String>, StoreError> {
-        let running = self.store.executions(&crate::store::ExecutionFilter {
-            state: Some(ExecState::Running),
-            ..Default::default()
-        })?;
+    pub async fn interrupted(&self) -> Result<Vec<String>, StoreError> {
+        let running = self
+            .store
+            .executions(&crate::store::ExecutionFilter {
+                state: Some(ExecState::Running),
+                ..Default::default()
+            })
+            .await?;
         Ok(running.into_iter().map(|e| e.id).collect())
     }
 
@@ -1246,11 +1262,11 @@ impl DurableRegistrar {
         }
     }
 
-    fn key(&self) -> Result<&[u8], StoreError> {
+    async fn key(&self) -> Result<&[u8], StoreError> {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = self.store.node_secret("callback-tickets")?;
+        let key = self.store.node_secret("callback-tickets").await?;
         Ok(self.key.get_or_init(|| key))
     }
 
@@ -1315,7 +1331,7 @@ impl Registrar for DurableRegistrar {
     {
         Box::pin(async move {
             let fail = |e: StoreError| format!("could not register the callback: {e}");
-            let key = self.key().map_err(fail)?;
+            let key = self.key().await.map_err(fail)?;
             // The step's own run (not a describe call) gets tickets that
             // a re-run after a crash can derive again.
             let attempt = (!call.step_run_id.is_empty()).then_some(call.attempt);
@@ -1323,7 +1339,7 @@ impl Registrar for DurableRegistrar {
             for n in 0..REPRODUCIBLE_REGISTRATIONS {
                 let Some(attempt) = attempt else { break };
                 let (correlation_id, secret) = self.derived_ticket(key, call, attempt, n);
-                let Some(rec) = self.store.callback(&correlation_id).map_err(fail)? else {
+                let Some(rec) = self.store.callback(&correlation_id).await.map_err(fail)? else {
                     chosen = Some((correlation_id, secret, true));
                     break;
                 };
@@ -1496,10 +1512,9 @@ mod tests {
         }
     }
 
-    fn registrar() -> (tempfile::TempDir, DurableRegistrar) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::store::SledStore::open(dir.path()).unwrap());
-        (dir, DurableRegistrar::new(store, "http://x".into()))
+    fn registrar() -> DurableRegistrar {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        DurableRegistrar::new(store, "http://x".into())
     }
 
     #[test]
@@ -1513,10 +1528,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tickets_are_derived_again_and_share_their_executions_time_order() {
-        let (_dir, registrar) = registrar();
-        let key = registrar.key().unwrap().to_vec();
+    #[tokio::test]
+    async fn tickets_are_derived_again_and_share_their_executions_time_order() {
+        let registrar = registrar();
+        let key = registrar.key().await.unwrap().to_vec();
         let exec_id = new_execution_id();
         let (cid, secret) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
         // A re-run derives the same ticket; another attempt or index not.
@@ -1533,13 +1548,13 @@ mod tests {
         assert_eq!(secret.len(), 64);
     }
 
-    #[test]
-    fn tickets_of_executions_with_random_ids_are_derived_as_before() {
+    #[tokio::test]
+    async fn tickets_of_executions_with_random_ids_are_derived_as_before() {
         // Executions written before ids were time-ordered keep the ticket
         // derivation they were registered with, so a re-run after an
         // upgrade hands out the same ticket.
-        let (_dir, registrar) = registrar();
-        let key = registrar.key().unwrap().to_vec();
+        let registrar = registrar();
+        let key = registrar.key().await.unwrap().to_vec();
         let exec_id = uuid::Uuid::new_v4().to_string();
         let (cid, _) = registrar.derived_ticket(&key, &call(&exec_id), 1, 0);
         use hmac::Mac as _;

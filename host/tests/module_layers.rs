@@ -97,7 +97,11 @@ fn edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                         .collect();
-                    named.insert(name);
+                    // `crate::some_macro!`: exported macros live at the
+                    // crate root, not in a module.
+                    if !rest[name.len()..].starts_with('!') {
+                        named.insert(name);
+                    }
                 }
             }
             named.retain(|n| {

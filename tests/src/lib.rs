@@ -66,6 +66,7 @@ impl TestDaemon {
         let daemon = Daemon::open(config).await.expect("daemon opens");
         let token = daemon
             .create_token("test-admin", &[stephost::auth::Permission::Admin])
+            .await
             .expect("create an admin token");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(daemon.serve(listener, async move {

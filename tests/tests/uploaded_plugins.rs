@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stephost::Config;
-use stephost::store::Store as _;
+use stephost::store::ComponentStore as _;
 use stephost_tests::{Partner, TestDaemon, call_back, client};
 
 /// The reference `wait-for-callback` component: posts its input to
@@ -389,12 +389,14 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
     assert!(
         store
             .component(&hash_of(&hostile_bytes()))
+            .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
             .component(&hash_of(&waiter_bytes()))
+            .await
             .unwrap()
             .is_some()
     );

@@ -30,11 +30,11 @@ impl Api {
             .map(|(_, v)| v);
         // A token is optional here (the URL secret admits the callback),
         // but one that is sent must be valid and carry callbacks:send.
-        let header = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        // Owned, so the lookup's future does not borrow the request.
+        let header = req.headers().get(hyper::header::AUTHORIZATION).cloned();
+        let header = header.as_ref().map(|v| v.as_bytes());
         let token_ok = match crate::auth::authenticate(self.workflows.store().as_ref(), header)
+            .await
             .map_err(auth_error)?
         {
             Some(record) if record.allows(Permission::CallbacksSend) => true,

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::{PluginError, Registry, refuse_fixed};
 use crate::model::Execution;
-use crate::store::{Store, StoreError};
+use crate::store::{ExecutionStore, StoreError};
 
 /// What a deletion removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +62,11 @@ impl Usage {
         }
     }
 
-    fn of(store: &dyn Store, name: &str) -> Result<Self, StoreError> {
+    async fn of(store: &dyn ExecutionStore, name: &str) -> Result<Self, StoreError> {
         let mut usage = Self::default();
-        store.each_execution(&mut |exec| usage.add(name, &exec))?;
+        store
+            .each_execution(&mut |exec| usage.add(name, &exec))
+            .await?;
         Ok(usage)
     }
 
@@ -125,21 +127,25 @@ impl Registry {
                  start without it); remove it from the workflow first"
             )));
         }
-        let usage = Usage::of(self.store.as_ref(), name)?;
+        let usage = Usage::of(self.store.as_ref(), name).await?;
         if let Some(by) = usage.refusal() {
             return Err(in_use(by));
         }
 
         let removed = {
-            let _blobs = self.blobs.lock().expect("registry lock poisoned");
-            let mut candidates: BTreeSet<String> =
-                self.store.plugin_versions(name)?.into_iter().collect();
+            let _blobs = self.blobs.lock().await;
+            let mut candidates: BTreeSet<String> = self
+                .store
+                .plugin_versions(name)
+                .await?
+                .into_iter()
+                .collect();
             candidates.extend(usage.pinned_here);
             candidates.insert(current.hash.clone());
             let mut shared = usage.pinned_elsewhere;
-            for (other, hash) in self.store.plugin_refs()? {
+            for (other, hash) in self.store.plugin_refs().await? {
                 if other != name {
-                    shared.extend(self.store.plugin_versions(&other)?);
+                    shared.extend(self.store.plugin_versions(&other).await?);
                     shared.insert(hash);
                 }
             }
@@ -156,7 +162,7 @@ impl Registry {
             // The name first: should the daemon stop half-way, it starts
             // without the plugin and with some orphaned bytes, rather than
             // refuse to start over a missing component.
-            self.store.remove_plugin_ref(name)?;
+            self.store.remove_plugin_ref(name).await?;
             self.current
                 .write()
                 .expect("registry lock poisoned")
@@ -168,7 +174,7 @@ impl Registry {
             let (kept, gone): (Vec<_>, Vec<_>) =
                 candidates.into_iter().partition(|h| shared.contains(h));
             for hash in &gone {
-                self.store.remove_component(hash)?;
+                self.store.remove_component(hash).await?;
                 self.cache.remove(hash);
             }
             Removed {

@@ -1,40 +1,36 @@
-//! Durable state behind a trait. The workflow state machine speaks only to
-//! [`Store`], so a shared database could back several daemons later without
-//! touching it; [`SledStore`] is the embedded implementation.
+//! Durable state behind small traits. The workflow state machine speaks
+//! only to these, so a shared database can back several daemons later
+//! without touching it; [`SledStore`] is the embedded implementation and
+//! [`MemoryStore`] the one tests use, and [`conformance`] is the suite of
+//! tests every implementation passes.
 //!
 //! Every state transition is one [`Change`]: whole new records whose
 //! `version` is one more than the stored one. The store applies a change
 //! atomically or not at all, and refuses it with [`StoreError::Conflict`]
 //! when any record moved on meanwhile — that compare-and-swap is what makes
 //! two concurrent callbacks resume a step exactly once.
+//!
+//! The traits are split by concern so that a part of the daemon can be
+//! given only the tables it uses, and every operation returns a boxed
+//! future, reads included: a backend behind a network (or a disk read that
+//! misses the cache) must never hold an async worker thread, and boxed
+//! futures keep the traits usable as `dyn`. [`Store`] bundles them all for
+//! the code that holds one handle.
 
-mod sled_store;
+pub mod conformance;
+mod error;
+mod memory;
+mod sled;
 
 use std::future::Future;
 use std::pin::Pin;
 
-pub use sled_store::SledStore;
+pub use self::sled::SledStore;
+pub use error::StoreError;
+pub use memory::MemoryStore;
 
+use crate::auth::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
-
-/// What the store can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A record was changed by someone else since it was read.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The database failed (disk full, I/O error, lock held by another process).
-    #[error("storage error: {0}")]
-    Backend(String),
-    /// A stored record could not be decoded.
-    #[error("corrupt record {key}: {message}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// The decoder's complaint.
-        message: String,
-    },
-}
 
 /// One atomic transition: new versions of the records it touches, and the
 /// timers it adds and removes.
@@ -52,10 +48,13 @@ pub struct Change {
     pub deliveries: Vec<Delivery>,
 }
 
-/// A boxed future, so the trait stays object-safe.
+/// A boxed future, so the traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Filters of [`Store::executions`].
+/// What store operations return.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Filters of [`ExecutionStore::executions`].
 #[derive(Debug, Default, Clone)]
 pub struct ExecutionFilter {
     /// Only executions in this state.
@@ -66,88 +65,148 @@ pub struct ExecutionFilter {
     pub limit: Option<usize>,
 }
 
-/// Durable state of the daemon.
-pub trait Store: Send + Sync + 'static {
+/// Executions, and the one write path of every transition: [`Change`]s,
+/// which also carry the callbacks, timers and deliveries that move with an
+/// execution.
+pub trait ExecutionStore: Send + Sync {
     /// One execution.
-    fn execution(&self, id: &str) -> Result<Option<Execution>, StoreError>;
+    fn execution<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Execution>>;
     /// Executions matching a filter, in id order.
-    fn executions(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError>;
-    /// One callback registration.
-    fn callback(&self, correlation_id: &str) -> Result<Option<CallbackRecord>, StoreError>;
+    fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>>;
+    /// Calls `visit` with every execution, in id order, one at a time (a
+    /// scan that never holds them all in memory).
+    fn each_execution<'a>(
+        &'a self,
+        visit: &'a mut (dyn FnMut(Execution) + Send),
+    ) -> StoreFuture<'a, ()>;
     /// Applies a change atomically, or refuses it with `Conflict`.
     /// Concurrent changes may be written together (one transaction for
     /// all), each still checked and refused on its own. Not durable until
-    /// [`Store::flush`].
-    fn apply<'a>(&'a self, change: &'a Change) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// [`ExecutionStore::flush`].
+    fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()>;
+    /// Makes everything applied so far durable. Concurrent callers share
+    /// one disk flush.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Callback registrations (written through [`Change`]s).
+pub trait CallbackStore: Send + Sync {
+    /// One callback registration.
+    fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>>;
+}
+
+/// Durable timers (written through [`Change`]s).
+pub trait TimerStore: Send + Sync {
     /// Timers due at or before `now_ms`, earliest first, at most `limit`.
-    fn due_timers(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    fn due_timers(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Timer>>;
     /// When the earliest timer is due.
-    fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
-    /// Timer records [`Store::due_timers`] could not decode and moved aside
-    /// since the store was opened (each is logged with its key).
-    fn quarantined_timers(&self) -> u64;
+    fn next_timer_due(&self) -> StoreFuture<'_, Option<u64>>;
+    /// Pending timers in all, and how many of them are due at `now_ms`.
+    fn timer_backlog(&self, now_ms: u64) -> StoreFuture<'_, (u64, u64)>;
+}
+
+/// Result deliveries (written through [`Change`]s).
+pub trait DeliveryStore: Send + Sync {
+    /// One result delivery, by [`crate::model::delivery_key`].
+    fn delivery<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Delivery>>;
+    /// An execution's deliveries, the `armed` record (seq 0) first, then
+    /// by sequence.
+    fn deliveries_of<'a>(&'a self, execution_id: &'a str) -> StoreFuture<'a, Vec<Delivery>>;
+}
+
+/// API token records, keyed by the token's hash.
+pub trait TokenStore: Send + Sync {
+    /// Stores a token record; durable before it returns.
+    fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()>;
+    /// The token record with this hash.
+    fn token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, Option<TokenRecord>>;
+    /// Number of stored tokens.
+    fn token_count(&self) -> StoreFuture<'_, usize>;
+}
+
+/// Component bytes by content hash, and the names of uploaded plugins.
+pub trait ComponentStore: Send + Sync {
     /// Keeps a component's bytes under its content hash, so an execution
     /// suspended on an old version can resume on it after a restart.
-    fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn put_component<'a>(&'a self, hash: &'a str, bytes: &'a [u8]) -> StoreFuture<'a, ()>;
     /// A stored component.
-    fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Stores an API token record (keyed by its hash).
-    fn put_token(&self, token: &crate::auth::TokenRecord) -> Result<(), StoreError>;
-    /// The token record with this hash.
-    fn token(&self, sha256: &str) -> Result<Option<crate::auth::TokenRecord>, StoreError>;
-    /// Number of stored tokens.
-    fn token_count(&self) -> Result<usize, StoreError>;
+    fn component<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// Drops a stored component's bytes (missing ones are ignored).
+    fn remove_component<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, ()>;
     /// Records that `name` is an uploaded plugin at version `hash` (its
     /// current one), and adds `hash` to the versions uploaded under
-    /// `name`; flushed before it returns.
-    fn put_plugin_ref(&self, name: &str, hash: &str) -> Result<(), StoreError>;
-    /// Uploaded plugins: (name, hash of the current version).
-    fn plugin_refs(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// `name`; durable before it returns.
+    fn put_plugin_ref<'a>(&'a self, name: &'a str, hash: &'a str) -> StoreFuture<'a, ()>;
+    /// Uploaded plugins: (name, hash of the current version), by name.
+    fn plugin_refs(&self) -> StoreFuture<'_, Vec<(String, String)>>;
     /// Every version ever uploaded under `name` (hashes, in no particular
     /// order); empty for a name uploaded only before versions were
     /// recorded, whose versions only its executions name.
-    fn plugin_versions(&self, name: &str) -> Result<Vec<String>, StoreError>;
+    fn plugin_versions<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<String>>;
     /// Forgets the uploaded plugin `name`: its current version and its
-    /// list of versions (not their bytes); flushed before it returns.
-    fn remove_plugin_ref(&self, name: &str) -> Result<(), StoreError>;
-    /// Drops a stored component's bytes (missing ones are ignored).
-    fn remove_component(&self, hash: &str) -> Result<(), StoreError>;
-    /// Calls `visit` with every execution, in id order, one at a time (a
-    /// scan that never holds them all in memory).
-    fn each_execution(&self, visit: &mut dyn FnMut(Execution)) -> Result<(), StoreError>;
-    /// Makes everything applied so far durable on disk. Concurrent callers
-    /// share one disk flush.
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// list of versions (not their bytes); durable before it returns.
+    fn remove_plugin_ref<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()>;
+}
 
-    // Durability and observability (result delivery, timers, metrics).
+/// Secrets of this data dir (the key callback tickets are derived from).
+pub trait SecretStore: Send + Sync {
+    /// A random 32-byte secret under `name`, created (and made durable) on
+    /// first use and the same ever after.
+    fn node_secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>>;
+}
 
-    /// One result delivery, by [`crate::model::delivery_key`].
-    fn delivery(&self, key: &str) -> Result<Option<Delivery>, StoreError>;
-    /// An execution's deliveries, the `armed` record (seq 0) first, then
-    /// by sequence.
-    fn deliveries_of(&self, execution_id: &str) -> Result<Vec<Delivery>, StoreError>;
+/// What metrics read from the store.
+///
+/// The counters are of this process's own write path, kept in memory by
+/// the store: reading them touches no database, so they are plain calls.
+pub trait StatsStore: Send + Sync {
     /// How many executions are in each state; read once at open to seed
     /// the metrics gauges, which transitions then keep current.
-    fn count_executions_by_state(&self) -> Result<Vec<(ExecState, u64)>, StoreError>;
-    /// Pending timers in all, and how many of them are due at `now_ms`.
-    fn timer_backlog(&self, now_ms: u64) -> Result<(u64, u64), StoreError>;
-    /// A random 32-byte secret of this store under `name`, created (and
-    /// flushed) on first use and the same ever after.
-    fn node_secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    fn count_executions_by_state(&self) -> StoreFuture<'_, Vec<(ExecState, u64)>>;
+    /// Timer records the store could not decode and moved aside since it
+    /// was opened (each is logged with its key).
+    fn quarantined_timers(&self) -> u64;
     /// What the writes cost so far: changes against transactions, and
     /// flush requests against disk flushes (group apply and group commit).
     fn write_stats(&self) -> WriteStats;
 }
 
-/// Counters of [`Store::apply`] and [`Store::flush`], since the store was
-/// opened.
+/// Durable state of the daemon: every table, behind one handle.
+pub trait Store:
+    ExecutionStore
+    + CallbackStore
+    + TimerStore
+    + DeliveryStore
+    + TokenStore
+    + ComponentStore
+    + SecretStore
+    + StatsStore
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: ExecutionStore
+        + CallbackStore
+        + TimerStore
+        + DeliveryStore
+        + TokenStore
+        + ComponentStore
+        + SecretStore
+        + StatsStore
+        + 'static
+{
+}
+
+/// Counters of [`ExecutionStore::apply`] and [`ExecutionStore::flush`],
+/// since the store was opened.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStats {
     /// Changes applied or refused.
     pub changes: u64,
     /// Database transactions they took.
     pub transactions: u64,
-    /// Calls of [`Store::flush`].
+    /// Calls of [`ExecutionStore::flush`].
     pub flush_requests: u64,
     /// Disk flushes they were served by.
     pub disk_flushes: u64,

@@ -1,0 +1,71 @@
+//! What a store operation can fail with, as types: the workflow tells a
+//! lost compare-and-swap from a broken disk, and the daemon a data dir held
+//! by another process from one it cannot open, by matching a variant, not
+//! by searching a message for words.
+
+use std::path::PathBuf;
+
+/// What the store can fail with. Each failure keeps its cause as its
+/// [`source`](std::error::Error::source), so a caller can tell a full disk
+/// from a lock held by another process by type, never by reading text; the
+/// cause's text is in the message too, because logs and API answers show
+/// only the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record was changed by someone else since it was read.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Another process has the data dir open (sled allows one).
+    #[error("the data dir {} is locked by another process: {source}", dir.display())]
+    Locked {
+        /// The data dir.
+        dir: PathBuf,
+        /// What the database said.
+        #[source]
+        source: sled::Error,
+    },
+    /// The data dir could not be created.
+    #[error("cannot create data dir {}: {source}", dir.display())]
+    CreateDir {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database in the data dir could not be opened.
+    #[error("cannot open data dir {}: {source}", dir.display())]
+    Open {
+        /// The data dir.
+        dir: PathBuf,
+        /// Why not.
+        #[source]
+        source: sled::Error,
+    },
+    /// The database failed (disk full, I/O error).
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Blocking storage work could not finish on its thread (it panicked,
+    /// or the runtime is shutting down).
+    #[error("storage error: {what} failed: {source}")]
+    Task {
+        /// The work.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A write or flush was given up by the task that was doing it for
+    /// this caller (it panicked or was cancelled).
+    #[error("storage error: {0}")]
+    Abandoned(&'static str),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {key}: {source}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decoder's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+}

@@ -1,0 +1,341 @@
+//! Group apply: concurrent [`Change`]s share one sled transaction, each
+//! still checked (and refused) on its own, because a sled transaction costs
+//! far more CPU than the records it writes.
+
+use std::sync::Mutex;
+
+use sled::Transactional as _;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
+
+use super::{SledStore, count_key, count_value, decode, encode, storage_only};
+use crate::model::ExecState;
+use crate::store::{Change, StoreError};
+
+/// The queue of [`GroupApply`], behind a lock that ignores poisoning (a
+/// panic while holding it leaves the queue consistent).
+#[derive(Default)]
+pub(super) struct Applier(Mutex<GroupApply>);
+
+impl Applier {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, GroupApply> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A change ready for the batch transaction: its records already encoded
+/// by the caller, so the one applying a batch only checks and writes.
+struct Prepared {
+    /// Id, version, state and encoding of the new execution.
+    execution: Option<(String, u64, ExecState, Vec<u8>)>,
+    /// Key, version and encoding of each callback record.
+    callbacks: Vec<(String, u64, Vec<u8>)>,
+    add_timers: Vec<(Vec<u8>, Vec<u8>)>,
+    remove_timers: Vec<Vec<u8>>,
+    /// Key, version and encoding of each delivery record.
+    deliveries: Vec<(String, u64, Vec<u8>)>,
+}
+
+impl Prepared {
+    fn new(change: &Change) -> Self {
+        Self {
+            execution: change
+                .execution
+                .as_ref()
+                .map(|e| (e.id.clone(), e.version, e.state, encode(e))),
+            callbacks: change
+                .callbacks
+                .iter()
+                .map(|c| (c.correlation_id.clone(), c.version, encode(c)))
+                .collect(),
+            add_timers: change
+                .add_timers
+                .iter()
+                .map(|t| (t.key().to_vec(), encode(t)))
+                .collect(),
+            remove_timers: change
+                .remove_timers
+                .iter()
+                .map(|t| t.key().to_vec())
+                .collect(),
+            deliveries: change
+                .deliveries
+                .iter()
+                .map(|d| (d.key(), d.version, encode(d)))
+                .collect(),
+        }
+    }
+}
+
+/// A sled error inside a transaction (the outer layer), or this change's
+/// own refusal (the inner one): a conflict or a corrupt record refuses one
+/// change of a batch, not the batch.
+type Checked<T> = Result<Result<T, StoreError>, UnabortableTransactionError>;
+
+/// Checks that the execution `key` is at `version - 1` (absent for 1);
+/// tells its current state (`None` when it is new), for the counts.
+fn check_execution_version(
+    tree: &TransactionalTree,
+    key: &str,
+    version: u64,
+) -> Checked<Option<ExecState>> {
+    #[derive(serde::Deserialize)]
+    struct VersionAndState {
+        version: u64,
+        state: ExecState,
+    }
+    let current = match tree.get(key.as_bytes())? {
+        None => None,
+        Some(bytes) => match decode::<VersionAndState>(key.as_bytes(), &bytes) {
+            Ok(c) => Some(c),
+            Err(e) => return Ok(Err(e)),
+        },
+    };
+    let current_version = current.as_ref().map_or(0, |c| c.version);
+    if current_version + 1 != version {
+        return Ok(Err(StoreError::Conflict(format!(
+            "execution {key} is at version {current_version}, change expects {}",
+            version.saturating_sub(1)
+        ))));
+    }
+    Ok(Ok(current.map(|c| c.state)))
+}
+
+/// Checks that `key` holds version `new_version - 1` (or nothing, for 1).
+fn check_version(tree: &TransactionalTree, kind: &str, key: &str, new_version: u64) -> Checked<()> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: u64,
+    }
+    let current_version = match tree.get(key.as_bytes())? {
+        None => 0,
+        Some(bytes) => match decode::<Versioned>(key.as_bytes(), &bytes) {
+            Ok(v) => v.version,
+            Err(e) => return Ok(Err(e)),
+        },
+    };
+    if current_version + 1 != new_version {
+        return Ok(Err(StoreError::Conflict(format!(
+            "{kind} {key} is at version {current_version}, change expects {}",
+            new_version.saturating_sub(1)
+        ))));
+    }
+    Ok(Ok(()))
+}
+
+/// The trees a change writes, inside one transaction.
+struct Txn<'a> {
+    executions: &'a TransactionalTree,
+    callbacks: &'a TransactionalTree,
+    timers: &'a TransactionalTree,
+    deliveries: &'a TransactionalTree,
+    running: &'a TransactionalTree,
+    counts: &'a TransactionalTree,
+}
+
+impl Txn<'_> {
+    /// Checks every version a change expects before writing any of it, so
+    /// a refused change leaves nothing behind. Changes earlier in the same
+    /// batch are seen (sled reads a transaction's own writes).
+    fn apply(&self, p: &Prepared) -> Checked<()> {
+        let mut before = None;
+        if let Some((id, version, _, _)) = &p.execution {
+            match check_execution_version(self.executions, id, *version)? {
+                Ok(state) => before = state,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        for (key, version, _) in &p.callbacks {
+            if let Err(e) = check_version(self.callbacks, "callback", key, *version)? {
+                return Ok(Err(e));
+            }
+        }
+        for (key, version, _) in &p.deliveries {
+            if let Err(e) = check_version(self.deliveries, "delivery", key, *version)? {
+                return Ok(Err(e));
+            }
+        }
+        if let Some((id, _, state, bytes)) = &p.execution {
+            self.executions.insert(id.as_bytes(), bytes.as_slice())?;
+            if before != Some(*state) {
+                // Transactions run one at a time (sled's lock, and one
+                // batch at a time here), so these counters never conflict.
+                let bump = |state: ExecState, by: i64| {
+                    let key = count_key(state);
+                    let now = count_value(self.counts.get(key)?.as_deref()) + by;
+                    self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
+                };
+                bump(*state, 1)?;
+                if let Some(old) = before {
+                    bump(old, -1)?;
+                }
+            }
+            if *state == ExecState::Running {
+                self.running.insert(id.as_bytes(), &[])?;
+            } else {
+                self.running.remove(id.as_bytes())?;
+            }
+        }
+        for (key, _, bytes) in &p.callbacks {
+            self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
+        }
+        for key in &p.remove_timers {
+            self.timers.remove(key.as_slice())?;
+        }
+        for (key, bytes) in &p.add_timers {
+            self.timers.insert(key.as_slice(), bytes.as_slice())?;
+        }
+        for (key, _, bytes) in &p.deliveries {
+            self.deliveries.insert(key.as_bytes(), bytes.as_slice())?;
+        }
+        Ok(Ok(()))
+    }
+}
+
+impl SledStore {
+    /// Applies a batch of changes in one sled transaction, each checked on
+    /// its own: one refused change does not refuse the others.
+    fn apply_batch(&self, batch: &[Prepared]) -> Vec<Result<(), StoreError>> {
+        let trees = (
+            &self.executions,
+            &self.callbacks,
+            &self.timers,
+            &self.deliveries,
+            &self.running,
+            &self.counts,
+        );
+        let result = trees.transaction(|(e, c, t, d, r, n)| {
+            let txn = Txn {
+                executions: e,
+                callbacks: c,
+                timers: t,
+                deliveries: d,
+                running: r,
+                counts: n,
+            };
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for p in batch {
+                outcomes.push(txn.apply(p)?);
+            }
+            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(outcomes)
+        });
+        match result.map_err(storage_only) {
+            Ok(outcomes) => outcomes,
+            // The database itself failed: every change of the batch hears
+            // it (sled's errors clone).
+            Err(e) => batch
+                .iter()
+                .map(|_| Err(StoreError::Sled(e.clone())))
+                .collect(),
+        }
+    }
+
+    /// Group apply: see [`GroupApply`].
+    pub(super) async fn apply_grouped(&self, change: &Change) -> Result<(), StoreError> {
+        let prepared = Prepared::new(change);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = self.applier.lock();
+            q.queue.push((prepared, tx));
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            let leader = ApplyLeader { store: self };
+            // Let the other ready tasks of this thread reach their writes
+            // first: under load they join this batch instead of each
+            // paying for a transaction of their own. Yield again while the
+            // queue keeps growing (a few times at most).
+            let mut queued = 1;
+            for _ in 0..MAX_GATHER_YIELDS {
+                tokio::task::yield_now().await;
+                let now = self.applier.lock().queue.len();
+                if now == queued {
+                    break;
+                }
+                queued = now;
+            }
+            drop(leader);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Abandoned("the write was abandoned")))
+    }
+}
+
+/// How often a group-apply leader yields, at most, while its queue grows.
+const MAX_GATHER_YIELDS: usize = 4;
+
+/// Group apply: concurrent
+/// [`ExecutionStore::apply`](crate::store::ExecutionStore::apply) callers
+/// share one sled transaction.
+///
+/// sled seals and writes its IO buffer twice for every transaction (to pin
+/// the batch in the log), each write with its own `sync_file_range`, on an
+/// IO thread woken for it: a transaction of three small records costs as
+/// much CPU as a dozen plain inserts. So callers queue their changes
+/// (already encoded); the first of them leads, lets the other ready tasks
+/// queue theirs, then applies the whole queue in one transaction (each
+/// change checked and refused on its own) and hands every caller its
+/// result, until the queue is empty. Alone, a caller is its own leader and
+/// pays what it paid before.
+#[derive(Default)]
+pub(super) struct GroupApply {
+    queue: Vec<(
+        Prepared,
+        tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    )>,
+    leading: bool,
+    /// Changes and transactions so far, for
+    /// [`StatsStore::write_stats`](crate::store::StatsStore::write_stats).
+    pub(super) changes: u64,
+    pub(super) transactions: u64,
+}
+
+/// The leader of a group apply: it applies the queue when dropped, so even
+/// a leader whose task is cancelled while yielding leaves no queued caller
+/// waiting for it.
+struct ApplyLeader<'a> {
+    store: &'a SledStore,
+}
+
+impl ApplyLeader<'_> {
+    fn lead(&mut self) {
+        loop {
+            let batch = {
+                let mut q = self.store.applier.lock();
+                if q.queue.is_empty() {
+                    q.leading = false;
+                    return;
+                }
+                q.changes += q.queue.len() as u64;
+                q.transactions += 1;
+                std::mem::take(&mut q.queue)
+            };
+            let (changes, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            // Should sled panic, the next caller must be able to lead (this
+            // batch's callers hear "abandoned" from their dropped senders).
+            let unwinding = UnwindReset(&self.store.applier);
+            let outcomes = self.store.apply_batch(&changes);
+            std::mem::forget(unwinding);
+            for (tx, outcome) in senders.into_iter().zip(outcomes) {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
+
+/// Clears `leading` when a batch panics, so writers do not queue forever
+/// behind a leader that is gone.
+struct UnwindReset<'a>(&'a Applier);
+
+impl Drop for UnwindReset<'_> {
+    fn drop(&mut self) {
+        self.0.lock().leading = false;
+    }
+}
+
+impl Drop for ApplyLeader<'_> {
+    fn drop(&mut self) {
+        self.lead();
+    }
+}

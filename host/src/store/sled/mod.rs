@@ -1,0 +1,249 @@
+//! The embedded store: sled trees for executions, callbacks, timers,
+//! deliveries, tokens and component blobs, with multi-tree transactions
+//! for atomic transitions.
+//!
+//! sled is a blocking library. Point reads stay on the caller's thread
+//! (they are served from the page cache and cost microseconds), while
+//! everything that can take long — an fsync, a scan of a whole tree — runs
+//! on tokio's blocking pool ([`blocking`]), so a slow disk never stalls
+//! the async workers that serve requests. Writes of transitions go
+//! through group apply ([`group_apply`]) and their fsyncs through group
+//! commit ([`group_commit`]).
+
+mod group_apply;
+mod group_commit;
+mod plugin_refs;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use self::group_apply::Applier;
+use self::group_commit::GroupCommit;
+use super::StoreError;
+use crate::model::ExecState;
+
+/// sled-backed store.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    executions: sled::Tree,
+    callbacks: sled::Tree,
+    timers: sled::Tree,
+    components: sled::Tree,
+    tokens: sled::Tree,
+    deliveries: sled::Tree,
+    /// Ids of the executions in state `running` (empty values): recovery
+    /// reads these at open instead of scanning every execution.
+    running: sled::Tree,
+    /// Executions per state (state name -> i64, big-endian), kept in the
+    /// same transaction as every execution write: counting them at open
+    /// costs four reads, not a scan.
+    counts: sled::Tree,
+    /// Timer records that could not be decoded, moved aside by their key so
+    /// that one bad record cannot stop every timer behind it.
+    quarantine: sled::Tree,
+    /// How many were moved aside since open.
+    quarantined: Arc<AtomicU64>,
+    commit: Arc<GroupCommit>,
+    applier: Arc<Applier>,
+}
+
+/// sled keeps up to this much of the database in its page cache (its
+/// default, 1 GiB, let a daemon with a million waiting executions grow to
+/// a gigabyte of RSS after one scan). Lookups touch a handful of pages.
+const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// Marks, in the `meta` tree, that the `running` index is complete.
+const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
+/// Marks, in the `meta` tree, that the per-state counts are complete.
+const COUNTS_MARK: &[u8] = b"index/counts/v1";
+
+/// Every execution state, in the order the counts are reported.
+const STATES: [ExecState; 4] = [
+    ExecState::Running,
+    ExecState::Suspended,
+    ExecState::Completed,
+    ExecState::Failed,
+];
+
+fn count_key(state: ExecState) -> &'static [u8] {
+    // Exhaustive, so a new state cannot be left uncounted.
+    match state {
+        ExecState::Running => b"running",
+        ExecState::Suspended => b"suspended",
+        ExecState::Completed => b"completed",
+        ExecState::Failed => b"failed",
+    }
+}
+
+fn count_value(bytes: Option<&[u8]>) -> i64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, i64::from_be_bytes)
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").finish_non_exhaustive()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialise")
+}
+
+/// The error of a transaction that never aborts on purpose: only the
+/// database can fail it.
+fn storage_only(e: TransactionError<std::convert::Infallible>) -> sled::Error {
+    match e {
+        TransactionError::Storage(e) => e,
+        TransactionError::Abort(never) => match never {},
+    }
+}
+
+/// Runs `work` on tokio's blocking pool: for fsyncs and scans, which must
+/// not hold an async worker thread.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|source| StoreError::Task { what, source })?
+}
+
+/// Tells a data dir held by another process (sled takes an exclusive
+/// `flock` on its `db` file) from any other failure to open, by asking the
+/// file system rather than reading sled's message: sled reports the lock as
+/// an `Other` I/O error, its text the only trace of `WouldBlock`.
+fn open_error(dir: &Path, source: sled::Error) -> StoreError {
+    let held = std::fs::File::open(dir.join("db").join("db"))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+    let dir = dir.to_path_buf();
+    if held {
+        StoreError::Locked { dir, source }
+    } else {
+        StoreError::Open { dir, source }
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. Blocking (it may build the
+    /// indexes of an old data dir): called once, before serving.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        let store = Self {
+            executions: db.open_tree("executions")?,
+            callbacks: db.open_tree("callbacks")?,
+            timers: db.open_tree("timers")?,
+            components: db.open_tree("components")?,
+            tokens: db.open_tree("tokens")?,
+            deliveries: db.open_tree("deliveries")?,
+            running: db.open_tree("executions-running")?,
+            counts: db.open_tree("execution-counts")?,
+            quarantine: db.open_tree("timers-quarantine")?,
+            quarantined: Arc::default(),
+            commit: Arc::new(GroupCommit::default()),
+            applier: Arc::default(),
+            db,
+        };
+        store.build_indexes()?;
+        Ok(store)
+    }
+
+    /// Builds the `running` index and the per-state counts once, for a
+    /// data dir written before they existed: one scan, then never again.
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        let running_done = meta.contains_key(RUNNING_INDEX_MARK)?;
+        let counts_done = meta.contains_key(COUNTS_MARK)?;
+        if running_done && counts_done {
+            return Ok(());
+        }
+        #[derive(serde::Deserialize)]
+        struct StateOnly {
+            state: ExecState,
+        }
+        if !running_done {
+            self.running.clear()?;
+        }
+        let mut counts = [0i64; STATES.len()];
+        for item in self.executions.iter() {
+            let (key, bytes) = item?;
+            let StateOnly { state } = decode(&key, &bytes)?;
+            if !running_done && state == ExecState::Running {
+                self.running.insert(key, &[])?;
+            }
+            if let Some(i) = STATES.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        if !counts_done {
+            for (state, n) in STATES.iter().zip(counts) {
+                self.counts.insert(count_key(*state), &n.to_be_bytes())?;
+            }
+        }
+        meta.insert(RUNNING_INDEX_MARK, &[])?;
+        meta.insert(COUNTS_MARK, &[])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Moves an undecodable timer record out of the timers tree into
+    /// `timers-quarantine` (same key, same bytes), in one transaction, so
+    /// an operator can inspect it and every other timer keeps firing.
+    fn quarantine_timer(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+        why: &StoreError,
+    ) -> Result<(), StoreError> {
+        (&self.timers, &self.quarantine)
+            .transaction(|(timers, quarantine)| {
+                timers.remove(key)?;
+                quarantine.insert(key, bytes)?;
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
+            })
+            .map_err(storage_only)?;
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            key = %String::from_utf8_lossy(key),
+            error = %why,
+            "a timer record could not be decoded; moved it to the timers-quarantine tree and went on with the others"
+        );
+        Ok(())
+    }
+
+    /// One disk flush per caller, without grouping: only for the benchmark
+    /// that compares the two. (The flush before group commit was sled's
+    /// `flush_async`, which deadlocks when called concurrently: sled#1308.)
+    #[doc(hidden)]
+    pub async fn flush_ungrouped(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        blocking("flush", move || Ok(db.flush()?)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,351 @@
+//! The store traits on sled trees. Point reads answer at once; scans and
+//! anything that flushes run on the blocking pool.
+
+use std::sync::atomic::Ordering;
+
+use super::{STATES, SledStore, blocking, count_key, count_value, decode, encode};
+use crate::auth::TokenRecord;
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
+use crate::store::{
+    CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
+    SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore, WriteStats,
+};
+
+/// Executions an [`ExecutionStore::each_execution`] scan hands over at a
+/// time: the scan stays at most two pages ahead of its visitor.
+const SCAN_PAGE: usize = 256;
+
+/// A point read of one JSON record.
+fn get<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key.as_bytes())? {
+        Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The executions `filter` selects, read on a blocking thread.
+fn scan_executions(
+    executions: &sled::Tree,
+    running: &sled::Tree,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>, StoreError> {
+    // Running ones come from the index (cost by the running executions,
+    // not all of them); anything else is a scan.
+    type Record = (sled::IVec, sled::IVec);
+    let records: Box<dyn Iterator<Item = Result<Option<Record>, StoreError>>> =
+        if filter.state == Some(ExecState::Running) {
+            Box::new(running.iter().map(|item| {
+                let (key, _) = item?;
+                Ok(executions.get(&key)?.map(|b| (key, b)))
+            }))
+        } else {
+            Box::new(
+                executions
+                    .iter()
+                    .map(|item| item.map(Some).map_err(StoreError::from)),
+            )
+        };
+    let mut out = Vec::new();
+    for record in records {
+        let Some((key, bytes)) = record? else {
+            continue;
+        };
+        let exec: Execution = decode(&key, &bytes)?;
+        if filter.state.is_some_and(|s| s != exec.state)
+            || filter
+                .workflow
+                .as_ref()
+                .is_some_and(|w| *w != exec.workflow)
+        {
+            continue;
+        }
+        out.push(exec);
+        if filter.limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl ExecutionStore for SledStore {
+    fn execution<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Execution>> {
+        let found = get(&self.executions, id);
+        Box::pin(async move { found })
+    }
+
+    fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>> {
+        let (executions, running, filter) = (
+            self.executions.clone(),
+            self.running.clone(),
+            filter.clone(),
+        );
+        Box::pin(blocking("execution scan", move || {
+            scan_executions(&executions, &running, &filter)
+        }))
+    }
+
+    fn each_execution<'a>(
+        &'a self,
+        visit: &'a mut (dyn FnMut(Execution) + Send),
+    ) -> StoreFuture<'a, ()> {
+        let tree = self.executions.clone();
+        Box::pin(async move {
+            // The scan reads on the blocking pool and hands over a page at
+            // a time; the visitor runs here, on the caller's task.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Execution>, StoreError>>(1);
+            let scan = tokio::task::spawn_blocking(move || {
+                let mut page = Vec::with_capacity(SCAN_PAGE);
+                for item in tree.iter() {
+                    let exec = item
+                        .map_err(StoreError::from)
+                        .and_then(|(key, bytes)| decode(&key, &bytes));
+                    match exec {
+                        Ok(exec) => page.push(exec),
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                    // A visitor that stopped listening ends the scan.
+                    if page.len() == SCAN_PAGE
+                        && tx.blocking_send(Ok(std::mem::take(&mut page))).is_err()
+                    {
+                        return;
+                    }
+                }
+                if !page.is_empty() {
+                    let _ = tx.blocking_send(Ok(page));
+                }
+            });
+            while let Some(page) = rx.recv().await {
+                page?.into_iter().for_each(&mut *visit);
+            }
+            scan.await.map_err(|source| StoreError::Task {
+                what: "execution scan",
+                source,
+            })
+        })
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
+        Box::pin(self.apply_grouped(change))
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.commit.flush(&self.db))
+    }
+}
+
+impl CallbackStore for SledStore {
+    fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>> {
+        let found = get(&self.callbacks, correlation_id);
+        Box::pin(async move { found })
+    }
+}
+
+impl SledStore {
+    fn due_timers_now(&self, now_ms: u64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.timers.range(..end.as_slice()).take(limit) {
+            let (key, bytes) = item?;
+            match decode(&key, &bytes) {
+                Ok(timer) => out.push(timer),
+                Err(e) => self.quarantine_timer(&key, &bytes, &e)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_timer_due_now(&self) -> Result<Option<u64>, StoreError> {
+        // The key starts with the due time, so a record that does not
+        // decode still says when it is due (and is moved aside then).
+        match self.timers.first()? {
+            Some((key, bytes)) => match <[u8; 8]>::try_from(key.get(..8).unwrap_or_default()) {
+                Ok(due) => Ok(Some(u64::from_be_bytes(due))),
+                Err(_) => decode::<Timer>(&key, &bytes).map(|t| Some(t.due_ms)),
+            },
+            None => Ok(None),
+        }
+    }
+}
+
+impl TimerStore for SledStore {
+    fn due_timers(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Timer>> {
+        // A batch of the timer loop: a short range read from the cache.
+        let due = self.due_timers_now(now_ms, limit);
+        Box::pin(async move { due })
+    }
+
+    fn next_timer_due(&self) -> StoreFuture<'_, Option<u64>> {
+        let next = self.next_timer_due_now();
+        Box::pin(async move { next })
+    }
+
+    fn timer_backlog(&self, now_ms: u64) -> StoreFuture<'_, (u64, u64)> {
+        let timers = self.timers.clone();
+        // Both counts walk the tree (sled keeps no length).
+        Box::pin(blocking("timer count", move || {
+            let end = now_ms.saturating_add(1).to_be_bytes();
+            let due = timers.range(..end.as_slice()).count() as u64;
+            Ok((timers.len() as u64, due))
+        }))
+    }
+}
+
+impl DeliveryStore for SledStore {
+    fn delivery<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Delivery>> {
+        let found = get(&self.deliveries, key);
+        Box::pin(async move { found })
+    }
+
+    fn deliveries_of<'a>(&'a self, execution_id: &'a str) -> StoreFuture<'a, Vec<Delivery>> {
+        // One execution's few records, adjacent on disk.
+        let prefix = format!("{execution_id}/");
+        let found = self
+            .deliveries
+            .scan_prefix(prefix.as_bytes())
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect();
+        Box::pin(async move { found })
+    }
+}
+
+impl TokenStore for SledStore {
+    fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
+        let tokens = self.tokens.clone();
+        let (key, bytes) = (token.sha256.clone(), encode(token));
+        Box::pin(blocking("token write", move || {
+            tokens.insert(key.as_bytes(), bytes)?;
+            tokens.flush()?;
+            Ok(())
+        }))
+    }
+
+    fn token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, Option<TokenRecord>> {
+        let found = get(&self.tokens, sha256);
+        Box::pin(async move { found })
+    }
+
+    fn token_count(&self) -> StoreFuture<'_, usize> {
+        let tokens = self.tokens.clone();
+        Box::pin(blocking("token count", move || Ok(tokens.len())))
+    }
+}
+
+impl ComponentStore for SledStore {
+    fn put_component<'a>(&'a self, hash: &'a str, bytes: &'a [u8]) -> StoreFuture<'a, ()> {
+        // Written to the page cache only; the plugin ref written after it
+        // flushes both.
+        let written = match self.components.contains_key(hash) {
+            Ok(true) => Ok(()),
+            Ok(false) => self.components.insert(hash, bytes).map(drop),
+            Err(e) => Err(e),
+        }
+        .map_err(StoreError::from);
+        Box::pin(async move { written })
+    }
+
+    fn component<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        let found = self
+            .components
+            .get(hash)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(StoreError::from);
+        Box::pin(async move { found })
+    }
+
+    fn remove_component<'a>(&'a self, hash: &'a str) -> StoreFuture<'a, ()> {
+        let removed = self
+            .components
+            .remove(hash)
+            .map(drop)
+            .map_err(StoreError::from);
+        Box::pin(async move { removed })
+    }
+
+    fn put_plugin_ref<'a>(&'a self, name: &'a str, hash: &'a str) -> StoreFuture<'a, ()> {
+        let (db, name, hash) = (self.db.clone(), name.to_owned(), hash.to_owned());
+        Box::pin(blocking("plugin write", move || {
+            super::plugin_refs::put(&db, &name, &hash)
+        }))
+    }
+
+    fn plugin_refs(&self) -> StoreFuture<'_, Vec<(String, String)>> {
+        let db = self.db.clone();
+        Box::pin(blocking("plugin list", move || {
+            super::plugin_refs::all(&db)
+        }))
+    }
+
+    fn plugin_versions<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<String>> {
+        let (db, name) = (self.db.clone(), name.to_owned());
+        Box::pin(blocking("plugin versions", move || {
+            super::plugin_refs::versions(&db, &name)
+        }))
+    }
+
+    fn remove_plugin_ref<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()> {
+        let (db, name) = (self.db.clone(), name.to_owned());
+        Box::pin(blocking("plugin removal", move || {
+            super::plugin_refs::remove(&db, &name)
+        }))
+    }
+}
+
+impl SecretStore for SledStore {
+    fn node_secret<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<u8>> {
+        let (db, key) = (self.db.clone(), format!("secret/{name}"));
+        Box::pin(blocking("node secret", move || {
+            let meta = db.open_tree("meta")?;
+            if let Some(existing) = meta.get(key.as_bytes())? {
+                return Ok(existing.to_vec());
+            }
+            let fresh = rand::random::<[u8; 32]>();
+            // Of two racing creators the first wins; both then use its value.
+            let _ = meta.compare_and_swap(key.as_bytes(), None::<&[u8]>, Some(&fresh[..]))?;
+            meta.flush()?;
+            meta.get(key.as_bytes())?
+                .map(|v| v.to_vec())
+                .ok_or(StoreError::Abandoned("node secret vanished after creation"))
+        }))
+    }
+}
+
+impl StatsStore for SledStore {
+    fn count_executions_by_state(&self) -> StoreFuture<'_, Vec<(ExecState, u64)>> {
+        // Kept by `apply`: four reads, whatever the number of executions.
+        let counts = STATES
+            .into_iter()
+            .map(|state| {
+                let n = self.counts.get(count_key(state))?;
+                Ok((state, count_value(n.as_deref()).max(0) as u64))
+            })
+            .collect();
+        Box::pin(async move { counts })
+    }
+
+    fn quarantined_timers(&self) -> u64 {
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        let (changes, transactions) = {
+            let a = self.applier.lock();
+            (a.changes, a.transactions)
+        };
+        let c = self.commit.lock();
+        WriteStats {
+            changes,
+            transactions,
+            flush_requests: c.issued,
+            disk_flushes: c.disk_flushes,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! What only the sled store promises: group commit and group apply share
+//! work, an undecodable timer is moved aside, the indexes are built for an
+//! old data dir, a held data dir is refused by type. The behaviour every
+//! store shares is in [`crate::store::conformance`].
+
+use super::*;
+use crate::model::{ExecState, Timer, TimerKind};
+use crate::store::conformance::Backend;
+use crate::store::conformance::{callback, execution as exec};
+use crate::store::{CallbackStore as _, Store};
+use crate::store::{
+    Change, ExecutionFilter, ExecutionStore as _, StatsStore as _, TimerStore as _,
+};
+
+/// The sled store in a temporary data dir, for the conformance suite.
+struct SledBackend {
+    dir: tempfile::TempDir,
+    store: Option<Arc<SledStore>>,
+}
+
+impl SledBackend {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Some(Arc::new(SledStore::open(dir.path()).unwrap()));
+        Self { dir, store }
+    }
+}
+
+impl Backend for SledBackend {
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone().expect("the store is open")
+    }
+
+    fn reopen(&mut self) -> bool {
+        // Closed first: sled refuses a second opener of a data dir.
+        self.store = None;
+        self.store = Some(Arc::new(SledStore::open(self.dir.path()).unwrap()));
+        true
+    }
+}
+
+mod conformance {
+    crate::store_conformance!(super::SledBackend::new());
+}
+
+/// A second opener of a data dir hears that another process holds
+/// it, as a variant the daemon can match, with the words an operator
+/// needs.
+#[test]
+fn a_data_dir_held_open_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path()).unwrap();
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("is locked by another process") && text.contains("could not acquire lock"),
+        "{text}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+/// One undecodable timer record must not stop the timers behind it:
+/// it is moved aside, counted, and the others fire.
+#[tokio::test]
+async fn an_undecodable_timer_is_quarantined_and_the_others_still_come_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let good = Timer {
+        due_ms: 200,
+        execution_id: "e1".into(),
+        kind: TimerKind::CallbackTimeout,
+    };
+    store.timers.insert(good.key(), encode(&good)).unwrap();
+    let mut bad_key = 100u64.to_be_bytes().to_vec();
+    bad_key.extend_from_slice(b"broken");
+    store
+        .timers
+        .insert(bad_key.as_slice(), &b"{not json"[..])
+        .unwrap();
+
+    assert_eq!(
+        store.next_timer_due().await.unwrap(),
+        Some(100),
+        "read from the key"
+    );
+    assert_eq!(
+        store.due_timers(1_000, 10).await.unwrap(),
+        vec![good.clone()]
+    );
+    assert_eq!(store.quarantined_timers(), 1);
+    assert!(store.timers.get(&bad_key).unwrap().is_none());
+    assert_eq!(
+        store.quarantine.get(&bad_key).unwrap().unwrap().as_ref(),
+        b"{not json"
+    );
+    // Once moved aside it is not met again.
+    assert_eq!(store.due_timers(1_000, 10).await.unwrap(), vec![good]);
+    assert_eq!(store.quarantined_timers(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flushes_share_disk_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let n: u64 = 64;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .apply(&Change {
+                    execution: Some(exec(&format!("e{i}"), 1)),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let flushes = store.write_stats().disk_flushes;
+    assert_eq!(store.write_stats().flush_requests, n);
+    assert!(
+        (1..n).contains(&flushes),
+        "{n} overlapping flushes took {flushes} disk flushes"
+    );
+    // A flush with nothing new still waits for a disk flush of its own.
+    store.flush().await.unwrap();
+    assert_eq!(store.write_stats().disk_flushes, flushes + 1);
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    for i in 0..n {
+        assert!(store.execution(&format!("e{i}")).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_share_transactions_and_are_each_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    // 64 writers race to create the same 8 executions: per id exactly
+    // one wins and the rest are refused, however they are batched.
+    let mut tasks = Vec::new();
+    for i in 0..64u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("e{}", i % 8);
+            let mut e = exec(&id, 1);
+            e.workflow = format!("writer {i}");
+            (
+                id,
+                e.workflow.clone(),
+                store
+                    .apply(&Change {
+                        execution: Some(e),
+                        callbacks: vec![callback(&format!("c{i}"), 1)],
+                        ..Default::default()
+                    })
+                    .await,
+            )
+        }));
+    }
+    let mut winners = std::collections::HashMap::new();
+    for t in tasks {
+        let (id, writer, result) = t.await.unwrap();
+        match result {
+            Ok(()) => assert!(winners.insert(id, writer).is_none(), "two winners"),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 8);
+    for (id, writer) in &winners {
+        let stored = store.execution(id).await.unwrap().unwrap();
+        assert_eq!(&stored.workflow, writer, "the winner's record is stored");
+    }
+    // A refused change wrote nothing: only the winners' callbacks exist.
+    let mut callbacks = 0;
+    for i in 0..64 {
+        if store.callback(&format!("c{i}")).await.unwrap().is_some() {
+            callbacks += 1;
+        }
+    }
+    assert_eq!(callbacks, 8);
+    assert_eq!(counts(&store).await, [8, 0, 0, 0]);
+    let stats = store.write_stats();
+    assert_eq!(stats.changes, 64);
+    assert!(
+        stats.transactions < stats.changes,
+        "64 racing writers took {} transactions: none were shared",
+        stats.transactions
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ready_writers_are_applied_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    // All 50 tasks are ready together: the first leads, yields, and
+    // the other 49 queue behind it before it applies.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .apply(&Change {
+                        execution: Some(exec(&format!("e{i}"), 1)),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.changes, 50);
+    assert_eq!(stats.transactions, 1, "{stats:?}");
+    assert_eq!(counts(&store).await, [50, 0, 0, 0]);
+}
+
+async fn counts(store: &SledStore) -> Vec<u64> {
+    store
+        .count_executions_by_state()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_running_index_follows_every_transition_and_is_built_for_old_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            store
+                .apply(&Change {
+                    execution: Some(exec(id, 1)),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let mut b = exec("b", 2);
+        b.state = ExecState::Suspended;
+        store
+            .apply(&Change {
+                execution: Some(b),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(running(&store).await, ["a", "c"]);
+        // running, suspended, completed, failed
+        assert_eq!(counts(&store).await, [2, 1, 0, 0]);
+        // A refused change leaves the index alone too.
+        let mut stale = exec("a", 5);
+        stale.state = ExecState::Completed;
+        assert!(
+            store
+                .apply(&Change {
+                    execution: Some(stale),
+                    ..Default::default()
+                })
+                .await
+                .is_err()
+        );
+        assert_eq!(running(&store).await, ["a", "c"]);
+        assert_eq!(counts(&store).await, [2, 1, 0, 0]);
+        let mut c = exec("c", 2);
+        c.state = ExecState::Failed;
+        store
+            .apply(&Change {
+                execution: Some(c),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(counts(&store).await, [1, 1, 0, 1]);
+        // As if written before the index and the counts existed.
+        store.db.drop_tree("executions-running").unwrap();
+        store.db.drop_tree("execution-counts").unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.remove(RUNNING_INDEX_MARK).unwrap();
+        meta.remove(COUNTS_MARK).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(running(&store).await, ["a"]);
+    assert_eq!(counts(&store).await, [1, 1, 0, 1]);
+}
+
+async fn running(store: &SledStore) -> Vec<String> {
+    store
+        .executions(&ExecutionFilter {
+            state: Some(ExecState::Running),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
