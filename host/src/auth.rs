@@ -3,95 +3,12 @@
 //! token. Lookup is by that hash, which leaks nothing an attacker could use
 //! to guess a token.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::model::now_ms;
 use crate::store::{StoreError, TokenStore};
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Permission {
-    /// Everything, including tokens, retry, skip and cancel.
-    #[serde(rename = "admin")]
-    Admin,
-    /// Start executions.
-    #[serde(rename = "executions:write")]
-    ExecutionsWrite,
-    /// Read executions and plugins.
-    #[serde(rename = "executions:read")]
-    ExecutionsRead,
-    /// Send callbacks (besides the per-callback URL secret).
-    #[serde(rename = "callbacks:send")]
-    CallbacksSend,
-}
-
-impl Permission {
-    /// Every permission, for help texts.
-    pub const ALL: [Permission; 4] = [
-        Self::Admin,
-        Self::ExecutionsWrite,
-        Self::ExecutionsRead,
-        Self::CallbacksSend,
-    ];
-
-    /// The name used in config, CLI and API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::ExecutionsWrite => "executions:write",
-            Self::ExecutionsRead => "executions:read",
-            Self::CallbacksSend => "callbacks:send",
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Permission {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown permission {s:?}; use one of {}", all.join(", "))
-            })
-    }
-}
-
-/// A stored token: its hash and what it may do, never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    /// Public id, for listing and revoking.
-    pub id: String,
-    /// What the operator called it.
-    pub name: String,
-    /// SHA-256 of the token, hex; also the key.
-    pub sha256: String,
-    /// Granted permissions.
-    pub permissions: Vec<Permission>,
-    /// Creation time.
-    pub created_ms: u64,
-}
-
-impl TokenRecord {
-    /// Whether the token may do what `needed` names (`admin` may do all).
-    pub fn allows(&self, needed: Permission) -> bool {
-        self.permissions
-            .iter()
-            .any(|p| *p == needed || *p == Permission::Admin)
-    }
-}
+pub use crate::model::{Permission, TokenRecord};
 
 /// Why a request's credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,7 +15,7 @@ use super::{
     CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
     SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore, WriteStats,
 };
-use crate::auth::TokenRecord;
+use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
 /// The in-memory store.

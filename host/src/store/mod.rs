@@ -29,7 +29,7 @@ pub use self::sled::SledStore;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 
-use crate::auth::TokenRecord;
+use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 
 /// One atomic transition: new versions of the records it touches, and the

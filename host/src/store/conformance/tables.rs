@@ -4,8 +4,8 @@
 
 use super::changes::counts;
 use super::{Backend, callback, delivery, execution, is_conflict, timer, with_execution};
-use crate::auth::{Permission, TokenRecord};
 use crate::model::{ExecState, Execution, TimerKind};
+use crate::model::{Permission, TokenRecord};
 use crate::store::{Change, ExecutionFilter};
 
 /// Timers come back earliest first, only once due, at most `limit`;

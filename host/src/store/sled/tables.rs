@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{STATES, SledStore, blocking, count_key, count_value, decode, encode};
-use crate::auth::TokenRecord;
+use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 use crate::store::{
     CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,

@@ -7,6 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod token;
+
+pub use token::{Permission, TokenRecord};
+
 /// Milliseconds since the Unix epoch: the one clock durable records use.
 pub fn now_ms() -> u64 {
     SystemTime::now()
