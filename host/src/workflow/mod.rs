@@ -1,0 +1,370 @@
+//! The execution state machine: start an execution, run its steps, park it
+//! on a callback or timer, claim it when the callback or timer comes, and
+//! resume it on the very plugin version that suspended it.
+//!
+//! One rule keeps it simple: whoever moves an execution into `running`
+//! (start, callback claim, timer, recovery) drives it, and nobody else
+//! does. Every move is one [`Change`] applied with compare-and-swap, so
+//! racing callbacks and timers cannot both win.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+use subtle::ConstantTimeEq as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bindings::{self, Outcome};
+use crate::capabilities::{CallInfo, Registrar};
+use crate::config::Config;
+use crate::executor::{Executor, Invocation, StepError};
+use crate::model::{
+    CallbackRecord, CallbackState, Doc, ExecError, ExecState, Execution, PendingResume,
+    ReceivedCallback, ResumeWith, StepSpec, Timer, TimerKind, Waiting, now_ms,
+};
+use crate::plugins::{PluginError, Registry};
+use crate::store::{Change, Store, StoreError};
+
+mod admin;
+mod driver;
+mod ingress;
+mod registrar;
+mod timer;
+mod wit;
+
+pub use admin::AdminError;
+pub use ingress::{CallbackError, CallbackReply};
+pub use registrar::DurableRegistrar;
+use wit::{step_context, to_wit_doc, to_wit_event};
+
+/// Why an execution could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No workflow by that name.
+    #[error("unknown workflow {0:?}")]
+    UnknownWorkflow(String),
+    /// A step names a plugin that is not loaded.
+    #[error("unknown plugin {0:?}")]
+    UnknownPlugin(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A named workflow from the configuration.
+    Workflow(String),
+    /// One plugin with its config: an ad-hoc one-step workflow.
+    Plugin {
+        /// Plugin name.
+        name: String,
+        /// Step config.
+        config: serde_json::Value,
+    },
+}
+
+/// What one step call led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepReport {
+    /// The execution is still running (next step, or an early callback).
+    Running,
+    /// It waits for a callback or a timer.
+    Suspended,
+    /// It ended.
+    Ended(ExecState),
+    /// The step rejected the callback it was resumed with.
+    Rejected(String),
+    /// Someone else moved the execution; this driver stops.
+    Lost,
+}
+
+/// The state machine, shared by the API, the timer loop and recovery.
+pub struct Workflows {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    executor: Arc<Executor>,
+    config: Arc<Config>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    timer_wake: Arc<crate::timers::TimerWake>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for Workflows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflows").finish_non_exhaustive()
+    }
+}
+
+/// A random id (step runs, callbacks of describe calls).
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An execution id: a UUIDv7, ordered by creation time, so the store keeps
+/// the executions in flight next to each other at the end of its tree
+/// instead of scattered among every finished one (random ids made each
+/// transition touch a cold page once the store outgrew its cache).
+fn new_execution_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+impl Workflows {
+    /// Builds the state machine.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        executor: Arc<Executor>,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            executor,
+            config,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            timer_wake: Arc::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// Instance slots in use and step calls waiting for one.
+    pub fn slot_usage(&self) -> crate::executor::SlotUsage {
+        self.executor.slot_usage()
+    }
+
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Wakes the timer loop when a timer earlier than it knows of is added.
+    pub fn timer_wake(&self) -> Arc<crate::timers::TimerWake> {
+        self.timer_wake.clone()
+    }
+
+    /// Spawns a task that is cancelled at shutdown and awaited by it.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// Stops background work: waits up to `grace` for running steps to
+    /// finish, then cancels the rest. Cancelled steps are still `running`
+    /// in the store and are re-run on the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "grace period over; interrupting running steps (they re-run on restart)"
+            );
+        }
+        self.cancel.cancel();
+        self.tasks.wait().await;
+    }
+
+    /// The cancellation token of background work.
+    pub fn cancelled(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Starts an execution: durable before this returns, then driven in the
+    /// background.
+    pub async fn start(
+        self: &Arc<Self>,
+        target: Target,
+        input: Doc,
+    ) -> Result<Execution, StartError> {
+        self.start_with_delivery(target, input, None).await
+    }
+
+    /// [`Workflows::start`], and when `callback_url` is given, the result
+    /// is POSTed there when the execution ends (see [`crate::delivery`]):
+    /// that wish is written with the execution, in the same change.
+    pub async fn start_with_delivery(
+        self: &Arc<Self>,
+        target: Target,
+        input: Doc,
+        callback_url: Option<String>,
+    ) -> Result<Execution, StartError> {
+        let (workflow, specs) = match target {
+            Target::Workflow(name) => {
+                let wf = self
+                    .config
+                    .workflows
+                    .get(&name)
+                    .ok_or_else(|| StartError::UnknownWorkflow(name.clone()))?;
+                (name, step_specs(&wf.steps))
+            }
+            Target::Plugin { name, config } => {
+                let spec = StepSpec {
+                    name: name.clone(),
+                    plugin: name.clone(),
+                    config,
+                    plugin_hash: None,
+                };
+                (name, vec![spec])
+            }
+        };
+        let mut steps = specs;
+        // Held until the execution is written: none of its plugins can be
+        // deleted between this check and the write that needs them.
+        let pinned = self
+            .registry
+            .pin(steps.iter().map(|s| s.plugin.as_str()))
+            .await;
+        for step in &steps {
+            if pinned.get(&step.plugin).is_none() {
+                return Err(StartError::UnknownPlugin(step.plugin.clone()));
+            }
+        }
+        steps[0].plugin_hash = pinned.get(&steps[0].plugin).map(|p| p.hash.clone());
+        let now = now_ms();
+        let mut exec = Execution {
+            id: new_execution_id(),
+            version: 1,
+            workflow,
+            steps,
+            state: ExecState::Running,
+            step_index: 0,
+            attempt: 1,
+            step_run_id: new_id(),
+            document: input,
+            outputs: Default::default(),
+            waiting: None,
+            pending: None,
+            output: None,
+            error: None,
+            status_log: Vec::new(),
+            created_ms: now,
+            updated_ms: now,
+        };
+        exec.log(ExecState::Running, "started", None);
+        self.store
+            .apply(&Change {
+                execution: Some(exec.clone()),
+                deliveries: callback_url
+                    .map(|url| crate::delivery::armed(&exec.id, &url))
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .await?;
+        drop(pinned);
+        self.metrics.transition(None, ExecState::Running);
+        self.store.flush().await?;
+        self.spawn_drive(exec.id.clone());
+        Ok(exec)
+    }
+
+    /// The executions that were `running` when the daemon stopped. Read
+    /// once at open, before anything can start a new execution, so that
+    /// recovery never drives an execution a live caller is driving.
+    pub async fn interrupted(&self) -> Result<Vec<String>, StoreError> {
+        let running = self
+            .store
+            .executions(&crate::store::ExecutionFilter {
+                state: Some(ExecState::Running),
+                ..Default::default()
+            })
+            .await?;
+        Ok(running.into_iter().map(|e| e.id).collect())
+    }
+
+    /// Re-runs interrupted executions from their last persisted step
+    /// boundary, with the same step-run-id.
+    pub fn recover(self: &Arc<Self>, ids: Vec<String>) -> usize {
+        let n = ids.len();
+        self.metrics.recovered(n);
+        for id in ids {
+            tracing::info!(execution_id = %id, "recovering execution");
+            self.spawn_drive(id);
+        }
+        n
+    }
+}
+
+/// Pins the current step of `exec` to its plugin's current version.
+fn pin_current_plugin(
+    exec: &mut Execution,
+    pinned: &crate::plugins::Pinned,
+) -> Result<(), AdminError> {
+    let i = exec.step_index;
+    let plugin = &exec.steps[i].plugin;
+    let current = pinned
+        .get(plugin)
+        .ok_or_else(|| AdminError::UnknownPlugin(plugin.clone()))?;
+    exec.steps[i].plugin_hash = Some(current.hash.clone());
+    Ok(())
+}
+
+/// The record after a write: version and time moved on, no pending resume.
+fn bump(mut exec: Execution) -> Execution {
+    exec.version += 1;
+    exec.updated_ms = now_ms();
+    exec.pending = None;
+    exec
+}
+
+fn failed(exec: Execution, code: &str, text: &str) -> Execution {
+    let from = exec.state;
+    let mut next = bump(exec);
+    next.state = ExecState::Failed;
+    next.waiting = None;
+    next.error = Some(ExecError {
+        code: code.to_owned(),
+        text: text.to_owned(),
+        document_status: None,
+        technical_status: None,
+        step: next.step().name.clone(),
+    });
+    next.log(from, "failed", Some((code, text)));
+    next
+}
+
+/// Names steps (plugin name by default, made unique by position).
+pub fn step_specs(steps: &[crate::config::StepConfig]) -> Vec<StepSpec> {
+    let mut out: Vec<StepSpec> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let mut name = s.name.clone().unwrap_or_else(|| s.plugin.clone());
+        if out.iter().any(|o| o.name == name) {
+            name = format!("{name}-{}", i + 1);
+        }
+        out.push(StepSpec {
+            name,
+            plugin: s.plugin.clone(),
+            config: s.config.clone(),
+            plugin_hash: None,
+        });
+    }
+    out
+}
