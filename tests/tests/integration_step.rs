@@ -406,6 +406,21 @@ async fn a_bad_config_or_a_missing_secret_fails_before_anything_is_sent() {
 
 /// A workflow of integration-step then echo (configured, so its output
 /// shows exactly what it received).
+/// A partner that answers the first request with `first` and every later
+/// one with `then`.
+async fn first_then(first: (u16, Value), then: (u16, Value)) -> Partner {
+    let calls = Arc::new(AtomicUsize::new(0));
+    Partner::start(move |_| {
+        let reply = if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            first.clone()
+        } else {
+            then.clone()
+        };
+        async move { reply }
+    })
+    .await
+}
+
 async fn two_step_daemon(dir: &std::path::Path, partner: &Partner) -> TestDaemon {
     let workflow = format!(
         r#"
@@ -423,18 +438,10 @@ async fn two_step_daemon(dir: &std::path::Path, partner: &Partner) -> TestDaemon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_retry_runs_the_failed_step_again_and_the_workflow_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let partner = Partner::start(move |_| {
-        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                (500, json!({"error": "database down"}))
-            } else {
-                (200, json!({"booked": true}))
-            }
-        }
-    })
+    let partner = first_then(
+        (500, json!({"error": "database down"})),
+        (200, json!({"booked": true})),
+    )
     .await;
     let daemon = two_step_daemon(dir.path(), &partner).await;
     let id = daemon
@@ -611,18 +618,10 @@ async fn an_input_that_is_not_json_fails_with_invalid_input_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_retry_registers_a_new_response_url_and_the_old_one_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let partner = Partner::start(move |_| {
-        let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                (503, json!({"error": "try later"}))
-            } else {
-                (202, json!({"queued": true}))
-            }
-        }
-    })
+    let partner = first_then(
+        (503, json!({"error": "try later"})),
+        (202, json!({"queued": true})),
+    )
     .await;
     let daemon = daemon_with_key(dir.path()).await;
     let id = daemon
