@@ -9,7 +9,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{BIN, Process, client, create_token, free_port, post, wait_state, write_config};
@@ -154,21 +153,6 @@ async fn the_readme_flow_works_with_the_embedded_defaults() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// A partner that holds each request until `release` gets a permit.
-async fn gated_partner() -> (Partner, Arc<tokio::sync::Semaphore>) {
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    let partner = Partner::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            (202, json!({}))
-        }
-    })
-    .await;
-    (partner, release)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_sigkill_what_was_acknowledged_is_there_and_the_step_in_flight_runs_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,7 +162,7 @@ async fn after_a_sigkill_what_was_acknowledged_is_there_and_the_step_in_flight_r
     let address = free_port();
     let log = dir.path().join("daemon.log");
     let waiting_partner = Partner::accepting().await;
-    let (held_partner, release) = gated_partner().await;
+    let (held_partner, release) = stephost_tests::gated_partner((202, json!({}))).await;
 
     let mut daemon = Process::spawn(&config, &data, address, &log);
     daemon.wait_healthy(Duration::from_secs(60)).await;

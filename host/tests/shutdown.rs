@@ -26,22 +26,6 @@ async fn slow_partner(delay: impl Fn(usize) -> Duration + Send + Sync + 'static)
     .await
 }
 
-/// A partner that holds each request until `release` gets a permit, then
-/// answers 202: the test, not a clock, decides when a step call ends.
-async fn gated_partner() -> (Partner, Arc<tokio::sync::Semaphore>) {
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    let partner = Partner::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            (202, json!({}))
-        }
-    })
-    .await;
-    (partner, release)
-}
-
 /// A counter of the daemon's `/metrics` page.
 async fn metric(base: &str, token: &str, name: &str) -> f64 {
     let page = client()
@@ -75,7 +59,7 @@ async fn sigterm_stops_accepting_lets_the_step_in_flight_finish_and_exits_0() {
     let port = free_port();
     let log = dir.path().join("daemon.log");
     // The step's request is answered only when the test says so.
-    let (partner, release) = gated_partner().await;
+    let (partner, release) = stephost_tests::gated_partner((202, json!({}))).await;
 
     let mut daemon = Process::spawn(&config, &data, port, &log);
     daemon.wait_healthy(Duration::from_secs(60)).await;

@@ -577,3 +577,20 @@ pub async fn closing_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     });
     (base, connections)
 }
+
+/// A partner that holds every request until the returned semaphore gets a
+/// permit (one per request), then answers `reply`: the test, not a clock,
+/// decides when a step call ends.
+pub async fn gated_partner(reply: Reply) -> (Partner, Arc<tokio::sync::Semaphore>) {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let partner = Partner::start(move |_| {
+        let (gate, reply) = (gate.clone(), reply.clone());
+        async move {
+            gate.acquire().await.unwrap().forget();
+            reply
+        }
+    })
+    .await;
+    (partner, release)
+}

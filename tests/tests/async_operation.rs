@@ -367,16 +367,7 @@ async fn the_callback_is_answered_before_later_steps_run() {
     let operation = Partner::start(|_| async { (202, json!({})) }).await;
     // The next step's partner holds its request until the test lets go,
     // which it does only after the operation's callback was answered.
-    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    let next = Partner::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            (200, json!({"next": "done"}))
-        }
-    })
-    .await;
+    let (next, release) = stephost_tests::gated_partner((200, json!({"next": "done"}))).await;
     let config = stephost::Config::from_toml(&format!(
         r#"
         [workflows.op-then-notify]

@@ -5,8 +5,6 @@
 //! upload once no execution needs any of its versions. The real daemon,
 //! real components, a real partner on loopback.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use stephost::Config;
 use stephost::store::ComponentStore as _;
@@ -286,25 +284,10 @@ async fn an_execution_suspended_on_an_older_upload_resumes_on_it_after_a_restart
     daemon.stop().await;
 }
 
-/// A partner that holds every request until `release` gets a permit.
-async fn holding_partner() -> (Partner, Arc<tokio::sync::Semaphore>) {
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    let partner = Partner::start(move |_| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            (202, json!({"accepted": true}))
-        }
-    })
-    .await;
-    (partner, release)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let (partner, release) = holding_partner().await;
+    let (partner, release) = stephost_tests::gated_partner((202, json!({"accepted": true}))).await;
     let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
     let (status, _) = upload(&daemon, "waiter", waiter_bytes()).await;
     assert_eq!(status, 201);
