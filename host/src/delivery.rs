@@ -74,8 +74,7 @@ pub fn check_callback_address(
     policy: &crate::egress::AddressPolicy,
 ) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
-    let host = parsed.host_str().unwrap_or_default();
-    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+    if let Some(ip) = crate::egress::literal_ip(&parsed) {
         policy
             .check(ip)
             .map_err(|why| format!("callback_url: {why}"))?;

@@ -108,6 +108,16 @@ impl AddressPolicy {
     }
 }
 
+/// The address a URL names literally (`http://10.0.0.1/`, `http://[::1]/`),
+/// which never reaches a resolver and so must be checked on its own.
+pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// A refused resolution, recognisable in the HTTP client's error chain.
 #[derive(Debug, thiserror::Error)]
 #[error("egress denied: {0}")]
@@ -202,13 +212,12 @@ impl Egress {
     /// here and every address it has must be permitted (the proxy resolves
     /// it again; see `docs/security.md` on rebinding behind a proxy).
     pub async fn check_target(&self, url: &reqwest::Url) -> Result<(), EgressDenied> {
+        if let Some(ip) = literal_ip(url) {
+            return self.policy.check(ip).map_err(EgressDenied);
+        }
         let Some(host) = url.host_str() else {
             return Err(EgressDenied("the URL has no host".into()));
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return self.policy.check(ip).map_err(EgressDenied);
-        }
         if self.proxy.is_none() {
             return Ok(());
         }
