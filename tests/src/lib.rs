@@ -594,3 +594,24 @@ pub async fn gated_partner(reply: Reply) -> (Partner, Arc<tokio::sync::Semaphore
     .await;
     (partner, release)
 }
+
+/// Runs the `stephost` command line in this process with `args` (without
+/// the program name) and returns its exit code and its JSON output. `run`
+/// gets `--egress-allow` for loopback, where every test partner lives.
+pub async fn run_cli(args: &[&str]) -> (i32, Value) {
+    use clap::Parser as _;
+    let mut argv: Vec<&str> = std::iter::once("stephost")
+        .chain(args.iter().copied())
+        .collect();
+    if args.first() == Some(&"run") {
+        argv.extend(["--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"]);
+    }
+    let cli = stephost::cli::Cli::try_parse_from(argv).expect("arguments parse");
+    let mut out = Vec::new();
+    let code = stephost::cli::execute(cli.command, &mut out)
+        .await
+        .expect("command runs");
+    let text = String::from_utf8(out).unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (code, value)
+}

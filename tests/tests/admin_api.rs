@@ -9,23 +9,6 @@ use stephost::Config;
 use stephost::cli::{Cli, execute};
 use stephost_tests::{Partner, TestDaemon, call_back, client, events};
 
-/// Runs a command line in-process; returns its exit code and the JSON it
-/// printed.
-async fn cli(args: &[&str]) -> (i32, Value) {
-    let mut argv: Vec<&str> = std::iter::once("stephost")
-        .chain(args.iter().copied())
-        .collect();
-    if args.first() == Some(&"run") {
-        argv.extend(["--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"]);
-    }
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = execute(cli.command, &mut out).await.expect("command runs");
-    let text = String::from_utf8(out).unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (code, value)
-}
-
 /// A partner that fails every request: a step calling it fails.
 async fn failing_partner() -> Partner {
     Partner::start(|_| async { (500, json!({"error": "down"})) }).await
@@ -96,7 +79,7 @@ async fn executions_cancel_on_the_command_line_cancels_a_suspended_execution() {
     let daemon = TestDaemon::start_default(dir.path()).await;
     let (id, _) = suspended(&daemon, &partner).await;
 
-    let (code, answer) = cli(&[
+    let (code, answer) = stephost_tests::run_cli(&[
         "executions",
         "cancel",
         &id,
@@ -113,7 +96,7 @@ async fn executions_cancel_on_the_command_line_cancels_a_suspended_execution() {
     assert_eq!(exec["error"]["code"], "cancelled", "{exec:#}");
 
     // A second cancel is refused, and the command says so by its code.
-    let (code, refused) = cli(&[
+    let (code, refused) = stephost_tests::run_cli(&[
         "executions",
         "cancel",
         &id,
@@ -203,7 +186,7 @@ async fn the_list_filters_by_state_workflow_and_limit() {
     assert_eq!(status, 400, "{bad}");
 
     // `executions list --state` is the same filter.
-    let (code, listed) = cli(&[
+    let (code, listed) = stephost_tests::run_cli(&[
         "executions",
         "list",
         "--state",
@@ -338,7 +321,7 @@ async fn executions_show_and_skip_on_the_command_line() {
     ];
     let mut show = vec!["executions", "show", &id];
     show.extend(remote);
-    let (code, shown) = cli(&show).await;
+    let (code, shown) = stephost_tests::run_cli(&show).await;
     assert_eq!(code, 0, "{shown:#}");
     assert_eq!(shown["id"], id);
     assert_eq!(shown["state"], "failed");
@@ -347,7 +330,7 @@ async fn executions_show_and_skip_on_the_command_line() {
 
     let mut skip = vec!["executions", "skip", &id];
     skip.extend(remote);
-    let (code, skipped) = cli(&skip).await;
+    let (code, skipped) = stephost_tests::run_cli(&skip).await;
     assert_eq!(code, 0, "{skipped:#}");
     assert_eq!(skipped["id"], id);
     let exec = daemon.wait_for(&id, "completed").await;
@@ -361,14 +344,14 @@ async fn executions_show_and_skip_on_the_command_line() {
     assert_eq!(down.requests().len(), 1, "a skip does not re-run the step");
 
     // Skipping a completed execution is refused.
-    let (code, refused) = cli(&skip).await;
+    let (code, refused) = stephost_tests::run_cli(&skip).await;
     assert_eq!(code, 1);
     assert_eq!(refused["error"]["code"], "wrong-state", "{refused}");
 
     // `show` of an unknown execution fails.
     let mut unknown = vec!["executions", "show", "0190a4a8-0000-7000-8000-000000000000"];
     unknown.extend(remote);
-    let (code, _) = cli(&unknown).await;
+    let (code, _) = stephost_tests::run_cli(&unknown).await;
     assert_eq!(code, 1);
     daemon.stop().await;
 }
@@ -388,7 +371,7 @@ async fn run_workflow_on_the_command_line_runs_every_step_of_the_configured_work
     .unwrap();
     let input = dir.path().join("input.json");
     std::fs::write(&input, json!({"n": 1}).to_string()).unwrap();
-    let (code, report) = cli(&[
+    let (code, report) = stephost_tests::run_cli(&[
         "run",
         "--workflow",
         "report",

@@ -3,25 +3,8 @@
 
 use clap::Parser as _;
 use serde_json::{Value, json};
-use stephost::cli::{Cli, execute};
+use stephost::cli::Cli;
 use stephost_tests::{Partner, TestDaemon, call_back, client, files_hold};
-
-async fn run(args: &[&str]) -> (i32, Value) {
-    // Partners live on loopback, which the address policy refuses unless
-    // the operator allows it.
-    let mut argv: Vec<&str> = std::iter::once("stephost")
-        .chain(args.iter().copied())
-        .collect();
-    if args.first() == Some(&"run") {
-        argv.extend(["--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"]);
-    }
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let mut out = Vec::new();
-    let code = execute(cli.command, &mut out).await.expect("command runs");
-    let text = String::from_utf8(out).unwrap();
-    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (code, value)
-}
 
 fn write(dir: &std::path::Path, name: &str, value: &Value) -> String {
     let path = dir.join(name);
@@ -34,7 +17,7 @@ async fn run_prints_the_outcome_of_a_plugin_on_a_document() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "config.json", &json!({"tag": "t"}));
     let input = write(dir.path(), "input.json", &json!({"order": 3}));
-    let (code, report) = run(&[
+    let (code, report) = stephost_tests::run_cli(&[
         "run", "--plugin", "echo", "--config", &config, "--input", &input,
     ])
     .await;
@@ -66,7 +49,7 @@ async fn run_waits_for_the_callback_and_prints_every_request() {
         &json!({"url": format!("{}/jobs", partner.base)}),
     );
     let input = write(dir.path(), "input.json", &json!({"job": 1}));
-    let (code, report) = run(&[
+    let (code, report) = stephost_tests::run_cli(&[
         "run",
         "--plugin",
         "wait-for-callback",
@@ -101,7 +84,7 @@ async fn a_dry_run_prints_the_requests_and_sends_none() {
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
     let config = write(dir.path(), "config.json", &json!({"url": partner.base}));
-    let (code, report) = run(&[
+    let (code, report) = stephost_tests::run_cli(&[
         "run",
         "--plugin",
         "wait-for-callback",
@@ -130,7 +113,7 @@ async fn a_dry_run_prints_the_requests_and_sends_none() {
 async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let (code, created) = run(&[
+    let (code, created) = stephost_tests::run_cli(&[
         "token",
         "create",
         "--data-dir",
@@ -165,7 +148,7 @@ async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
     );
 
     // The executions commands go through the same API with the token.
-    let (code, list) = run(&[
+    let (code, list) = stephost_tests::run_cli(&[
         "executions",
         "list",
         "--url",
@@ -181,7 +164,7 @@ async fn a_token_created_on_the_command_line_is_accepted_by_the_daemon() {
         .start_execution(json!({"plugin": "wait-for-callback", "config": {}, "input": {}}))
         .await;
     let before = daemon.wait_for(&id, "failed").await;
-    let (code, answer) = run(&[
+    let (code, answer) = stephost_tests::run_cli(&[
         "executions",
         "retry",
         &id,
@@ -236,7 +219,7 @@ async fn run_masks_granted_secrets_in_the_requests_it_prints() {
         "config.json",
         &json!({"url": partner.base, "api_key_secret": "erp"}),
     );
-    let (code, report) = run(&[
+    let (code, report) = stephost_tests::run_cli(&[
         "run",
         "--plugin",
         "integration-step",
@@ -271,7 +254,7 @@ async fn plugin_add_loads_a_component_into_a_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
     let file = format!("{}/hostile.wasm", env!("TEST_PLUGIN_DIR"));
-    let (code, added) = run(&[
+    let (code, added) = stephost_tests::run_cli(&[
         "plugin",
         "add",
         "--url",
@@ -284,7 +267,7 @@ async fn plugin_add_loads_a_component_into_a_running_daemon() {
     .await;
     assert_eq!(code, 0, "{added:#}");
     assert_eq!(added["name"], "misfit");
-    let (code, list) = run(&[
+    let (code, list) = stephost_tests::run_cli(&[
         "plugin",
         "list",
         "--url",
@@ -301,7 +284,7 @@ async fn plugin_add_loads_a_component_into_a_running_daemon() {
             .iter()
             .any(|p| p["name"] == "misfit")
     );
-    let (code, shown) = run(&[
+    let (code, shown) = stephost_tests::run_cli(&[
         "plugin",
         "inspect",
         "--url",
@@ -323,7 +306,7 @@ async fn plugin_add_loads_a_component_into_a_running_daemon() {
 
     let bogus = dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"nope").unwrap();
-    let (code, refused) = run(&[
+    let (code, refused) = stephost_tests::run_cli(&[
         "plugin",
         "add",
         "--url",
