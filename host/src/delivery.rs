@@ -26,10 +26,9 @@ use crate::bindings::stephost::plugin::signing::HmacAlg;
 
 pub use crate::config::DeliveryConfig;
 use crate::model::{
-    Delivery, DeliveryAttempt, DeliveryState, Doc, ExecState, Execution, Timer, TimerKind,
-    delivery_key, now_ms,
+    Delivery, DeliveryAttempt, DeliveryState, Timer, TimerKind, delivery_key, now_ms,
 };
-use crate::store::{Change, DeliveryStore, StoreError};
+use crate::store::{BoxFuture, Change, StoreError};
 use crate::workflow::Workflows;
 
 /// Time an attempt may take beyond its request's time limit before its
@@ -82,86 +81,6 @@ pub fn check_callback_address(
     Ok(())
 }
 
-/// The record written with a new execution whose client wants its result.
-pub fn armed(execution_id: &str, url: &str) -> Delivery {
-    let now = now_ms();
-    Delivery {
-        execution_id: execution_id.to_owned(),
-        seq: 0,
-        version: 1,
-        url: url.to_owned(),
-        state: DeliveryState::Armed,
-        webhook_id: None,
-        body: String::new(),
-        attempts: Vec::new(),
-        due_ms: None,
-        created_ms: now,
-        updated_ms: now,
-    }
-}
-
-/// The body POSTed to the client: `{"id", "state", "output"}` or
-/// `{"id", "state", "error"}`.
-pub fn result_body(exec: &Execution) -> String {
-    let mut body = serde_json::json!({
-        "id": exec.id,
-        "state": exec.state.as_str(),
-    });
-    match exec.state {
-        ExecState::Completed => {
-            body["output"] = exec
-                .output
-                .as_ref()
-                .map(Doc::to_json_value)
-                .unwrap_or(serde_json::Value::Null);
-        }
-        _ => {
-            body["error"] = serde_json::to_value(&exec.error).unwrap_or(serde_json::Value::Null);
-        }
-    }
-    body.to_string()
-}
-
-/// If `change` ends an execution whose client asked for the result, adds
-/// the delivery and its timer (due now) to that same change. Returns
-/// whether it did; then wake the timer loop once the change is applied.
-pub async fn enqueue_on_end(
-    store: &dyn DeliveryStore,
-    change: &mut Change,
-) -> Result<bool, StoreError> {
-    let Some(exec) = &change.execution else {
-        return Ok(false);
-    };
-    if !exec.state.is_terminal() {
-        return Ok(false);
-    }
-    let Some(armed) = store.delivery(&delivery_key(&exec.id, 0)).await? else {
-        return Ok(false);
-    };
-    let now = now_ms();
-    let seq = exec.version;
-    let delivery = Delivery {
-        execution_id: exec.id.clone(),
-        seq,
-        version: 1,
-        url: armed.url,
-        state: DeliveryState::Pending,
-        webhook_id: Some(format!("msg_{}", uuid::Uuid::new_v4().simple())),
-        body: result_body(exec),
-        attempts: Vec::new(),
-        due_ms: Some(now),
-        created_ms: now,
-        updated_ms: now,
-    };
-    change.add_timers.push(Timer {
-        due_ms: now,
-        execution_id: exec.id.clone(),
-        kind: TimerKind::Delivery { seq },
-    });
-    change.deliveries.push(delivery);
-    Ok(true)
-}
-
 /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`: the
 /// Standard Webhooks `webhook-signature` value.
 pub fn sign(key: &[u8], webhook_id: &str, timestamp: u64, body: &str) -> String {
@@ -203,6 +122,12 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
+impl crate::timers::DeliveryTimers for Deliverer {
+    fn fire_delivery(self: Arc<Self>, timer: Timer) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async move { self.fire(timer).await })
+    }
+}
+
 impl Deliverer {
     /// A deliverer with the daemon's delivery settings and address policy
     /// (a client's URL is held to the same egress rules as a plugin's).
@@ -240,7 +165,7 @@ impl Deliverer {
         let live =
             current.filter(|d| d.state == DeliveryState::Pending && d.due_ms == Some(timer.due_ms));
         let Some(delivery) = live else {
-            return crate::timers::drop_stale(store.as_ref(), timer).await;
+            return crate::store::remove_timer(store.as_ref(), timer).await;
         };
         let lease_due = now_ms()
             .saturating_add(self.config.request_timeout_ms)

@@ -34,12 +34,7 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// Edges that point up today, each still to be removed.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // Delivery and timer wake-ups should be effects a driver runs.
-    ("timers", "delivery"),
-    ("workflow", "delivery"),
-    ("workflow", "timers"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 fn strip_comments(text: &str) -> String {
     text.lines()

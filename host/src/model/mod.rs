@@ -7,8 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod delivery;
+mod failure;
 mod token;
 
+pub use delivery::{Delivery, DeliveryAttempt, DeliveryState, delivery_key};
+pub use failure::Failure;
 pub use token::{Permission, TokenRecord};
 
 /// Milliseconds since the Unix epoch: the one clock durable records use.
@@ -265,8 +269,20 @@ impl Execution {
 
     /// Appends a status-log line for a transition of the current step.
     pub fn log(&mut self, from: ExecState, event: &str, error: Option<(&str, &str)>) {
+        self.log_at(now_ms(), from, event, error);
+    }
+
+    /// [`Execution::log`] at a given time (the state machine's decisions
+    /// take the time as an input, so that a test can fix it).
+    pub fn log_at(
+        &mut self,
+        time_ms: u64,
+        from: ExecState,
+        event: &str,
+        error: Option<(&str, &str)>,
+    ) {
         self.status_log.push(StatusEntry {
-            time_ms: now_ms(),
+            time_ms,
             step: self.step().name.clone(),
             attempt: self.attempt,
             from,
@@ -360,84 +376,6 @@ impl Timer {
         }
         key
     }
-}
-
-/// Where a result delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// The client asked for the result; the execution has not ended yet.
-    Armed,
-    /// The result waits for its next attempt (or one is in flight).
-    Pending,
-    /// The client accepted it with a 2xx.
-    Delivered,
-    /// Every attempt failed; the daemon gave up.
-    Failed,
-}
-
-/// One attempt to deliver a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryAttempt {
-    /// When it was sent.
-    pub time_ms: u64,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// The client's HTTP status, if it answered.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub status: Option<u16>,
-    /// Why it failed; absent for a success.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<String>,
-}
-
-/// The result of an execution on its way to the client that started it
-/// with a `callback_url`. Kept in the store, so pending deliveries survive
-/// restarts; keyed by [`Delivery::key`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    /// The execution.
-    pub execution_id: String,
-    /// 0 for the record written when the execution starts (state `armed`);
-    /// otherwise the execution's version when it ended, so an execution
-    /// that ends again after an admin retry gets a delivery of its own.
-    pub seq: u64,
-    /// Compare-and-swap token.
-    pub version: u64,
-    /// Where the result goes.
-    pub url: String,
-    /// Where it stands.
-    pub state: DeliveryState,
-    /// The `webhook-id` header: the same on every attempt, so the client
-    /// can recognise a repeat.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub webhook_id: Option<String>,
-    /// The JSON body sent.
-    #[serde(default)]
-    pub body: String,
-    /// Every attempt so far, oldest first.
-    #[serde(default)]
-    pub attempts: Vec<DeliveryAttempt>,
-    /// When the pending delivery's timer is due.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub due_ms: Option<u64>,
-    /// Creation time.
-    pub created_ms: u64,
-    /// Last write.
-    pub updated_ms: u64,
-}
-
-impl Delivery {
-    /// Its store key.
-    pub fn key(&self) -> String {
-        delivery_key(&self.execution_id, self.seq)
-    }
-}
-
-/// The store key of an execution's delivery `seq`: sorts by execution,
-/// then by sequence.
-pub fn delivery_key(execution_id: &str, seq: u64) -> String {
-    format!("{execution_id}/{seq:020}")
 }
 
 /// SHA-256 hex of component bytes: a plugin version's identity.

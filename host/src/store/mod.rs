@@ -211,3 +211,16 @@ pub struct WriteStats {
     /// Disk flushes they were served by.
     pub disk_flushes: u64,
 }
+
+/// Removes a timer whose wait already ended. Someone else removing it
+/// first (a conflict) is as good.
+pub async fn remove_timer(store: &dyn ExecutionStore, timer: Timer) -> Result<(), StoreError> {
+    let change = Change {
+        remove_timers: vec![timer],
+        ..Default::default()
+    };
+    match store.apply(&change).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

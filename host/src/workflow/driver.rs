@@ -1,20 +1,61 @@
-//! The driver: runs an execution's current step, turns its outcome into
-//! the next state and commits it, step after step, until the execution
-//! waits or ends.
+//! The driver: runs an execution's current step, and is the one place that
+//! turns an event into a committed transition — read what the decision
+//! needs, decide ([`transition::decide`]), commit once, run the effects —
+//! for the step loop, callbacks, timers and operator actions alike.
 
+use super::transition::{self, Ctx, Event, Reads, Refusal, Transition};
 use super::*;
+
+/// Whether a commit is made durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Flushed before the caller answers anyone (a start, a callback's
+    /// acknowledgement, an operator action).
+    Now,
+    /// Flushed by the next flush of the store: nobody is told yet (the
+    /// step loop flushes each step boundary itself; see docs/operations.md
+    /// for an end nobody waits on).
+    Lazy,
+}
+
+/// What a settled event came to.
+pub(super) struct Settled {
+    /// The execution as written (absent when only a callback was).
+    pub execution: Option<Execution>,
+    /// What its driver does next.
+    pub report: StepReport,
+}
+
+/// Reads the callback record a decision on `exec` needs, if any.
+pub(super) async fn read_callback(
+    store: &dyn crate::store::CallbackStore,
+    needs: &transition::Needs,
+) -> Result<Option<CallbackRecord>, StoreError> {
+    match &needs.callback {
+        Some(cid) => store.callback(cid).await,
+        None => Ok(None),
+    }
+}
 
 impl Workflows {
     /// Drives an execution in the background until it stops running.
     pub fn spawn_drive(self: &Arc<Self>, id: String) {
+        self.spawn_drive_reporting(id, None);
+    }
+
+    fn spawn_drive_reporting(
+        self: &Arc<Self>,
+        id: String,
+        first: Option<tokio::sync::oneshot::Sender<StepReport>>,
+    ) {
         let this = self.clone();
-        self.spawn(async move { this.drive(&id, None).await });
+        self.spawn(async move { this.drive(&id, first).await });
     }
 
     /// Runs step calls until the execution is no longer running. The first
     /// report goes to `first`, for a callback waiting for its verdict.
     pub(super) async fn drive(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         mut first: Option<tokio::sync::oneshot::Sender<StepReport>>,
     ) {
@@ -54,8 +95,8 @@ impl Workflows {
         }
     }
 
-    /// Runs (or resumes) the current step once and applies its outcome.
-    pub(super) async fn step_once(&self, id: &str) -> Result<StepReport, StoreError> {
+    /// Runs (or resumes) the current step once and commits its outcome.
+    pub(super) async fn step_once(self: &Arc<Self>, id: &str) -> Result<StepReport, StoreError> {
         let Some(exec) = self.store.execution(id).await? else {
             return Ok(StepReport::Lost);
         };
@@ -71,23 +112,16 @@ impl Workflows {
                 .current(&step.plugin)
                 .ok_or_else(|| PluginError::Unknown(step.plugin.clone())),
         };
+        let version = exec.version;
         let plugin = match plugin {
             Ok(p) => p,
             Err(e) => {
-                let next = failed(exec.clone(), "plugin-unavailable", &e.to_string());
-                return self.commit(next, Vec::new(), Vec::new(), Vec::new()).await;
+                let event = Event::PluginUnavailable {
+                    version,
+                    why: e.to_string(),
+                };
+                return self.settle_step(exec, &event).await;
             }
-        };
-        let ctx = step_context(&exec);
-        let input = to_wit_doc(&exec.document);
-        let invocation = match &exec.pending {
-            None => Invocation::Run { ctx, input },
-            Some(p) => Invocation::Resume {
-                ctx,
-                input,
-                state: p.state.clone(),
-                event: to_wit_event(&p.event),
-            },
         };
         let call = CallInfo {
             plugin: plugin.name.clone(),
@@ -100,7 +134,7 @@ impl Workflows {
         let started = Instant::now();
         let result = self
             .executor
-            .call(&plugin.pre, plugin.grant.clone(), call, invocation)
+            .call(&plugin.pre, plugin.grant.clone(), call, invocation(&exec))
             .await;
         self.metrics.step_call(
             &plugin.name,
@@ -135,333 +169,189 @@ impl Workflows {
             Outcome::RejectCallback(reason) => Outcome::RejectCallback(plugin.grant.mask(&reason)),
             other => other,
         });
-        // A commit can lose to a write that touched only a record the
-        // outcome reads — an early callback landing on the callback record
-        // between `suspend` reading it and the commit. If the execution
-        // itself did not move, apply the same outcome again: this time it
-        // sees the callback and resumes at once.
-        let mut exec = exec;
-        for _ in 0..16 {
-            let report = self.apply_outcome(exec.clone(), outcome.clone()).await?;
-            if report != StepReport::Lost {
-                return Ok(report);
-            }
-            match self.store.execution(id).await? {
-                Some(now) if now.version == exec.version && now.state == ExecState::Running => {
-                    exec = now;
-                }
-                _ => return Ok(StepReport::Lost),
-            }
-        }
-        Ok(StepReport::Lost)
+        self.settle_step(exec, &Event::Returned { version, outcome })
+            .await
     }
 
-    /// Turns a step's outcome into the next state of its execution.
-    pub(super) async fn apply_outcome(
-        &self,
+    /// Commits a step's outcome on the execution it ran on. An early
+    /// callback landing between the read and the commit makes the commit
+    /// lose on the callback record alone: then the same outcome is decided
+    /// again on what is stored now, which sees the callback and resumes at
+    /// once. If the execution itself moved, the outcome is dropped.
+    async fn settle_step(
+        self: &Arc<Self>,
         exec: Execution,
-        outcome: Result<Outcome, StepError>,
+        event: &Event,
     ) -> Result<StepReport, StoreError> {
-        let event = exec.pending.as_ref().map(|p| p.event.clone());
-        let on_timeout = matches!(event, Some(ResumeWith::Timeout));
-        let mut callbacks = Vec::new();
-        let mut add_timers = Vec::new();
-        let mut report = None;
+        let id = exec.id.clone();
+        let step = exec.step().name.clone();
+        let mut exec = Some(exec);
+        let report = self
+            .settle(&id, event, Durability::Lazy, None, &mut exec)
+            .await?;
+        Ok(match report {
+            Ok(settled) => settled.report,
+            Err(Refusal::Lost) => {
+                tracing::warn!(execution_id = %id, %step, "execution changed under a running step; dropping its outcome");
+                StepReport::Lost
+            }
+            Err(_) => StepReport::Lost,
+        })
+    }
 
-        let next = match outcome {
-            Err(e) if on_timeout => failed(
-                exec,
-                "callback-timeout",
-                &format!("the callback did not arrive in time, and the step did not decide: {e}"),
-            ),
-            Err(e) => failed(exec, e.code(), &e.to_string()),
-            Ok(Outcome::Complete(doc)) => self.complete(exec, doc),
-            Ok(Outcome::Fail(f)) => {
-                let mut next = failed(
-                    exec,
-                    f.error_code.as_deref().unwrap_or("step-failed"),
-                    &f.error_text,
-                );
-                if let Some(err) = &mut next.error {
-                    err.document_status = f.document_status;
-                    err.technical_status = f.technical_status;
+    /// Reads, decides and commits `event` on execution `id`, and decides
+    /// again on fresh reads while the commit loses a race (bounded, against
+    /// records that change without end). `known` is the execution already
+    /// read, if the caller has it. `first` gets the first report of a
+    /// driver this transition starts.
+    pub(super) async fn settle(
+        self: &Arc<Self>,
+        id: &str,
+        event: &Event,
+        durability: Durability,
+        mut first: Option<tokio::sync::oneshot::Sender<StepReport>>,
+        known: &mut Option<Execution>,
+    ) -> Result<Result<Settled, Refusal>, StoreError> {
+        for _ in 0..16 {
+            let exec = match known.take() {
+                Some(exec) => exec,
+                None => match self.store.execution(id).await? {
+                    Some(exec) => exec,
+                    None => return Ok(Err(Refusal::NotFound)),
+                },
+            };
+            let needs = transition::needs(&exec, event);
+            let callback = read_callback(self.store.as_ref(), &needs).await?;
+            // Held until the write is done: none of the plugins a new step
+            // is pinned to can be deleted in between.
+            let pinned = match event {
+                Event::Retry | Event::Skip => Some(self.pin_ahead(&exec).await),
+                _ => None,
+            };
+            let plugins = needs
+                .plugins
+                .iter()
+                .filter_map(|name| {
+                    let hash = match &pinned {
+                        Some(p) => p.get(name).map(|p| p.hash.clone()),
+                        None => self.registry.current(name).map(|p| p.hash.clone()),
+                    };
+                    Some((name.clone(), hash?))
+                })
+                .collect();
+            let reads = Reads { callback, plugins };
+            let t = match transition::decide(exec, event, &reads, &self.ctx()) {
+                Ok(t) => t,
+                Err(Refusal::Settling) => {
+                    // Let the write that is resuming it land first.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
                 }
-                next
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let report = t.report();
+            match self.commit(t, durability, &mut first).await {
+                Ok(execution) => return Ok(Ok(Settled { execution, report })),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
             }
-            Ok(Outcome::Suspend(s)) => {
-                match self
-                    .suspend(exec, s, &mut callbacks, &mut add_timers)
-                    .await?
-                {
-                    Ok(next) => next,
-                    Err(next) => next,
-                }
-            }
-            Ok(Outcome::RetryAfter(r)) => {
-                if r.state.len() > self.config.limits.max_state_bytes {
-                    failed(
-                        exec,
-                        "state-too-large",
-                        &format!(
-                            "retry-after state of {} bytes exceeds the limit of {}",
-                            r.state.len(),
-                            self.config.limits.max_state_bytes
-                        ),
-                    )
-                } else {
-                    let from = exec.state;
-                    let mut next = bump(exec);
-                    let due = now_ms()
-                        .saturating_add(r.delay_ms.min(self.config.max_callback_timeout_ms));
-                    next.state = ExecState::Suspended;
-                    next.waiting = Some(Waiting {
-                        correlation_id: None,
-                        state: r.state,
-                        due_ms: due,
-                    });
-                    next.log(from, "retry-after", None);
-                    add_timers.push(Timer {
-                        due_ms: due,
-                        execution_id: next.id.clone(),
-                        kind: TimerKind::Retry,
-                    });
-                    next
-                }
-            }
-            Ok(Outcome::RejectCallback(reason)) => match (&event, &exec.pending) {
-                (Some(ResumeWith::Callback { correlation_id, .. }), Some(pending)) => {
-                    // Put the wait back exactly as it was: same state, same
-                    // deadline, callback open again.
-                    let waiting = pending.waiting.clone();
-                    let cid = correlation_id.clone();
-                    let from = exec.state;
-                    let mut next = bump(exec);
-                    next.state = ExecState::Suspended;
-                    next.waiting = Some(waiting.clone());
-                    next.log(
-                        from,
-                        "callback-rejected",
-                        Some(("callback-rejected", &reason)),
-                    );
-                    if let Some(mut rec) = self.store.callback(&cid).await? {
-                        rec.version += 1;
-                        rec.state = CallbackState::Waiting;
-                        callbacks.push(rec);
-                    }
-                    add_timers.push(Timer {
-                        due_ms: waiting.due_ms,
-                        execution_id: next.id.clone(),
-                        kind: TimerKind::CallbackTimeout,
-                    });
-                    report = Some(StepReport::Rejected(reason));
-                    next
-                }
-                (Some(ResumeWith::Timeout), _) => failed(
-                    exec,
-                    "callback-timeout",
-                    &format!("the callback did not arrive in time ({reason})"),
-                ),
-                _ => failed(
-                    exec,
-                    "invalid-outcome",
-                    "reject-callback is only valid when resuming with a callback",
-                ),
-            },
-        };
-        let wake = add_timers.iter().map(|t| t.due_ms).min();
-        let result = self.commit(next, callbacks, add_timers, Vec::new()).await?;
-        if let Some(due) = wake
-            && result != StepReport::Lost
-        {
-            self.wake_timers_for(due);
         }
-        Ok(report
-            .filter(|_| result != StepReport::Lost)
-            .unwrap_or(result))
+        Err(StoreError::Conflict(
+            "the records kept changing; try again".into(),
+        ))
     }
 
-    pub(super) fn wake_timers_for(&self, due: u64) {
-        self.timer_wake.added(due);
+    /// What a decision takes from the world.
+    pub(super) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            now_ms: now_ms(),
+            new_id: &new_id,
+            limits: &self.limits,
+        }
     }
 
-    /// Writes a transition; reports what the execution does next.
+    /// The one commit path: writes a transition (with the result delivery
+    /// of an execution it ends), then runs its effects — metrics, timer
+    /// wake-ups, the flush `durability` asks for, and a driver for an
+    /// execution it moved into `running`. Returns the execution written.
     pub(super) async fn commit(
-        &self,
-        next: Execution,
-        callbacks: Vec<CallbackRecord>,
-        add_timers: Vec<Timer>,
-        remove_timers: Vec<Timer>,
-    ) -> Result<StepReport, StoreError> {
-        let state = next.state;
-        let id = next.id.clone();
-        let step = next.step().name.clone();
-        let mut change = Change {
-            execution: Some(next),
-            callbacks,
-            add_timers,
-            remove_timers,
-            ..Default::default()
-        };
-        // The result delivery goes into the very write that ends the
-        // execution: no end without its delivery.
-        let delivering = crate::delivery::enqueue_on_end(self.store.as_ref(), &mut change).await?;
-        match self.store.apply(&change).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(why)) => {
-                tracing::warn!(execution_id = %id, %step, %why, "execution changed under a running step; dropping its outcome");
-                return Ok(StepReport::Lost);
+        self: &Arc<Self>,
+        t: Transition,
+        durability: Durability,
+        first: &mut Option<tokio::sync::oneshot::Sender<StepReport>>,
+    ) -> Result<Option<Execution>, StoreError> {
+        let Transition {
+            from,
+            mut change,
+            effects,
+        } = t;
+        let delivering = self.enqueue_on_end(&mut change).await?;
+        self.store.apply(&change).await?;
+        let execution = change.execution.take();
+        if let Some(exec) = &execution {
+            self.metrics.transition(from, exec.state);
+            if exec.state.is_terminal() {
+                tracing::info!(execution_id = %exec.id, step = %exec.step().name, state = exec.state.as_str(), "execution ended");
             }
-            Err(e) => return Err(e),
         }
-        self.metrics.transition(Some(ExecState::Running), state);
+        if let Some(kind) = effects.timer_fired {
+            self.metrics.timer_fired(kind);
+        }
         if delivering {
             self.metrics.delivery_enqueued();
             self.timer_wake.now();
         }
-        Ok(match state {
-            ExecState::Running => StepReport::Running,
-            ExecState::Suspended => StepReport::Suspended,
-            s => {
-                tracing::info!(execution_id = %id, %step, state = s.as_str(), "execution ended");
-                StepReport::Ended(s)
-            }
-        })
+        if let Some(due) = effects.wake_at {
+            self.timer_wake.added(due);
+        }
+        if durability == Durability::Now {
+            self.store.flush().await?;
+        }
+        if effects.drive
+            && let Some(exec) = &execution
+        {
+            self.spawn_drive_reporting(exec.id.clone(), first.take());
+        }
+        Ok(execution)
     }
+}
 
-    pub(super) fn complete(&self, exec: Execution, doc: bindings::Document) -> Execution {
-        if doc.body.len() > self.config.limits.max_output_bytes {
-            return failed(
-                exec,
-                "body-too-large",
-                &format!(
-                    "output of {} bytes exceeds the limit of {}",
-                    doc.body.len(),
-                    self.config.limits.max_output_bytes
-                ),
-            );
-        }
-        let doc = Doc {
-            content_type: doc.content_type,
-            body: doc.body,
+impl Workflows {
+    /// If `change` ends an execution whose client asked for the result,
+    /// adds the delivery and its timer (due now) to that very change: no
+    /// end without its delivery. Returns whether it did.
+    async fn enqueue_on_end(&self, change: &mut Change) -> Result<bool, StoreError> {
+        let Some(exec) = change.execution.as_ref().filter(|e| e.state.is_terminal()) else {
+            return Ok(false);
         };
-        let from = exec.state;
-        let mut next = bump(exec);
-        let name = next.step().name.clone();
-        next.outputs.insert(name, doc.to_json_value());
-        if next.step_index + 1 == next.steps.len() {
-            next.state = ExecState::Completed;
-            next.output = Some(doc);
-            next.log(from, "completed", None);
-            return next;
-        }
-        next.log(from, "step-completed", None);
-        next.step_index += 1;
-        next.attempt = 1;
-        next.step_run_id = new_id();
-        next.document = doc;
-        let plugin = next.step().plugin.clone();
-        match self.registry.current(&plugin) {
-            Some(p) => {
-                let i = next.step_index;
-                next.steps[i].plugin_hash = Some(p.hash.clone());
-                next.log(ExecState::Running, "started", None);
-                next
-            }
-            None => failed(
-                next,
-                "plugin-unavailable",
-                &format!("plugin {plugin:?} is not loaded"),
-            ),
-        }
+        let armed = self
+            .store
+            .delivery(&crate::model::delivery_key(&exec.id, 0))
+            .await?;
+        let Some(armed) = armed else {
+            return Ok(false);
+        };
+        let webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let delivery = crate::model::Delivery::of_end(exec, &armed.url, webhook_id, now_ms());
+        change.add_timers.extend(delivery.timer());
+        change.deliveries.push(delivery);
+        Ok(true)
     }
+}
 
-    /// `suspend`: validate the correlation id, then either park the
-    /// execution or, if its callback already arrived, resume at once.
-    /// `Err` carries a failed execution.
-    pub(super) async fn suspend(
-        &self,
-        exec: Execution,
-        s: bindings::Suspension,
-        callbacks: &mut Vec<CallbackRecord>,
-        add_timers: &mut Vec<Timer>,
-    ) -> Result<Result<Execution, Execution>, StoreError> {
-        if s.state.len() > self.config.limits.max_state_bytes {
-            return Ok(Err(failed(
-                exec,
-                "state-too-large",
-                &format!(
-                    "suspension state of {} bytes exceeds the limit of {}",
-                    s.state.len(),
-                    self.config.limits.max_state_bytes
-                ),
-            )));
-        }
-        let rec = match self.store.callback(&s.correlation_id).await? {
-            Some(rec) if rec.execution_id == exec.id && rec.step_run_id == exec.step_run_id => rec,
-            _ => {
-                return Ok(Err(failed(
-                    exec,
-                    "invalid-suspension",
-                    &format!(
-                        "correlation id {:?} was not registered by this step (call callbacks.register first)",
-                        s.correlation_id
-                    ),
-                )));
-            }
-        };
-        let timeout = s
-            .timeout_ms
-            .unwrap_or(self.config.default_callback_timeout_ms)
-            .clamp(1, self.config.max_callback_timeout_ms);
-        let waiting = Waiting {
-            correlation_id: Some(s.correlation_id.clone()),
-            state: s.state,
-            due_ms: now_ms().saturating_add(timeout),
-        };
-        let from = exec.state;
-        let mut next = bump(exec);
-        let mut rec = rec;
-        rec.version += 1;
-        match std::mem::replace(&mut rec.state, CallbackState::Consumed) {
-            CallbackState::Received { callback } => {
-                // Suspended and at once resumed: two lines whose from/to
-                // chain (running → suspended → running).
-                next.state = ExecState::Suspended;
-                next.log(from, "suspended", None);
-                next.state = ExecState::Running;
-                next.log(ExecState::Suspended, "callback", None);
-                next.pending = Some(PendingResume {
-                    event: ResumeWith::Callback {
-                        correlation_id: s.correlation_id,
-                        callback,
-                    },
-                    state: waiting.state.clone(),
-                    waiting,
-                });
-            }
-            CallbackState::Registered => {
-                rec.state = CallbackState::Waiting;
-                next.state = ExecState::Suspended;
-                add_timers.push(Timer {
-                    due_ms: waiting.due_ms,
-                    execution_id: next.id.clone(),
-                    kind: TimerKind::CallbackTimeout,
-                });
-                next.waiting = Some(waiting);
-                next.log(from, "suspended", None);
-            }
-            other => {
-                return Ok(Err(failed(
-                    next,
-                    "invalid-suspension",
-                    &format!(
-                        "callback {:?} was already used ({other:?})",
-                        s.correlation_id
-                    ),
-                )));
-            }
-        }
-        callbacks.push(rec);
-        Ok(Ok(next))
+/// What to call for the current step of a running `exec`: `run`, or
+/// `resume` with the claimed event — the same after a restart as before
+/// it, since both come from the stored record.
+pub(super) fn invocation(exec: &Execution) -> Invocation {
+    let ctx = step_context(exec);
+    let input = to_wit_doc(&exec.document);
+    match &exec.pending {
+        None => Invocation::Run { ctx, input },
+        Some(p) => Invocation::Resume {
+            ctx,
+            input,
+            state: p.state.clone(),
+            event: to_wit_event(&p.event),
+        },
     }
 }

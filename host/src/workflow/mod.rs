@@ -18,10 +18,10 @@ use tokio_util::task::TaskTracker;
 use crate::bindings::{self, Outcome};
 use crate::capabilities::{CallInfo, Registrar};
 use crate::config::Config;
-use crate::executor::{Executor, Invocation, StepError};
+use crate::executor::{Executor, Invocation};
 use crate::model::{
-    CallbackRecord, CallbackState, Doc, ExecError, ExecState, Execution, PendingResume,
-    ReceivedCallback, ResumeWith, StepSpec, Timer, TimerKind, Waiting, now_ms,
+    CallbackRecord, Doc, ExecState, Execution, ReceivedCallback, ResumeWith, StepSpec, Timer,
+    TimerKind, now_ms,
 };
 use crate::plugins::{PluginError, Registry};
 use crate::store::{Change, Store, StoreError};
@@ -31,11 +31,14 @@ mod driver;
 mod ingress;
 mod registrar;
 mod timer;
+pub mod transition;
+mod wake;
 mod wit;
 
 pub use admin::AdminError;
 pub use ingress::{CallbackError, CallbackReply};
 pub use registrar::DurableRegistrar;
+pub use wake::TimerWake;
 use wit::{step_context, to_wit_doc, to_wit_event};
 
 /// Why an execution could not be started.
@@ -89,8 +92,9 @@ pub struct Workflows {
     config: Arc<Config>,
     tasks: TaskTracker,
     cancel: CancellationToken,
-    timer_wake: Arc<crate::timers::TimerWake>,
+    timer_wake: Arc<TimerWake>,
     metrics: Arc<crate::metrics::Metrics>,
+    limits: transition::Limits,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -128,11 +132,12 @@ impl Workflows {
             store,
             registry,
             executor,
-            config,
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             timer_wake: Arc::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            limits: transition::Limits::of(&config),
+            config,
         }
     }
 
@@ -157,7 +162,7 @@ impl Workflows {
     }
 
     /// Wakes the timer loop when a timer earlier than it knows of is added.
-    pub fn timer_wake(&self) -> Arc<crate::timers::TimerWake> {
+    pub fn timer_wake(&self) -> Arc<TimerWake> {
         self.timer_wake.clone()
     }
 
@@ -248,41 +253,19 @@ impl Workflows {
             }
         }
         steps[0].plugin_hash = pinned.get(&steps[0].plugin).map(|p| p.hash.clone());
-        let now = now_ms();
-        let mut exec = Execution {
-            id: new_execution_id(),
-            version: 1,
+        let t = transition::start(
+            new_execution_id(),
             workflow,
             steps,
-            state: ExecState::Running,
-            step_index: 0,
-            attempt: 1,
-            step_run_id: new_id(),
-            document: input,
-            outputs: Default::default(),
-            waiting: None,
-            pending: None,
-            output: None,
-            error: None,
-            status_log: Vec::new(),
-            created_ms: now,
-            updated_ms: now,
-        };
-        exec.log(ExecState::Running, "started", None);
-        self.store
-            .apply(&Change {
-                execution: Some(exec.clone()),
-                deliveries: callback_url
-                    .map(|url| crate::delivery::armed(&exec.id, &url))
-                    .into_iter()
-                    .collect(),
-                ..Default::default()
-            })
-            .await?;
+            input,
+            callback_url.as_deref(),
+            &self.ctx(),
+        );
+        let exec = self
+            .commit(t, driver::Durability::Now, &mut None)
+            .await?
+            .expect("a start writes its execution");
         drop(pinned);
-        self.metrics.transition(None, ExecState::Running);
-        self.store.flush().await?;
-        self.spawn_drive(exec.id.clone());
         Ok(exec)
     }
 
@@ -311,44 +294,6 @@ impl Workflows {
         }
         n
     }
-}
-
-/// Pins the current step of `exec` to its plugin's current version.
-fn pin_current_plugin(
-    exec: &mut Execution,
-    pinned: &crate::plugins::Pinned,
-) -> Result<(), AdminError> {
-    let i = exec.step_index;
-    let plugin = &exec.steps[i].plugin;
-    let current = pinned
-        .get(plugin)
-        .ok_or_else(|| AdminError::UnknownPlugin(plugin.clone()))?;
-    exec.steps[i].plugin_hash = Some(current.hash.clone());
-    Ok(())
-}
-
-/// The record after a write: version and time moved on, no pending resume.
-fn bump(mut exec: Execution) -> Execution {
-    exec.version += 1;
-    exec.updated_ms = now_ms();
-    exec.pending = None;
-    exec
-}
-
-fn failed(exec: Execution, code: &str, text: &str) -> Execution {
-    let from = exec.state;
-    let mut next = bump(exec);
-    next.state = ExecState::Failed;
-    next.waiting = None;
-    next.error = Some(ExecError {
-        code: code.to_owned(),
-        text: text.to_owned(),
-        document_status: None,
-        technical_status: None,
-        step: next.step().name.clone(),
-    });
-    next.log(from, "failed", Some((code, text)));
-    next
 }
 
 /// Names steps (plugin name by default, made unique by position).

@@ -1,6 +1,7 @@
 //! Callback registration: the durable registrar and its derived tickets.
 
 use super::*;
+use crate::model::CallbackState;
 
 /// The durable [`Registrar`]: a callback is in the store, flushed, before
 /// its URL reaches the plugin.
