@@ -37,15 +37,14 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Opens the data dir and loads the built-in and configured plugins.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        Self::open_with(config, false, None).await
+        Self::open_with(config, Arc::new(crate::capabilities::http::SendAll)).await
     }
 
-    /// [`Daemon::open`] for `stephost run`: optionally sending no requests,
-    /// and reporting every request to `sink`.
+    /// [`Daemon::open`] with `hooks` deciding about plugins' outbound
+    /// requests (`stephost run` watches them, and may send none).
     pub async fn open_with(
         config: Config,
-        dry_run: bool,
-        sink: Option<crate::capabilities::RequestSink>,
+        hooks: Arc<dyn crate::capabilities::HttpHooks>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
         // The delivery signing key may come from the environment: read it
@@ -59,8 +58,7 @@ impl Daemon {
         let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
         let mut services = HostServices::new(registrar.clone(), Arc::new(config.egress()?))?;
-        services.dry_run = dry_run;
-        services.request_sink = sink;
+        services.hooks = hooks;
         let executor = Arc::new(
             Executor::new(engine, services)?.with_max_instances(config.max_concurrent_steps),
         );

@@ -46,6 +46,29 @@ impl HttpError {
     }
 }
 
+/// What the embedder decides about plugins' outbound requests. The daemon
+/// sends every request and watches none ([`SendAll`]); `stephost run`
+/// reports each request as it happens and, with `--dry-run`, sends none.
+/// A hooks trait, as wasi-http's hooks are, keeps those command-line
+/// features out of the state every production call carries.
+pub trait HttpHooks: Send + Sync {
+    /// Whether requests are sent at all; when not, the plugin gets
+    /// `denied` ("dry run").
+    fn sends(&self) -> bool {
+        true
+    }
+
+    /// Sees every request of every call once it was made (or refused),
+    /// secrets masked.
+    fn observe(&self, _execution_id: &str, _request: &RecordedRequest) {}
+}
+
+/// The daemon's hooks: send everything, watch nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendAll;
+
+impl HttpHooks for SendAll {}
+
 impl Host for StepState {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let started = Instant::now();
@@ -62,7 +85,7 @@ impl Host for StepState {
             error: None,
             duration_ms: 0,
         };
-        let result = if self.services.dry_run {
+        let result = if !self.services.hooks.sends() {
             Err(HttpError::Denied(
                 "dry run: the request was not sent".into(),
             ))
@@ -84,9 +107,9 @@ impl Host for StepState {
             error = ?record.error,
             "outbound request"
         );
-        if let Some(sink) = &self.services.request_sink {
-            let _ = sink.send((self.call.execution_id.clone(), record.clone()));
-        }
+        self.services
+            .hooks
+            .observe(&self.call.execution_id, &record);
         self.requests.push(record);
         Ok(result)
     }

@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use crate::grant::Grant;
 pub use callbacks::Registrar;
-pub use http::RecordedRequest;
+pub use http::{HttpHooks, RecordedRequest};
 
 /// Identity of one step call, for logs and callback registration.
 #[derive(Debug, Clone)]
@@ -48,14 +48,9 @@ pub struct HostServices {
     pub registrar: Arc<dyn Registrar>,
     /// Which addresses plugins may reach, and through which proxy.
     pub egress: Arc<crate::egress::Egress>,
-    /// `stephost run --dry-run`: record requests, send none.
-    pub dry_run: bool,
-    /// `stephost run`: every request of every call, as it happens.
-    pub request_sink: Option<RequestSink>,
+    /// Whether requests are sent, and who watches them.
+    pub hooks: Arc<dyn HttpHooks>,
 }
-
-/// Receives `(execution id, request)` for every outbound request.
-pub type RequestSink = tokio::sync::mpsc::UnboundedSender<(String, RecordedRequest)>;
 
 impl std::fmt::Debug for HostServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,8 +78,7 @@ impl HostServices {
             http_insecure: build(true)?,
             registrar,
             egress,
-            dry_run: false,
-            request_sink: None,
+            hooks: Arc::new(http::SendAll),
         })
     }
 }

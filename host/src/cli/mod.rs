@@ -17,6 +17,8 @@ use crate::daemon::{Daemon, open_store, shutdown_signals};
 use crate::model::Doc;
 use crate::workflow::Target;
 
+mod recorder;
+
 /// Runs workflow steps as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
 #[command(name = "stephost", version, about)]
@@ -439,8 +441,8 @@ async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
         None => Value::Null,
     };
 
-    let (sink, mut requests) = tokio::sync::mpsc::unbounded_channel();
-    let daemon = Daemon::open_with(config, args.dry_run, Some(sink)).await?;
+    let recorder = std::sync::Arc::new(recorder::Recorder::new(args.dry_run));
+    let daemon = Daemon::open_with(config, recorder.clone()).await?;
     let workflows = daemon.workflows().clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -477,10 +479,7 @@ async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> 
     let _ = stop.send(());
     server.await.context("local daemon task")??;
 
-    let mut sent = Vec::new();
-    while let Ok((_, request)) = requests.try_recv() {
-        sent.push(request);
-    }
+    let sent = recorder.take();
     let view = crate::api::execution_view(&exec);
     let report = json!({
         "state": view["state"],
