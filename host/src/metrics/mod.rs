@@ -1,37 +1,29 @@
-//! `GET /metrics`: the daemon's counters in the Prometheus text format.
+//! The daemon's counters, gauges and histograms, and the `GET /metrics`
+//! page that shows them.
 //!
-//! Everything here is kept in memory and updated where it happens (a
-//! transition, a step call, a callback, a delivery attempt), so a scrape
-//! costs no store scan for them. The execution gauges are seeded from the
-//! store once at open and then moved by every transition. What only the
-//! store and the executor know (the timer backlog, write counts, instance
-//! slots) the caller reads and hands to [`Metrics::render`] as a
-//! [`Snapshot`]: this module sits low in the layers and reads neither.
+//! They live in a metrics-rs registry of this daemon's own and are written
+//! in the Prometheus text format by its exporter; [`series`] names every
+//! series as `docs/operations.md` lists it. Each value is moved where its
+//! event happens — a transition, a step call, a callback, a timer firing, a
+//! delivery attempt — so a scrape reads no table for them; the execution
+//! gauges are seeded from the store's counts once at open and then moved by
+//! every transition. What this module cannot see happen (the executor's
+//! instance slots, the store's write counters and timer backlog) the caller
+//! reads, cheaply, and hands to [`Metrics::render`] as a [`Snapshot`]: this
+//! module sits low in the layers and imports neither.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+mod series;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ::metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
+
+use self::series::*;
 use crate::model::ExecState;
-
-mod render;
-
-/// Upper bounds (seconds) of the step-duration histogram buckets.
-const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-const STATES: [ExecState; 4] = [
-    ExecState::Running,
-    ExecState::Suspended,
-    ExecState::Completed,
-    ExecState::Failed,
-];
-
-fn state_index(state: ExecState) -> usize {
-    STATES.iter().position(|s| *s == state).unwrap_or(0)
-}
 
 /// How one step call ended, for the per-plugin counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +55,6 @@ impl StepResult {
     }
 }
 
-#[derive(Debug, Default, Clone)]
-struct StepStats {
-    started: u64,
-    outcomes: BTreeMap<&'static str, u64>,
-    buckets: [u64; DURATION_BUCKETS.len()],
-    count: u64,
-    sum_seconds: f64,
-}
-
 /// How the instance slots are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotUsage {
@@ -83,14 +66,18 @@ pub struct SlotUsage {
     pub waiting: u64,
 }
 
-/// What a scrape shows besides the counters kept here, read by the caller
-/// from the store and the executor.
+/// What a scrape shows besides the series kept here, read by the caller
+/// from the store and the executor. Each is an in-memory value there or a
+/// short read (see the fields), never a scan of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The executor's instance slots.
+    /// The executor's instance slots: its semaphore is the one place that
+    /// knows, and reading it is two atomic loads.
     pub slots: SlotUsage,
     /// Pending timers, and how many of them are due; `None` if the store
-    /// could not count them (the two series are then left out).
+    /// could not tell (both then show `NaN`). Kept by the store, which is
+    /// the one place that sees every timer a change adds or removes; what
+    /// is due changes with the clock, so the store walks the due ones.
     pub timer_backlog: Option<(u64, u64)>,
     /// Timer records moved aside as undecodable.
     pub timers_quarantined: u64,
@@ -104,41 +91,139 @@ pub struct Snapshot {
     pub disk_flushes: u64,
 }
 
-/// The daemon's counters. One per daemon (tests run several in a process).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    executions: [AtomicI64; 4],
-    executions_started: AtomicU64,
-    executions_ended: [AtomicU64; 4],
-    executions_recovered: AtomicU64,
-    steps: Mutex<BTreeMap<String, StepStats>>,
-    callbacks: Mutex<BTreeMap<&'static str, u64>>,
-    timers_fired: Mutex<BTreeMap<&'static str, u64>>,
-    deliveries_enqueued: AtomicU64,
-    delivery_attempts: AtomicU64,
-    delivery_failures: AtomicU64,
-    deliveries_delivered: AtomicU64,
-    deliveries_given_up: AtomicU64,
+/// The exporter ignores where a series was registered from; the recorder
+/// API still asks.
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Step calls between two drains of the duration samples: the exporter
+/// keeps each sample until it sorts it into the buckets (at a scrape or an
+/// upkeep), so a daemon nobody scrapes would otherwise keep them all.
+const UPKEEP_EVERY: u64 = 1024;
+
+/// The series a scrape copies from a [`Snapshot`]: counters kept by the
+/// store are set to its value (`absolute`), not counted twice.
+struct Scraped {
+    slots_total: Gauge,
+    slots_in_use: Gauge,
+    calls_waiting: Gauge,
+    timers_pending: Gauge,
+    timers_overdue: Gauge,
+    timers_quarantined: Counter,
+    store_changes: Counter,
+    store_transactions: Counter,
+    flush_requests: Counter,
+    disk_flushes: Counter,
 }
 
-fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
-    *map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default() += 1;
+/// The daemon's series. One per daemon (tests run several in a process).
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    page: PrometheusHandle,
+    /// By [`state_index`].
+    executions: [Gauge; 4],
+    executions_started: Counter,
+    executions_completed: Counter,
+    executions_failed: Counter,
+    executions_recovered: Counter,
+    deliveries_enqueued: Counter,
+    delivery_attempts: Counter,
+    delivery_failures: Counter,
+    deliveries_delivered: Counter,
+    deliveries_given_up: Counter,
+    scraped: Scraped,
+    step_calls: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Exhaustive, so that a new state cannot go uncounted.
+fn state_index(state: ExecState) -> usize {
+    match state {
+        ExecState::Running => 0,
+        ExecState::Suspended => 1,
+        ExecState::Completed => 2,
+        ExecState::Failed => 3,
+    }
 }
 
 impl Metrics {
-    /// Empty counters.
+    /// Every series at zero (those with a label that only events bring,
+    /// a plugin name or a rare result, appear when first counted).
     pub fn new() -> Self {
-        Self::default()
+        let recorder = series::recorder();
+        let r = &recorder;
+        let counter = |name| r.register_counter(&Key::from_static_name(name), &METADATA);
+        let gauge = |name| r.register_gauge(&Key::from_static_name(name), &METADATA);
+        let state = |s: ExecState| s.as_str();
+        // Registering a series is what puts it on the page, at zero; the
+        // registry keeps it, so the handle is not needed.
+        for result in CALLBACK_RESULTS {
+            let _ = labelled_counter(r, CALLBACKS, "result", result);
+        }
+        for kind in TIMER_KINDS {
+            let _ = labelled_counter(r, TIMERS_FIRED, "kind", kind);
+        }
+        let scraped = Scraped {
+            slots_total: labelled_gauge(r, STEP_SLOTS, "state", "total"),
+            slots_in_use: labelled_gauge(r, STEP_SLOTS, "state", "in-use"),
+            calls_waiting: gauge(STEP_CALLS_WAITING),
+            timers_pending: gauge(TIMERS_PENDING),
+            timers_overdue: gauge(TIMERS_OVERDUE),
+            timers_quarantined: counter(TIMERS_QUARANTINED),
+            store_changes: counter(STORE_CHANGES),
+            store_transactions: counter(STORE_TRANSACTIONS),
+            flush_requests: counter(STORE_FLUSH_REQUESTS),
+            disk_flushes: counter(STORE_DISK_FLUSHES),
+        };
+        Self {
+            executions: [
+                ExecState::Running,
+                ExecState::Suspended,
+                ExecState::Completed,
+                ExecState::Failed,
+            ]
+            .map(|s| labelled_gauge(r, EXECUTIONS, "state", state(s))),
+            executions_started: counter(EXECUTIONS_STARTED),
+            executions_completed: labelled_counter(
+                r,
+                EXECUTIONS_ENDED,
+                "state",
+                state(ExecState::Completed),
+            ),
+            executions_failed: labelled_counter(
+                r,
+                EXECUTIONS_ENDED,
+                "state",
+                state(ExecState::Failed),
+            ),
+            executions_recovered: counter(EXECUTIONS_RECOVERED),
+            deliveries_enqueued: counter(DELIVERIES_ENQUEUED),
+            delivery_attempts: counter(DELIVERY_ATTEMPTS),
+            delivery_failures: counter(DELIVERY_FAILURES),
+            deliveries_delivered: counter(DELIVERIES_DELIVERED),
+            deliveries_given_up: counter(DELIVERIES_GIVEN_UP),
+            scraped,
+            step_calls: AtomicU64::new(0),
+            page: recorder.handle(),
+            recorder,
+        }
     }
 
     /// Seeds the per-state gauges from the store's counts.
     pub fn seed_executions(&self, counts: &[(ExecState, u64)]) {
         for (state, n) in counts {
-            self.executions[state_index(*state)]
-                .store(i64::try_from(*n).unwrap_or(i64::MAX), Ordering::Relaxed);
+            self.executions[state_index(*state)].set(*n as f64);
         }
     }
 
@@ -149,113 +234,119 @@ impl Metrics {
             return;
         }
         match from {
-            Some(from) => {
-                self.executions[state_index(from)].fetch_sub(1, Ordering::Relaxed);
-            }
-            None => {
-                self.executions_started.fetch_add(1, Ordering::Relaxed);
-            }
+            Some(from) => self.executions[state_index(from)].decrement(1.0),
+            None => self.executions_started.increment(1),
         }
-        self.executions[state_index(to)].fetch_add(1, Ordering::Relaxed);
-        if to.is_terminal() {
-            self.executions_ended[state_index(to)].fetch_add(1, Ordering::Relaxed);
+        self.executions[state_index(to)].increment(1.0);
+        match to {
+            ExecState::Completed => self.executions_completed.increment(1),
+            ExecState::Failed => self.executions_failed.increment(1),
+            ExecState::Running | ExecState::Suspended => {}
         }
     }
 
     /// Executions re-run at start because a previous process left them running.
     pub fn recovered(&self, n: usize) {
-        self.executions_recovered
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.executions_recovered.increment(n as u64);
     }
 
     /// A step call (`run` or `resume`) of `plugin` returned after `elapsed`.
     pub fn step_call(&self, plugin: &str, result: StepResult, elapsed: Duration) {
-        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
-        let stats = steps.entry(plugin.to_owned()).or_default();
-        stats.started += 1;
-        *stats.outcomes.entry(result.as_str()).or_default() += 1;
-        let secs = elapsed.as_secs_f64();
-        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                stats.buckets[i] += 1;
-            }
+        let plugin = Label::new("plugin", plugin.to_owned());
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        counter(STEPS_STARTED, vec![plugin.clone()]).increment(1);
+        // Both are registered on every call, so a plugin that never failed
+        // still shows its zero next to its completions.
+        let completed = counter(STEPS_COMPLETED, vec![plugin.clone()]);
+        let failed = counter(STEPS_FAILED, vec![plugin.clone()]);
+        match result {
+            StepResult::Complete => completed.increment(1),
+            StepResult::Fail | StepResult::Error => failed.increment(1),
+            StepResult::Suspend | StepResult::RetryAfter | StepResult::RejectCallback => {}
         }
-        stats.count += 1;
-        stats.sum_seconds += secs;
+        let outcome = Label::from_static_parts("outcome", result.as_str());
+        counter(STEP_OUTCOMES, vec![plugin.clone(), outcome]).increment(1);
+        self.recorder
+            .register_histogram(&Key::from_parts(STEP_DURATION, vec![plugin]), &METADATA)
+            .record(elapsed.as_secs_f64());
+        if self.step_calls.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.page.run_upkeep();
+        }
     }
 
     /// A callback request was answered; `result` is one of `applied`,
     /// `stored`, `rejected`, `duplicate`, `gone`, `not-found`,
     /// `unauthorized`, `busy`, `error`.
     pub fn callback(&self, result: &'static str) {
-        bump(&self.callbacks, result);
+        labelled_counter(&self.recorder, CALLBACKS, "result", result).increment(1);
     }
 
     /// A durable timer fired (`callback-timeout`, `retry`, `delivery`).
     pub fn timer_fired(&self, kind: &'static str) {
-        bump(&self.timers_fired, kind);
+        labelled_counter(&self.recorder, TIMERS_FIRED, "kind", kind).increment(1);
     }
 
     /// A result delivery was queued together with the end of its execution.
     pub fn delivery_enqueued(&self) {
-        self.deliveries_enqueued.fetch_add(1, Ordering::Relaxed);
+        self.deliveries_enqueued.increment(1);
     }
 
     /// A delivery attempt ended: `ok`, or failed; `gave_up` after the last.
     pub fn delivery_attempt(&self, ok: bool, gave_up: bool) {
-        self.delivery_attempts.fetch_add(1, Ordering::Relaxed);
+        self.delivery_attempts.increment(1);
         if ok {
-            self.deliveries_delivered.fetch_add(1, Ordering::Relaxed);
+            self.deliveries_delivered.increment(1);
         } else {
-            self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+            self.delivery_failures.increment(1);
         }
         if gave_up {
-            self.deliveries_given_up.fetch_add(1, Ordering::Relaxed);
+            self.deliveries_given_up.increment(1);
         }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every series, with
+    /// the values of `snapshot` for those this module cannot count itself.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let s = &self.scraped;
+        s.slots_total.set(snapshot.slots.capacity as f64);
+        s.slots_in_use.set(snapshot.slots.in_use as f64);
+        s.calls_waiting.set(snapshot.slots.waiting as f64);
+        // Unknown is not zero: an alert on a backlog must not read "none".
+        let (pending, due) = snapshot
+            .timer_backlog
+            .map_or((f64::NAN, f64::NAN), |(p, d)| (p as f64, d as f64));
+        s.timers_pending.set(pending);
+        s.timers_overdue.set(due);
+        s.timers_quarantined.absolute(snapshot.timers_quarantined);
+        s.store_changes.absolute(snapshot.store_changes);
+        s.store_transactions.absolute(snapshot.store_transactions);
+        s.flush_requests.absolute(snapshot.flush_requests);
+        s.disk_flushes.absolute(snapshot.disk_flushes);
+        self.page.render()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::render::escape;
-    use super::*;
+/// The series `name{key="value"}`, for label values known in advance.
+fn labelled_counter(
+    recorder: &PrometheusRecorder,
+    name: &'static str,
+    key: &'static str,
+    value: &'static str,
+) -> Counter {
+    let key = Key::from_parts(name, vec![Label::from_static_parts(key, value)]);
+    recorder.register_counter(&key, &METADATA)
+}
 
-    #[test]
-    fn transitions_move_the_gauges_and_count_endings() {
-        let m = Metrics::new();
-        m.seed_executions(&[(ExecState::Suspended, 2)]);
-        m.transition(None, ExecState::Running);
-        m.transition(Some(ExecState::Running), ExecState::Suspended);
-        m.transition(Some(ExecState::Suspended), ExecState::Running);
-        m.transition(Some(ExecState::Running), ExecState::Completed);
-        m.transition(Some(ExecState::Suspended), ExecState::Failed);
-        let gauge = |s: ExecState| m.executions[state_index(s)].load(Ordering::Relaxed);
-        assert_eq!(gauge(ExecState::Running), 0);
-        assert_eq!(gauge(ExecState::Suspended), 1);
-        assert_eq!(gauge(ExecState::Completed), 1);
-        assert_eq!(gauge(ExecState::Failed), 1);
-        assert_eq!(m.executions_started.load(Ordering::Relaxed), 1);
-        let ended = |s: ExecState| m.executions_ended[state_index(s)].load(Ordering::Relaxed);
-        assert_eq!(ended(ExecState::Completed), 1);
-        assert_eq!(ended(ExecState::Failed), 1);
-        assert_eq!(ended(ExecState::Running), 0, "running is no ending");
-        assert_eq!(ended(ExecState::Suspended), 0, "suspended is no ending");
-        // A repeated state is no transition: nothing moves, nothing ends.
-        m.transition(Some(ExecState::Completed), ExecState::Completed);
-        assert_eq!(ended(ExecState::Completed), 1);
-        assert_eq!(gauge(ExecState::Completed), 1);
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative_and_labels_escaped() {
-        let m = Metrics::new();
-        m.step_call("a\"b", StepResult::Complete, Duration::from_millis(30));
-        m.step_call("a\"b", StepResult::Error, Duration::from_secs(100));
-        let steps = m.steps.lock().unwrap();
-        let s = &steps["a\"b"];
-        assert_eq!(s.buckets[DURATION_BUCKETS.len() - 1], 1);
-        assert_eq!(s.buckets[3], 1, "30 ms is within 0.05 s");
-        assert_eq!(s.count, 2);
-        assert_eq!(escape("a\"b"), "a\\\"b");
-    }
+/// The gauge `name{key="value"}`.
+fn labelled_gauge(
+    recorder: &PrometheusRecorder,
+    name: &'static str,
+    key: &'static str,
+    value: &'static str,
+) -> Gauge {
+    let key = Key::from_parts(name, vec![Label::from_static_parts(key, value)]);
+    recorder.register_gauge(&key, &METADATA)
 }

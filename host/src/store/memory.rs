@@ -181,6 +181,7 @@ impl TimerStore for MemoryStore {
     }
 
     fn timer_backlog(&self, now_ms: u64) -> StoreFuture<'_, (u64, u64)> {
+        // A map knows its length; only the due timers are walked.
         let tables = self.tables();
         let due = tables.timers.range(..due_end(now_ms)).count() as u64;
         Self::ready(Ok((tables.timers.len() as u64, due)))

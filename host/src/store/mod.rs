@@ -102,6 +102,9 @@ pub trait TimerStore: Send + Sync {
     /// When the earliest timer is due.
     fn next_timer_due(&self) -> StoreFuture<'_, Option<u64>>;
     /// Pending timers in all, and how many of them are due at `now_ms`.
+    /// Every `/metrics` scrape asks, so the total must be kept by the
+    /// writes that add and remove timers, never counted by a scan; only
+    /// the due ones (the timer loop's backlog) may be walked.
     fn timer_backlog(&self, now_ms: u64) -> StoreFuture<'_, (u64, u64)>;
 }
 

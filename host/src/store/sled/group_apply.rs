@@ -9,7 +9,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
-use super::{SledStore, count_key, count_value, decode, encode, storage_only};
+use super::{SledStore, TIMER_COUNT_KEY, count_key, count_value, decode, encode, storage_only};
 use crate::model::ExecState;
 use crate::store::{Change, StoreError};
 
@@ -137,8 +137,10 @@ struct Txn<'a> {
 impl Txn<'_> {
     /// Checks every version a change expects before writing any of it, so
     /// a refused change leaves nothing behind. Changes earlier in the same
-    /// batch are seen (sled reads a transaction's own writes).
-    fn apply(&self, p: &Prepared) -> Checked<()> {
+    /// batch are seen (sled reads a transaction's own writes). Tells how
+    /// many timers the change added net: a removed timer that was never
+    /// there, or one added twice, moves nothing.
+    fn apply(&self, p: &Prepared) -> Checked<i64> {
         let mut before = None;
         if let Some((id, version, _, _)) = &p.execution {
             match check_execution_version(self.executions, id, *version)? {
@@ -180,16 +182,35 @@ impl Txn<'_> {
         for (key, _, bytes) in &p.callbacks {
             self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
         }
+        let mut timers = 0;
         for key in &p.remove_timers {
-            self.timers.remove(key.as_slice())?;
+            if self.timers.remove(key.as_slice())?.is_some() {
+                timers -= 1;
+            }
         }
         for (key, bytes) in &p.add_timers {
-            self.timers.insert(key.as_slice(), bytes.as_slice())?;
+            if self
+                .timers
+                .insert(key.as_slice(), bytes.as_slice())?
+                .is_none()
+            {
+                timers += 1;
+            }
         }
         for (key, _, bytes) in &p.deliveries {
             self.deliveries.insert(key.as_bytes(), bytes.as_slice())?;
         }
-        Ok(Ok(()))
+        Ok(Ok(timers))
+    }
+
+    /// Moves the timer count by `by`, in the batch's transaction: once per
+    /// batch, not per change, as it is one more record to write.
+    fn count_timers(&self, by: i64) -> Result<(), UnabortableTransactionError> {
+        if by != 0 {
+            let now = count_value(self.counts.get(TIMER_COUNT_KEY)?.as_deref()) + by;
+            self.counts.insert(TIMER_COUNT_KEY, &now.to_be_bytes())?;
+        }
+        Ok(())
     }
 }
 
@@ -215,9 +236,15 @@ impl SledStore {
                 counts: n,
             };
             let mut outcomes = Vec::with_capacity(batch.len());
+            let mut timers = 0;
             for p in batch {
-                outcomes.push(txn.apply(p)?);
+                let outcome = txn.apply(p)?;
+                if let Ok(added) = &outcome {
+                    timers += added;
+                }
+                outcomes.push(outcome.map(|_| ()));
             }
+            txn.count_timers(timers)?;
             Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(outcomes)
         });
         match result.map_err(storage_only) {

@@ -42,9 +42,10 @@ pub struct SledStore {
     /// Ids of the executions in state `running` (empty values): recovery
     /// reads these at open instead of scanning every execution.
     running: sled::Tree,
-    /// Executions per state (state name -> i64, big-endian), kept in the
-    /// same transaction as every execution write: counting them at open
-    /// costs four reads, not a scan.
+    /// Executions per state (state name -> i64, big-endian), and the
+    /// number of timers ([`TIMER_COUNT_KEY`]), kept in the same
+    /// transaction as every write of those records: counting them at open
+    /// or at a scrape costs a read each, not a scan.
     counts: sled::Tree,
     /// Timer records that could not be decoded, moved aside by their key so
     /// that one bad record cannot stop every timer behind it.
@@ -64,6 +65,11 @@ const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
 /// Marks, in the `meta` tree, that the per-state counts are complete.
 const COUNTS_MARK: &[u8] = b"index/counts/v1";
+/// Marks, in the `meta` tree, that the timer count is complete.
+const TIMER_COUNT_MARK: &[u8] = b"index/timer-count/v1";
+
+/// The key of the timer count in the `counts` tree (no state is named so).
+const TIMER_COUNT_KEY: &[u8] = b"timers";
 
 /// Every execution state, in the order the counts are reported.
 const STATES: [ExecState; 4] = [
@@ -174,13 +180,29 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Builds the `running` index and the per-state counts once, for a
-    /// data dir written before they existed: one scan, then never again.
+    /// Builds the `running` index and the counts once, for a data dir
+    /// written before they existed: one scan, then never again.
     fn build_indexes(&self) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta")?;
+        let mut built = false;
+        if !meta.contains_key(TIMER_COUNT_MARK)? {
+            // Keys only: a record that would not decode is still a timer
+            // until it is moved aside, which counts it out.
+            let mut n = 0i64;
+            for key in self.timers.iter().keys() {
+                key?;
+                n += 1;
+            }
+            self.counts.insert(TIMER_COUNT_KEY, &n.to_be_bytes())?;
+            meta.insert(TIMER_COUNT_MARK, &[])?;
+            built = true;
+        }
         let running_done = meta.contains_key(RUNNING_INDEX_MARK)?;
         let counts_done = meta.contains_key(COUNTS_MARK)?;
         if running_done && counts_done {
+            if built {
+                self.db.flush()?;
+            }
             return Ok(());
         }
         #[derive(serde::Deserialize)]
@@ -221,9 +243,12 @@ impl SledStore {
         bytes: &[u8],
         why: &StoreError,
     ) -> Result<(), StoreError> {
-        (&self.timers, &self.quarantine)
-            .transaction(|(timers, quarantine)| {
-                timers.remove(key)?;
+        (&self.timers, &self.quarantine, &self.counts)
+            .transaction(|(timers, quarantine, counts)| {
+                if timers.remove(key)?.is_some() {
+                    let n = count_value(counts.get(TIMER_COUNT_KEY)?.as_deref()) - 1;
+                    counts.insert(TIMER_COUNT_KEY, &n.to_be_bytes())?;
+                }
                 quarantine.insert(key, bytes)?;
                 Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
             })

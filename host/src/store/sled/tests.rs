@@ -78,6 +78,17 @@ async fn an_undecodable_timer_is_quarantined_and_the_others_still_come_due() {
         .timers
         .insert(bad_key.as_slice(), &b"{not json"[..])
         .unwrap();
+    // Written behind the store's back, like a data dir from before the
+    // timer count: the next open counts them, the bad one included.
+    store
+        .db
+        .open_tree("meta")
+        .unwrap()
+        .remove(super::TIMER_COUNT_MARK)
+        .unwrap();
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.timer_backlog(1_000).await.unwrap(), (2, 2));
 
     assert_eq!(
         store.next_timer_due().await.unwrap(),
@@ -89,6 +100,11 @@ async fn an_undecodable_timer_is_quarantined_and_the_others_still_come_due() {
         vec![good.clone()]
     );
     assert_eq!(store.quarantined_timers(), 1);
+    assert_eq!(
+        store.timer_backlog(1_000).await.unwrap(),
+        (1, 1),
+        "moved out"
+    );
     assert!(store.timers.get(&bad_key).unwrap().is_none());
     assert_eq!(
         store.quarantine.get(&bad_key).unwrap().unwrap().as_ref(),
