@@ -73,9 +73,22 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape() {
     let listed: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(listed, json!({"executions": []}));
 
-    // What the table does not list takes `admin` to be told about.
+    // What the table does not list takes `admin` to be told about, but a
+    // wrong method on an open endpoint is answered to anyone.
     let (status, _, body) = call(&daemon, reqwest::Method::GET, "/v1/nothing", None).await;
     assert_eq!(status, 401, "{body}");
+    let (status, _, body) = call(&daemon, reqwest::Method::DELETE, "/v1/executions", None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, allow, body) = call(
+        &daemon,
+        reqwest::Method::GET,
+        "/v1/callbacks/0190a4a8-0000-7000-8000-000000000000",
+        None,
+    )
+    .await;
+    assert_eq!((status, allow.as_deref()), (405, Some("POST")), "{body}");
+    let (status, _, body) = call(&daemon, reqwest::Method::POST, "/healthz", None).await;
+    assert_eq!(status, 405, "{body}");
     daemon.stop().await;
 }
 

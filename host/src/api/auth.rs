@@ -56,14 +56,7 @@ pub(super) async fn admit(
     if !api.auth.enabled {
         return Ok(req);
     }
-    let checked = match bearer(req.headers()) {
-        Ok(token) => {
-            let store = api.workflows.store().as_ref();
-            crate::auth::require(store, token.as_deref(), needed).await
-        }
-        Err(e) => Err(e),
-    };
-    let Err(refused) = checked else {
+    let Err(refused) = check(api, req.headers(), needed).await else {
         return Ok(req);
     };
     // Read what the client is sending (up to the request limit, for a few
@@ -72,6 +65,15 @@ pub(super) async fn admit(
     let drain = Limited::new(req.into_body(), api.max_body).collect();
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     Err(refused.into())
+}
+
+async fn check(
+    api: &Shared,
+    headers: &HeaderMap,
+    needed: Permission,
+) -> Result<TokenRecord, AuthError> {
+    let token = bearer(headers)?;
+    crate::auth::require(api.workflows.store().as_ref(), token.as_deref(), needed).await
 }
 
 /// The token a request carries, if any; one that is sent must be valid

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -72,11 +72,13 @@ pub fn service(workflows: Arc<Workflows>, config: &Config) -> Result<ApiService,
 fn router(state: Shared) -> Router {
     use Permission::{Admin, ExecutionsRead, ExecutionsWrite};
     // Open: a callback is admitted by its URL's secret (and an optional
-    // token), which its handler checks itself.
+    // token), which its handler checks itself. A wrong method here is
+    // answered to anyone, as the endpoint itself would be.
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/callbacks/{id}", post(callbacks::receive));
+        .route("/v1/callbacks/{id}", post(callbacks::receive))
+        .method_not_allowed_fallback(method_not_allowed);
     let read = Router::new()
         .route("/v1/executions", get(executions::list))
         .route("/v1/executions/{id}", get(executions::show))
@@ -94,7 +96,7 @@ fn router(state: Shared) -> Router {
         .merge(auth::guard(write, &state, ExecutionsWrite))
         .merge(auth::guard(admin, &state, Admin))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(refused_method)
         // Inside out: a panic becomes a 500, an error answer to a request
         // with a body announces the close, and the request is traced.
         .layer(CatchPanicLayer::custom(error::panicked))
@@ -122,16 +124,22 @@ async fn not_found(State(api): State<Shared>, req: Request) -> Result<Response, 
     Err(ApiError::not_found(format!("no route for {path}")))
 }
 
+/// A method a guarded path does not take: like anything the table does
+/// not list, it takes `admin` to be told so (when auth is on).
+async fn refused_method(State(api): State<Shared>, req: Request) -> Result<Response, ApiError> {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    auth::admit(&api, req, Permission::Admin).await?;
+    Err(method_not_allowed(method, uri).await)
+}
+
 /// A known path with a method it does not take; axum adds the `Allow`
 /// header.
-async fn method_not_allowed(State(api): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    auth::admit(&api, req, Permission::Admin).await?;
-    Err(ApiError::new(
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
-        format!("{method} is not allowed on {path}"),
-    ))
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 /// An error may be answered before the body was read; hyper then closes
