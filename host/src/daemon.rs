@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::api::Api;
 use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::executor::Executor;
@@ -175,7 +174,7 @@ impl Daemon {
             );
         }
 
-        let api = Arc::new(Api::new(self.workflows.clone(), &self.config)?);
+        let api = crate::api::service(self.workflows.clone(), &self.config)?;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         // HTTP/1.1 only (the API speaks nothing else), so nothing sniffs
         // each connection for an HTTP/2 preface; with a timer, a client
@@ -204,8 +203,7 @@ impl Daemon {
                     // Answers go out whole at once; do not hold the last
                     // segment back waiting for an ACK (Nagle).
                     let _ = stream.set_nodelay(true);
-                    let api = api.clone();
-                    let service = hyper::service::service_fn(move |req| api.clone().handle(req));
+                    let service = hyper_util::service::TowerToHyperService::new(api.clone());
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let conn = graceful.watch(conn);
                     let cut = cut_connections.clone();

@@ -1,110 +1,154 @@
 //! `/v1/executions`: start, read, list, and the operator's retry, skip and
-//! cancel.
+//! cancel. The request parsing is pure ([`parse_start`], [`list_filter`])
+//! so that it can be fuzzed apart from the handlers.
 
-use super::*;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
 
-impl Api {
-    pub(super) async fn admin_action(&self, id: &str, action: &str) -> Result<Resp, ApiError> {
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ApiError::not_found(format!(
-                "{id:?} is not an execution id"
-            )));
-        }
-        let result = match action {
-            "retry" => self.workflows.retry(id).await,
-            "skip" => self.workflows.skip(id).await,
-            _ => self.workflows.cancel(id).await,
-        };
-        let exec = result.map_err(|e| match e {
-            AdminError::NotFound => ApiError::not_found(format!("no execution {id}")),
-            AdminError::WrongState(state) => ApiError::new(
-                StatusCode::CONFLICT,
-                "wrong-state",
-                format!("cannot {action} an execution that is {}", state.as_str()),
-            ),
-            AdminError::Busy => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-            AdminError::UnknownPlugin(_) => {
-                ApiError::new(StatusCode::CONFLICT, "unknown-plugin", e.to_string())
-            }
-            AdminError::Store(e) => e.into(),
-        })?;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"id": exec.id, "state": exec.state.as_str(), "step": exec.step().name}),
-        ))
+use super::error::AdminRefusal;
+use super::{ApiError, Param, Shared, json_response, query_pairs, read_body};
+use crate::model::{Doc, ExecState, Execution};
+use crate::store::ExecutionFilter;
+use crate::workflow::{AdminError, Target};
+
+/// `POST /v1/executions`: durable before the answer; `202` when the result
+/// is to be POSTed to a `callback_url`, else `201`.
+pub(super) async fn start(
+    State(api): State<Shared>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, api.max_body).await?;
+    let StartRequest {
+        target,
+        input,
+        callback_url,
+    } = parse_start(&body)?;
+    if let Some(url) = &callback_url {
+        crate::delivery::check_callback_address(url, &api.policy).map_err(ApiError::bad_request)?;
     }
+    let status = match callback_url {
+        Some(_) => StatusCode::ACCEPTED,
+        None => StatusCode::CREATED,
+    };
+    let exec = api
+        .workflows
+        .start_with_delivery(target, Doc::json(&input), callback_url)
+        .await?;
+    Ok(json_response(
+        status,
+        &json!({"id": exec.id, "state": exec.state.as_str()}),
+    ))
+}
 
-    pub(super) async fn start(&self, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let body = self.body(req).await?;
-        let StartRequest {
-            target,
-            input,
-            callback_url,
-        } = parse_start(&body)?;
-        if let Some(url) = &callback_url {
-            crate::delivery::check_callback_address(url, &self.policy)
-                .map_err(ApiError::bad_request)?;
-        }
-        // With a callback_url the result is POSTed there when it ends: 202.
-        let status = match callback_url {
-            Some(_) => StatusCode::ACCEPTED,
-            None => StatusCode::CREATED,
-        };
-        let exec = self
-            .workflows
-            .start_with_delivery(target, Doc::json(&input), callback_url)
-            .await
-            .map_err(|e| match e {
-                StartError::UnknownWorkflow(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "unknown-workflow", e.to_string())
-                }
-                StartError::UnknownPlugin(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "unknown-plugin", e.to_string())
-                }
-                StartError::Store(e) => e.into(),
-            })?;
-        Ok(json_response(
-            status,
-            &json!({"id": exec.id, "state": exec.state.as_str()}),
-        ))
-    }
+/// `GET /v1/executions/{id}`: the execution and its result delivery.
+pub(super) async fn show(
+    State(api): State<Shared>,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    let store = api.workflows.store();
+    let exec = store
+        .execution(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let mut view = execution_view(&exec);
+    view["delivery"] = crate::delivery::view(&store.deliveries_of(&id).await?);
+    Ok(json_response(StatusCode::OK, &view))
+}
 
-    pub(super) async fn get(&self, id: &str) -> Result<Resp, ApiError> {
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ApiError::not_found(format!(
-                "{id:?} is not an execution id"
-            )));
-        }
-        let exec = self
-            .workflows
-            .store()
-            .execution(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
-        let mut view = execution_view(&exec);
-        let deliveries = self.workflows.store().deliveries_of(id).await?;
-        view["delivery"] = crate::delivery::view(&deliveries);
-        Ok(json_response(StatusCode::OK, &view))
-    }
+/// `GET /v1/executions?state=&workflow=&limit=`.
+pub(super) async fn list(
+    State(api): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let filter = list_filter(query.as_deref())?;
+    let execs = api.workflows.store().executions(&filter).await?;
+    let items: Vec<Value> = execs
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "workflow": e.workflow, "state": e.state.as_str(),
+                   "step": e.step().name, "updated_ms": e.updated_ms})
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "executions": items }),
+    ))
+}
 
-    pub(super) async fn list(&self, filter: &ExecutionFilter) -> Result<Resp, ApiError> {
-        let execs = self.workflows.store().executions(filter).await?;
-        let items: Vec<Value> = execs
-            .iter()
-            .map(|e| {
-                json!({"id": e.id, "workflow": e.workflow, "state": e.state.as_str(),
-                       "step": e.step().name, "updated_ms": e.updated_ms})
-            })
-            .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "executions": items }),
-        ))
+/// `POST /v1/executions/{id}/retry`: the failed step's next attempt.
+pub(super) async fn retry(
+    State(api): State<Shared>,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    acted(api.workflows.retry(&id).await, "retry", id)
+}
+
+/// `POST /v1/executions/{id}/skip`: the failed step's input goes on.
+pub(super) async fn skip(
+    State(api): State<Shared>,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    acted(api.workflows.skip(&id).await, "skip", id)
+}
+
+/// `POST /v1/executions/{id}/cancel`: fails a running or suspended one.
+pub(super) async fn cancel(
+    State(api): State<Shared>,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    acted(api.workflows.cancel(&id).await, "cancel", id)
+}
+
+/// The answer to an operator's action.
+fn acted(
+    result: Result<Execution, AdminError>,
+    action: &'static str,
+    id: String,
+) -> Result<Response, ApiError> {
+    let exec = result.map_err(|error| AdminRefusal { action, id, error })?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": exec.id, "state": exec.state.as_str(), "step": exec.step().name}),
+    ))
+}
+
+/// Execution ids are UUIDs: anything else names no execution.
+fn execution_id(id: String) -> Result<String, ApiError> {
+    match uuid::Uuid::parse_str(&id) {
+        Ok(_) => Ok(id),
+        Err(_) => Err(ApiError::not_found(format!(
+            "{id:?} is not an execution id"
+        ))),
     }
 }
 
+/// The API view of an execution.
+pub fn execution_view(exec: &Execution) -> Value {
+    json!({
+        "id": exec.id,
+        "workflow": exec.workflow,
+        "state": exec.state.as_str(),
+        "step": exec.step().name,
+        "step_index": exec.step_index,
+        "attempt": exec.attempt,
+        "output": exec.output.as_ref().map(Doc::to_json_value),
+        "output_content_type": exec.output.as_ref().map(|d| d.content_type.clone()),
+        "error": exec.error,
+        "waiting_until_ms": exec.waiting.as_ref().map(|w| w.due_ms),
+        "created_ms": exec.created_ms,
+        "updated_ms": exec.updated_ms,
+        "status_log": exec.status_log,
+    })
+}
+
 /// The filter a `GET /v1/executions` query string asks for.
-pub(super) fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
+fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
     let mut filter = ExecutionFilter {
         limit: Some(100),
         ..Default::default()
@@ -203,4 +247,67 @@ pub fn parse_start(body: &[u8]) -> Result<StartRequest, ApiError> {
         input,
         callback_url,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("plugin".to_owned()),
+            Just("workflow".to_owned()),
+            Just("config".to_owned()),
+            Just("input".to_owned()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_a_request_or_a_400(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(e) = parse_start(&bytes) {
+                prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn any_json_gives_a_request_or_a_400(value in json_value()) {
+            // Compare with the value as it reads back: serde_json's default
+            // float parsing does not round-trip every last bit.
+            let text = value.to_string();
+            let value: Value = serde_json::from_str(&text).unwrap();
+            match parse_start(text.as_bytes()) {
+                Ok(request) => {
+                    let has_one = value.get("plugin").is_some_and(Value::is_string)
+                        != value.get("workflow").is_some_and(Value::is_string);
+                    prop_assert!(has_one, "accepted without exactly one target: {}", value);
+                    prop_assert_eq!(&request.input, value.get("input").unwrap_or(&Value::Null));
+                }
+                Err(e) => prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_parses() {
+        let r = parse_start(br#"{"plugin": "echo", "config": {"a": 1}, "input": [1]}"#).unwrap();
+        assert!(matches!(r.target, Target::Plugin { ref name, .. } if name == "echo"));
+        assert_eq!(r.input, serde_json::json!([1]));
+    }
 }
