@@ -5,7 +5,7 @@
 //!   context per call, instantiated through the `Linker` (no pre-instance);
 //! - `head`: the daemon's [`Executor`] on an engine configured as before the
 //!   performance work (on-demand allocation, no pooling);
-//! - `tuned`: the daemon's [`Executor`] on [`stephost::engine::new_engine`],
+//! - `tuned`: the daemon's [`Executor`] on [`stephost::wasm::engine::new_engine`],
 //!   exactly what `stephost serve` runs.
 //!
 //! With `--concurrency` it runs that many dispatch loops at once on the
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use stephost::bindings::{Document, Outcome, StepContext, StepPlugin};
 use stephost::capabilities::{CallInfo, Grant, HostServices, Registrar, StepState};
-use stephost::executor::{Executor, Invocation};
+use stephost::wasm::executor::{Executor, Invocation};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
@@ -142,7 +142,7 @@ impl Way {
                     config.epoch_interruption(true);
                     Engine::new(&config).map_err(anyhow::Error::from)?
                 } else {
-                    stephost::engine::new_engine(&stephost::Config::default())?
+                    stephost::wasm::engine::new_engine(&stephost::Config::default())?
                 };
                 let component = Component::new(&engine, echo).map_err(anyhow::Error::from)?;
                 let executor = Executor::new(engine.clone(), services()?)?;
@@ -207,7 +207,7 @@ impl Way {
 /// hand on the daemon's engine, each timed on its own.
 async fn breakdown(iters: usize) -> anyhow::Result<()> {
     let echo = stephost::builtin::component("echo").context("echo is built in")?;
-    let engine = stephost::engine::new_engine(&stephost::Config::default())?;
+    let engine = stephost::wasm::engine::new_engine(&stephost::Config::default())?;
     let component = Component::new(&engine, echo).map_err(anyhow::Error::from)?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -281,7 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for name in &args.variants {
         let (way, engine) = Way::new(name)?;
         let way = Arc::new(way);
-        let ticker = engine.map(stephost::engine::spawn_epoch_ticker);
+        let ticker = engine.map(stephost::wasm::engine::spawn_epoch_ticker);
         // Warm up: the first calls fault in code and fill the pool.
         for _ in 0..200 {
             way.once().await?;

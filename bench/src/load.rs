@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use stephost::engine::{CacheOutcome, ComponentCache};
-use stephost::executor::Executor;
+use stephost::wasm::engine::{CacheOutcome, ComponentCache};
+use stephost::wasm::executor::Executor;
 
 use crate::stats::{Samples, fmt, machine};
 
@@ -58,7 +58,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         inputs.push(("http-task (built in, Rust)".into(), http_task.to_vec()));
     }
 
-    let engine = stephost::engine::new_engine(&stephost::Config::default())?;
+    let engine = stephost::wasm::engine::new_engine(&stephost::Config::default())?;
     let executor = Executor::new(engine.clone(), crate::dispatch::services()?)?;
     println!("# Figure 2: plugin load, compile vs compiled-component cache");
     println!("machine: {}", machine());
@@ -71,7 +71,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for (name, bytes) in &inputs {
         let dir = tempfile::tempdir()?;
         let cache = ComponentCache::new(engine.clone(), Some(dir.path().to_owned()));
-        let hash = stephost::plugins::content_hash(bytes);
+        let hash = stephost::wasm::plugins::content_hash(bytes);
 
         let t = Instant::now();
         wasmtime::component::Component::new(&engine, bytes).map_err(anyhow::Error::from)?;

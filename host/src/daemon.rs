@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 
 use crate::capabilities::HostServices;
 use crate::config::Config;
-use crate::executor::Executor;
-use crate::plugins::{Registry, Source};
 use crate::store::{SledStore, Store, StoreError};
+use crate::wasm::executor::Executor;
+use crate::wasm::plugins::{Registry, Source};
 use crate::workflow::{DurableRegistrar, Workflows};
 
 /// A daemon, opened and ready to serve.
@@ -23,7 +23,7 @@ pub struct Daemon {
     config: Arc<Config>,
     workflows: Arc<Workflows>,
     registrar: Arc<DurableRegistrar>,
-    ticker: crate::engine::EpochTicker,
+    ticker: crate::wasm::engine::EpochTicker,
     interrupted: Vec<String>,
 }
 
@@ -53,8 +53,8 @@ impl Daemon {
         config.delivery.signing_key().map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
         let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
-        let engine = crate::engine::new_engine(&config)?;
-        let ticker = crate::engine::spawn_epoch_ticker(engine.clone());
+        let engine = crate::wasm::engine::new_engine(&config)?;
+        let ticker = crate::wasm::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
         let mut services = HostServices::new(registrar.clone(), Arc::new(config.egress()?))?;
         services.hooks = hooks;

@@ -16,15 +16,13 @@ pub mod config;
 pub mod daemon;
 pub mod delivery;
 pub mod egress;
-pub mod engine;
-pub mod executor;
 pub mod grant;
 pub mod metrics;
 pub mod model;
-pub mod plugins;
 pub mod scaffold;
 pub mod store;
 pub mod timers;
+pub mod wasm;
 pub mod workflow;
 
 pub use config::Config;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use stephost::bindings::stephost::plugin::callbacks::Ticket;
 use stephost::bindings::{Document, Outcome, StepContext};
 use stephost::capabilities::{CallInfo, Grant, HostServices, Registrar};
-use stephost::executor::{Executor, Invocation};
+use stephost::wasm::executor::{Executor, Invocation};
 use stephost_tests::Partner;
 
 /// Refuses every registration the way the durable registrar does when
@@ -63,7 +63,7 @@ async fn a_step_whose_callback_cannot_be_registered_fails_with_callback_error_an
     // Loopback allowed and the built-in plugins' own grants: were a step to
     // send before registering, the partner would hear it.
     let config = stephost::Config::from_toml("egress_allow = [\"127.0.0.0/8\"]\n").unwrap();
-    let engine = stephost::engine::new_engine(&config).unwrap();
+    let engine = stephost::wasm::engine::new_engine(&config).unwrap();
     let services = HostServices::new(
         Arc::new(FailingRegistrar),
         Arc::new(config.egress().unwrap()),

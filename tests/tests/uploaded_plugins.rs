@@ -31,7 +31,7 @@ fn hostile_bytes() -> Vec<u8> {
 }
 
 fn hash_of(bytes: &[u8]) -> String {
-    stephost::plugins::content_hash(bytes)
+    stephost::wasm::plugins::content_hash(bytes)
 }
 
 async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value) {

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::json_response;
 use crate::auth::AuthError;
-use crate::plugins::PluginError;
 use crate::store::StoreError;
+use crate::wasm::plugins::PluginError;
 use crate::workflow::{AdminError, CallbackError, StartError};
 
 /// An API error: status, stable code, message.

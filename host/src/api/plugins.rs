@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Param, Shared, json_response, query_value, read_body};
 use crate::egress::HostRules;
-use crate::plugins::LoadedPlugin;
+use crate::wasm::plugins::LoadedPlugin;
 
 /// The list view of a plugin.
 fn plugin_view(p: &LoadedPlugin) -> Value {
@@ -20,7 +20,7 @@ fn plugin_view(p: &LoadedPlugin) -> Value {
         "version": p.info.version,
         "description": p.info.description,
         "source": p.source.as_str(),
-        "builtin": p.source == crate::plugins::Source::Builtin,
+        "builtin": p.source == crate::wasm::plugins::Source::Builtin,
         "size": p.size,
     })
 }
@@ -87,7 +87,8 @@ pub(super) async fn upload(State(api): State<Shared>, req: Request) -> Result<Re
     // client still sends it would close the connection under the
     // client's feet, which then sees no answer at all.
     let body = read_body(req.into_body(), api.max_plugin_bytes).await?;
-    if let Some(refusal) = crate::plugins::refuse_fixed(registry.config(), &name, "replaced") {
+    if let Some(refusal) = crate::wasm::plugins::refuse_fixed(registry.config(), &name, "replaced")
+    {
         return Err(refusal.into());
     }
     let plugin = registry.upload(&name, &body).await?;

@@ -79,7 +79,7 @@ impl Workflows {
 
     /// The current versions of the plugins of `exec`'s remaining steps,
     /// held (see [`Registry::pin`]) until a retry or skip is written.
-    pub(super) async fn pin_ahead(&self, exec: &Execution) -> crate::plugins::Pinned {
+    pub(super) async fn pin_ahead(&self, exec: &Execution) -> crate::wasm::plugins::Pinned {
         let ahead = exec.steps.get(exec.step_index..).unwrap_or_default();
         self.registry
             .pin(ahead.iter().map(|s| s.plugin.as_str()))

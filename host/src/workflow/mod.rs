@@ -18,13 +18,13 @@ use tokio_util::task::TaskTracker;
 use crate::bindings::{self, Outcome};
 use crate::capabilities::{CallInfo, Registrar};
 use crate::config::Config;
-use crate::executor::{Executor, Invocation};
 use crate::model::{
     CallbackRecord, Doc, ExecState, Execution, ReceivedCallback, ResumeWith, StepSpec, Timer,
     TimerKind, now_ms,
 };
-use crate::plugins::{PluginError, Registry};
 use crate::store::{Change, Store, StoreError};
+use crate::wasm::executor::{Executor, Invocation};
+use crate::wasm::plugins::{PluginError, Registry};
 
 mod admin;
 mod driver;
@@ -142,7 +142,7 @@ impl Workflows {
     }
 
     /// Instance slots in use and step calls waiting for one.
-    pub fn slot_usage(&self) -> crate::executor::SlotUsage {
+    pub fn slot_usage(&self) -> crate::wasm::executor::SlotUsage {
         self.executor.slot_usage()
     }
 

@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use crate::bindings::Outcome;
-use crate::executor::StepError;
 use crate::model::{
     CallbackRecord, Delivery, Doc, ExecError, ExecState, Execution, Failure, ReceivedCallback,
     StepSpec, Timer, TimerKind,
 };
 use crate::store::Change;
+use crate::wasm::executor::StepError;
 
 use super::StepReport;
 

@@ -3,11 +3,11 @@
 //! state.
 
 use crate::bindings::{self, Outcome};
-use crate::executor::StepError;
 use crate::model::{
     CallbackState, Doc, ExecState, Execution, Failure, PendingResume, ResumeWith, Timer, TimerKind,
     Waiting,
 };
+use crate::wasm::executor::StepError;
 
 use super::{Ctx, Reads, Refusal, Transition, bump, fail, set_failed, start_next_step};
 

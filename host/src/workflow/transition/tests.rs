@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::bindings::{self, Outcome};
-use crate::executor::{Invocation, StepError};
 use crate::model::{CallbackState, ResumeWith, Waiting};
 use crate::store::{
     CallbackStore as _, DeliveryStore as _, ExecutionStore as _, MemoryStore, TimerStore as _,
 };
+use crate::wasm::executor::{Invocation, StepError};
 
 const NOW: u64 = 1_000_000;
 

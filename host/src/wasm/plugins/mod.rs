@@ -19,9 +19,9 @@ pub use removal::Removed;
 use crate::bindings::{PluginInfo, StepPluginPre};
 use crate::capabilities::{Grant, StepState};
 use crate::config::Config;
-use crate::engine::ComponentCache;
-use crate::executor::Executor;
 use crate::store::Store;
+use crate::wasm::engine::ComponentCache;
+use crate::wasm::executor::Executor;
 
 /// Why a plugin could not be loaded. Each names the problem so an operator
 /// knows what to fix.

@@ -133,15 +133,15 @@ impl Executor {
             linker,
             services,
             slots: Arc::new(tokio::sync::Semaphore::new(
-                crate::engine::DEFAULT_MAX_INSTANCES as usize,
+                crate::wasm::engine::DEFAULT_MAX_INSTANCES as usize,
             )),
-            capacity: crate::engine::DEFAULT_MAX_INSTANCES,
+            capacity: crate::wasm::engine::DEFAULT_MAX_INSTANCES,
             waiting: Arc::default(),
         })
     }
 
     /// Sets how many calls may hold an instance at once; must not exceed
-    /// the engine's [`crate::engine::EngineOptions::max_instances`].
+    /// the engine's [`crate::wasm::engine::EngineOptions::max_instances`].
     pub fn with_max_instances(mut self, n: u32) -> Self {
         self.capacity = n.max(1);
         self.slots = Arc::new(tokio::sync::Semaphore::new(self.capacity as usize));
