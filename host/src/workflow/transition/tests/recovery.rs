@@ -1,0 +1,75 @@
+//! What a restarted daemon calls, and what each event reads.
+
+use super::*;
+
+#[tokio::test]
+async fn recovery_resumes_a_claimed_callback_with_the_same_run_id_and_event() {
+    let w = World::new();
+    let started = w.start(&["a"]).await;
+    w.suspend_on("c1", Some(5_000)).await;
+    w.step(&on_callback("c1", "payload")).await;
+    // What a restarted daemon reads back and calls.
+    let exec = w.exec().await;
+    match crate::workflow::driver::invocation(&exec) {
+        Invocation::Resume {
+            ctx, state, event, ..
+        } => {
+            assert_eq!(ctx.step_run_id, started.step_run_id);
+            assert_eq!(state, b"st");
+            assert!(matches!(
+                event,
+                bindings::ResumeEvent::Callback(c) if c.body == b"payload"
+            ));
+        }
+        other => panic!("expected a resume, got {other:?}"),
+    }
+    // A running execution with nothing claimed re-runs its step.
+    let w = World::new();
+    w.start(&["a"]).await;
+    assert!(matches!(
+        crate::workflow::driver::invocation(&w.exec().await),
+        Invocation::Run { .. }
+    ));
+}
+
+#[test]
+fn needs_names_the_records_each_event_reads() {
+    let mut exec = crate::store::conformance::execution("e1", 1);
+    exec.steps = vec![
+        StepSpec {
+            name: "s1".into(),
+            plugin: "a".into(),
+            config: serde_json::Value::Null,
+            plugin_hash: None,
+        },
+        StepSpec {
+            name: "s2".into(),
+            plugin: "b".into(),
+            config: serde_json::Value::Null,
+            plugin_hash: None,
+        },
+    ];
+    let returned = |o| Event::Returned {
+        version: 1,
+        outcome: Ok(o),
+    };
+    assert_eq!(
+        needs(&exec, &returned(suspend("c9", None)))
+            .callback
+            .as_deref(),
+        Some("c9")
+    );
+    assert_eq!(
+        needs(&exec, &returned(Outcome::Complete(doc("x")))).plugins,
+        ["b"]
+    );
+    assert_eq!(needs(&exec, &Event::Retry).plugins, ["a"]);
+    assert_eq!(needs(&exec, &Event::Skip).plugins, ["b"]);
+    assert_eq!(needs(&exec, &Event::Cancel), Needs::default());
+    exec.waiting = Some(Waiting {
+        correlation_id: Some("c2".into()),
+        state: vec![],
+        due_ms: 1,
+    });
+    assert_eq!(needs(&exec, &Event::Cancel).callback.as_deref(), Some("c2"));
+}
