@@ -16,10 +16,12 @@ mod series;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use ::metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder as _};
+use ::metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};
 
 use self::series::*;
@@ -43,6 +45,18 @@ pub enum StepResult {
 }
 
 impl StepResult {
+    /// Its place in [`PluginSeries::outcomes`].
+    fn index(self) -> usize {
+        match self {
+            Self::Complete => 0,
+            Self::Fail => 1,
+            Self::Suspend => 2,
+            Self::RetryAfter => 3,
+            Self::RejectCallback => 4,
+            Self::Error => 5,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Complete => "complete",
@@ -133,6 +147,21 @@ pub struct Metrics {
     deliveries_given_up: Counter,
     scraped: Scraped,
     step_calls: AtomicU64,
+    /// Each plugin's step series, registered on its first call.
+    plugins: RwLock<HashMap<String, Arc<PluginSeries>>>,
+}
+
+/// The step series of one plugin. Registering a labelled series builds
+/// its key (allocations, hashing, a registry lookup); a step call happens
+/// thousands of times a second, so it keeps the handles and only counts.
+struct PluginSeries {
+    started: Counter,
+    completed: Counter,
+    failed: Counter,
+    /// By [`StepResult::index`]; an outcome's series appears when first
+    /// counted, as before.
+    outcomes: [OnceLock<Counter>; 6],
+    duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +244,7 @@ impl Metrics {
             deliveries_given_up: counter(DELIVERIES_GIVEN_UP),
             scraped,
             step_calls: AtomicU64::new(0),
+            plugins: RwLock::default(),
             page: recorder.handle(),
             recorder,
         }
@@ -252,29 +282,55 @@ impl Metrics {
 
     /// A step call (`run` or `resume`) of `plugin` returned after `elapsed`.
     pub fn step_call(&self, plugin: &str, result: StepResult, elapsed: Duration) {
-        let plugin = Label::new("plugin", plugin.to_owned());
-        let counter = |name: &'static str, labels: Vec<Label>| {
-            self.recorder
-                .register_counter(&Key::from_parts(name, labels), &METADATA)
-        };
-        counter(STEPS_STARTED, vec![plugin.clone()]).increment(1);
-        // Both are registered on every call, so a plugin that never failed
-        // still shows its zero next to its completions.
-        let completed = counter(STEPS_COMPLETED, vec![plugin.clone()]);
-        let failed = counter(STEPS_FAILED, vec![plugin.clone()]);
+        let series = self.plugin_series(plugin);
+        series.started.increment(1);
         match result {
-            StepResult::Complete => completed.increment(1),
-            StepResult::Fail | StepResult::Error => failed.increment(1),
+            StepResult::Complete => series.completed.increment(1),
+            StepResult::Fail | StepResult::Error => series.failed.increment(1),
             StepResult::Suspend | StepResult::RetryAfter | StepResult::RejectCallback => {}
         }
-        let outcome = Label::from_static_parts("outcome", result.as_str());
-        counter(STEP_OUTCOMES, vec![plugin.clone(), outcome]).increment(1);
-        self.recorder
-            .register_histogram(&Key::from_parts(STEP_DURATION, vec![plugin]), &METADATA)
-            .record(elapsed.as_secs_f64());
+        series.outcomes[result.index()]
+            .get_or_init(|| {
+                let labels = vec![
+                    Label::new("plugin", plugin.to_owned()),
+                    Label::from_static_parts("outcome", result.as_str()),
+                ];
+                self.recorder
+                    .register_counter(&Key::from_parts(STEP_OUTCOMES, labels), &METADATA)
+            })
+            .increment(1);
+        series.duration.record(elapsed.as_secs_f64());
         if self.step_calls.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
             self.page.run_upkeep();
         }
+    }
+
+    /// `plugin`'s step series, registered on its first call. Completed
+    /// and failed are registered together, so a plugin that never failed
+    /// still shows its zero next to its completions.
+    fn plugin_series(&self, plugin: &str) -> Arc<PluginSeries> {
+        let known = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = known.get(plugin) {
+            return series.clone();
+        }
+        drop(known);
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        let series = plugins.entry(plugin.to_owned()).or_insert_with(|| {
+            let key = |name: &'static str| {
+                Key::from_parts(name, vec![Label::new("plugin", plugin.to_owned())])
+            };
+            let counter = |name| self.recorder.register_counter(&key(name), &METADATA);
+            Arc::new(PluginSeries {
+                started: counter(STEPS_STARTED),
+                completed: counter(STEPS_COMPLETED),
+                failed: counter(STEPS_FAILED),
+                outcomes: Default::default(),
+                duration: self
+                    .recorder
+                    .register_histogram(&key(STEP_DURATION), &METADATA),
+            })
+        });
+        series.clone()
     }
 
     /// A callback request was answered; `result` is one of `applied`,
