@@ -1,7 +1,7 @@
 //! Operator actions on one execution: retry, skip and cancel, decided by
 //! [`super::transition`] and committed by the driver.
 
-use super::driver::{Durability, Settled};
+use super::driver::{Durability, Known, Settled};
 use super::transition::{Event, Refusal};
 use super::*;
 
@@ -63,7 +63,7 @@ impl Workflows {
     /// not (`wrong-state`).
     async fn act(self: &Arc<Self>, id: &str, event: Event) -> Result<Execution, AdminError> {
         match self
-            .settle(id, &event, Durability::Now, None, &mut None)
+            .settle(id, &event, Durability::Now, None, Known::default())
             .await
         {
             Ok(Ok(Settled {

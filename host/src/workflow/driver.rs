@@ -18,6 +18,15 @@ pub(super) enum Durability {
     Lazy,
 }
 
+/// Records a caller of [`Workflows::settle`] has already read.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// The execution.
+    pub execution: Option<Execution>,
+    /// The callback record the event concerns.
+    pub callback: Option<CallbackRecord>,
+}
+
 /// What a settled event came to.
 pub(super) struct Settled {
     /// The execution as written (absent when only a callback was).
@@ -185,9 +194,12 @@ impl Workflows {
     ) -> Result<StepReport, StoreError> {
         let id = exec.id.clone();
         let step = exec.step().name.clone();
-        let mut exec = Some(exec);
+        let known = Known {
+            execution: Some(exec),
+            callback: None,
+        };
         let report = self
-            .settle(&id, event, Durability::Lazy, None, &mut exec)
+            .settle(&id, event, Durability::Lazy, None, known)
             .await?;
         Ok(match report {
             Ok(settled) => settled.report,
@@ -201,8 +213,9 @@ impl Workflows {
 
     /// Reads, decides and commits `event` on execution `id`, and decides
     /// again on fresh reads while the commit loses a race (bounded, against
-    /// records that change without end). `known` is the execution already
-    /// read, if the caller has it. `first` gets the first report of a
+    /// records that change without end). `known` is what the caller has
+    /// already read, used for the first decision only (a stale copy just
+    /// loses the compare-and-swap). `first` gets the first report of a
     /// driver this transition starts.
     pub(super) async fn settle(
         self: &Arc<Self>,
@@ -210,10 +223,10 @@ impl Workflows {
         event: &Event,
         durability: Durability,
         mut first: Option<tokio::sync::oneshot::Sender<StepReport>>,
-        known: &mut Option<Execution>,
+        mut known: Known,
     ) -> Result<Result<Settled, Refusal>, StoreError> {
         for _ in 0..16 {
-            let exec = match known.take() {
+            let exec = match known.execution.take() {
                 Some(exec) => exec,
                 None => match self.store.execution(id).await? {
                     Some(exec) => exec,
@@ -221,7 +234,14 @@ impl Workflows {
                 },
             };
             let needs = transition::needs(&exec, event);
-            let callback = read_callback(self.store.as_ref(), &needs).await?;
+            let callback = match known
+                .callback
+                .take()
+                .filter(|r| needs.callback.as_ref() == Some(&r.correlation_id))
+            {
+                Some(rec) => Some(rec),
+                None => read_callback(self.store.as_ref(), &needs).await?,
+            };
             // Held until the write is done: none of the plugins a new step
             // is pinned to can be deleted in between.
             let pinned = match event {

@@ -1,7 +1,7 @@
 //! Callback ingress: a partner's callback checked (secret, token), stored
 //! when it comes early, or claiming the suspension it answers.
 
-use super::driver::{Durability, Settled};
+use super::driver::{Durability, Known, Settled};
 use super::transition::{Event, Refusal};
 use super::*;
 
@@ -88,7 +88,10 @@ impl Workflows {
                 &event,
                 Durability::Now,
                 Some(tx),
-                &mut None,
+                Known {
+                    execution: None,
+                    callback: Some(rec.clone()),
+                },
             )
             .await?;
         let exec = match settled {

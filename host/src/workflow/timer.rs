@@ -1,7 +1,7 @@
 //! A durable timer firing: a callback timeout or a retry-after claims the
 //! execution it guards and resumes its step.
 
-use super::driver::Durability;
+use super::driver::{Durability, Known};
 use super::transition::Event;
 use super::*;
 
@@ -15,7 +15,7 @@ impl Workflows {
         let id = timer.execution_id.clone();
         let event = Event::TimerFired(timer.clone());
         match self
-            .settle(&id, &event, Durability::Lazy, None, &mut None)
+            .settle(&id, &event, Durability::Lazy, None, Known::default())
             .await?
         {
             Ok(_) => Ok(()),
