@@ -23,30 +23,22 @@ pub struct Args {
 }
 
 pub fn execution(id: String, version: u64, state: ExecState) -> Execution {
-    Execution {
+    let mut exec = Execution::new(
         id,
-        version,
-        workflow: "wait-for-callback".into(),
-        steps: vec![stephost::model::StepSpec {
+        "wait-for-callback".into(),
+        vec![stephost::model::StepSpec {
             name: "wait-for-callback".into(),
             plugin: "wait-for-callback".into(),
             config: serde_json::json!({"url": "http://127.0.0.1:9/partner"}),
             plugin_hash: Some("0".repeat(64)),
         }],
-        state,
-        step_index: 0,
-        attempt: 1,
-        step_run_id: uuid::Uuid::new_v4().to_string(),
-        document: Doc::json(&serde_json::json!({"cycle": 1})),
-        outputs: Default::default(),
-        waiting: None,
-        pending: None,
-        output: None,
-        error: None,
-        status_log: Vec::new(),
-        created_ms: stephost::model::now_ms(),
-        updated_ms: stephost::model::now_ms(),
-    }
+        Doc::json(&serde_json::json!({"cycle": 1})),
+        uuid::Uuid::new_v4().to_string(),
+        stephost::model::now_ms(),
+    );
+    exec.version = version;
+    exec.state = state;
+    exec
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {

@@ -262,6 +262,37 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// A new execution's first record: version 1, running its first step
+    /// (attempt 1) on `document`, nothing done yet.
+    pub fn new(
+        id: String,
+        workflow: String,
+        steps: Vec<StepSpec>,
+        document: Doc,
+        step_run_id: String,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            version: 1,
+            workflow,
+            steps,
+            state: ExecState::Running,
+            step_index: 0,
+            attempt: 1,
+            step_run_id,
+            document,
+            outputs: BTreeMap::new(),
+            waiting: None,
+            pending: None,
+            output: None,
+            error: None,
+            status_log: Vec::new(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+
     /// The current step.
     pub fn step(&self) -> &StepSpec {
         &self.steps[self.step_index]

@@ -18,8 +18,7 @@ pub use self::changes::*;
 pub use self::tables::*;
 use super::{Change, Store, StoreError};
 use crate::model::{
-    CallbackRecord, CallbackState, Delivery, DeliveryState, Doc, ExecState, Execution, Timer,
-    TimerKind,
+    CallbackRecord, CallbackState, Delivery, DeliveryState, Doc, Execution, Timer, TimerKind,
 };
 
 /// A store under test.
@@ -86,25 +85,16 @@ macro_rules! store_conformance {
 
 /// An execution in state `running`, at `version`.
 pub fn execution(id: &str, version: u64) -> Execution {
-    Execution {
-        id: id.into(),
-        version,
-        workflow: "w".into(),
-        steps: vec![],
-        state: ExecState::Running,
-        step_index: 0,
-        attempt: 1,
-        step_run_id: "r".into(),
-        document: Doc::json(&serde_json::json!({})),
-        outputs: Default::default(),
-        waiting: None,
-        pending: None,
-        output: None,
-        error: None,
-        status_log: vec![],
-        created_ms: 0,
-        updated_ms: 0,
-    }
+    let mut exec = Execution::new(
+        id.into(),
+        "w".into(),
+        vec![],
+        Doc::json(&serde_json::json!({})),
+        "r".into(),
+        0,
+    );
+    exec.version = version;
+    exec
 }
 
 /// A registered callback of execution `e`, at `version`.

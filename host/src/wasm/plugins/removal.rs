@@ -209,25 +209,17 @@ mod tests {
                 plugin_hash: (!hash.is_empty()).then(|| (*hash).to_owned()),
             })
             .collect();
-        Execution {
-            id: id.to_owned(),
-            version: 1,
-            workflow: "w".into(),
+        let mut exec = Execution::new(
+            id.to_owned(),
+            "w".into(),
             steps,
-            state,
-            step_index,
-            attempt: 1,
-            step_run_id: "r".into(),
-            document: Doc::json(&serde_json::json!({})),
-            outputs: Default::default(),
-            waiting: None,
-            pending: None,
-            output: None,
-            error: None,
-            status_log: Vec::new(),
-            created_ms: 0,
-            updated_ms: 0,
-        }
+            Doc::json(&serde_json::json!({})),
+            "r".into(),
+            0,
+        );
+        exec.state = state;
+        exec.step_index = step_index;
+        exec
     }
 
     #[test]

@@ -291,25 +291,7 @@ pub fn start(
     ctx: &Ctx<'_>,
 ) -> Transition {
     let now = ctx.now_ms;
-    let mut exec = Execution {
-        id: exec_id,
-        version: 1,
-        workflow,
-        steps,
-        state: ExecState::Running,
-        step_index: 0,
-        attempt: 1,
-        step_run_id: (ctx.new_id)(),
-        document: input,
-        outputs: Default::default(),
-        waiting: None,
-        pending: None,
-        output: None,
-        error: None,
-        status_log: Vec::new(),
-        created_ms: now,
-        updated_ms: now,
-    };
+    let mut exec = Execution::new(exec_id, workflow, steps, input, (ctx.new_id)(), now);
     exec.log_at(now, ExecState::Running, "started", None);
     Transition {
         from: None,
