@@ -377,3 +377,48 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off_after_30_s() {
     assert!(!text.contains("200 OK"), "{text}");
     daemon.stop().await;
 }
+
+/// `docs/api.md`: a request whose body stops arriving is answered `408`
+/// once `request_body_timeout_ms` passes without a byte, the answer says
+/// the connection closes, nothing the request asked for happens, and
+/// everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_answered_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        request_body_timeout_ms: 300,
+        ..Config::default()
+    };
+    let daemon = TestDaemon::start(config, dir.path()).await;
+    let addr = daemon.base.trim_start_matches("http://").to_owned();
+
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = json!({"plugin": "echo", "input": {"n": 1}}).to_string();
+    let head = format!(
+        "POST /v1/executions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        daemon.token,
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled
+        .write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .unwrap();
+
+    let (status, _) = daemon.get("/v1/executions").await;
+    assert_eq!(status, 200, "others are served meanwhile");
+
+    let answer = read_response(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request-timeout""#), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    let (status, listed) = daemon.get("/v1/executions").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed, json!({"executions": []}), "nothing was started");
+    daemon.stop().await;
+}

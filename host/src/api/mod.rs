@@ -17,6 +17,7 @@ pub use error::ApiError;
 pub use executions::{StartRequest, execution_view, parse_start};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -31,6 +32,7 @@ use http_body_util::{BodyExt as _, Limited};
 use serde_json::Value;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::NormalizePath;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Permission;
@@ -63,13 +65,17 @@ pub fn service(workflows: Arc<Workflows>, config: &Config) -> Result<ApiService,
         auth: config.auth.clone(),
         policy: config.egress()?.policy().clone(),
     });
-    Ok(NormalizePath::trim_trailing_slash(router(state)))
+    let body_timeout = Duration::from_millis(config.request_body_timeout_ms);
+    Ok(NormalizePath::trim_trailing_slash(router(
+        state,
+        body_timeout,
+    )))
 }
 
 /// The routes, grouped by the permission they need as the table in
 /// `docs/api.md` is, so that a route cannot be added without saying who
 /// may call it.
-fn router(state: Shared) -> Router {
+fn router(state: Shared, body_timeout: Duration) -> Router {
     use Permission::{Admin, ExecutionsRead, ExecutionsWrite};
     // Open: a callback is admitted by its URL's secret (and an optional
     // token), which its handler checks itself. A wrong method here is
@@ -97,8 +103,10 @@ fn router(state: Shared) -> Router {
         .merge(auth::guard(admin, &state, Admin))
         .fallback(not_found)
         .method_not_allowed_fallback(refused_method)
-        // Inside out: a panic becomes a 500, an error answer to a request
-        // with a body announces the close, and the request is traced.
+        // Inside out: a body that stalls fails its read (see `read_body`),
+        // a panic becomes a 500, an error answer to a request with a body
+        // announces the close, and the request is traced.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(CatchPanicLayer::custom(error::panicked))
         .layer(from_fn(announce_close))
         .layer(
@@ -184,6 +192,17 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 format!("request body exceeds {limit} bytes"),
+            ))
+        }
+        // The stalled body's error arrives wrapped in axum's.
+        Err(e)
+            if std::iter::successors(Some(&*e as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.is::<tower_http::timeout::TimeoutError>()) =>
+        {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "the request body stopped arriving before it was complete",
             ))
         }
         Err(e) => Err(ApiError::bad_request(format!(

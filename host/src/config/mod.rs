@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 pub mod delivery;
 
-pub use delivery::DeliveryConfig;
+pub use delivery::{DeliveryConfig, MAX_DELAY_MS};
 
 /// Component instances that may be live at once unless configured
 /// otherwise (`max_concurrent_steps`): each running or HTTP-waiting step
@@ -69,6 +69,10 @@ pub struct Config {
     pub max_request_body_bytes: usize,
     /// Largest component accepted by `POST /v1/plugins`.
     pub max_plugin_bytes: usize,
+    /// How long a request body may go without a byte arriving before the
+    /// request is answered `408` (a client that stalls mid-body would
+    /// otherwise hold its connection and its handler forever).
+    pub request_body_timeout_ms: u64,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace_ms: u64,
     /// Step calls that may run at once (each holds a Wasm instance from a
@@ -106,6 +110,7 @@ impl Default for Config {
             max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
             max_request_body_bytes: 4 * 1024 * 1024,
             max_plugin_bytes: 128 * 1024 * 1024,
+            request_body_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             max_concurrent_steps: DEFAULT_MAX_INSTANCES,
             egress_allow: Vec::new(),
@@ -290,6 +295,12 @@ impl Config {
         }
         if self.default_callback_timeout_ms > self.max_callback_timeout_ms {
             return invalid("default_callback_timeout_ms exceeds max_callback_timeout_ms".into());
+        }
+        if !(1..=MAX_DELAY_MS).contains(&self.request_body_timeout_ms) {
+            return invalid(format!(
+                "request_body_timeout_ms must be between 1 and {MAX_DELAY_MS} (one day), got {}",
+                self.request_body_timeout_ms
+            ));
         }
         if !(1..=MAX_CONCURRENT_STEPS).contains(&self.max_concurrent_steps) {
             return invalid(format!(
@@ -478,6 +489,26 @@ mod tests {
             assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
             if let Err(e) = result {
                 assert!(e.to_string().contains("max_concurrent_steps"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn request_body_timeout_is_bounded() {
+        for (value, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_DELAY_MS, true),
+            (MAX_DELAY_MS + 1, false),
+        ] {
+            let config = Config {
+                request_body_timeout_ms: value,
+                ..Default::default()
+            };
+            let result = config.validate();
+            assert_eq!(result.is_ok(), ok, "{value}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("request_body_timeout_ms"), "{e}");
             }
         }
     }
