@@ -42,6 +42,20 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// The data dir was written by a newer stephost, in a layout this one
+    /// does not know: reading it could misread it.
+    #[error(
+        "the data dir {} has data format {found}, written by a newer stephost; this one reads format {supported} and older (upgrade stephost, or use another data dir)",
+        dir.display()
+    )]
+    NewerFormat {
+        /// The data dir.
+        dir: PathBuf,
+        /// Its format.
+        found: u64,
+        /// The newest format this build reads.
+        supported: u64,
+    },
     /// The database failed (disk full, I/O error).
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),

@@ -61,6 +61,15 @@ impl Tables {
     /// Checks every version `change` expects, then writes all of it: a
     /// refused change leaves nothing behind.
     fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        if let Some(r) = &change.remove {
+            let stored = self.executions.get(&r.id).map_or(0, |s| s.version);
+            if stored != r.version {
+                return Err(StoreError::Conflict(format!(
+                    "execution {} is at version {stored}, its removal expects {}",
+                    r.id, r.version
+                )));
+            }
+        }
         if let Some(e) = &change.execution {
             let stored = self.executions.get(&e.id).map(|s| s.version);
             check("execution", &e.id, stored, e.version)?;
@@ -88,6 +97,15 @@ impl Tables {
         }
         for d in &change.deliveries {
             self.deliveries.insert(d.key(), d.clone());
+        }
+        if let Some(r) = &change.remove {
+            self.executions.remove(&r.id);
+            for c in &r.callbacks {
+                self.callbacks.remove(c);
+            }
+            for d in &r.deliveries {
+                self.deliveries.remove(d);
+            }
         }
         Ok(())
     }
@@ -140,6 +158,30 @@ impl ExecutionStore for MemoryStore {
         Self::ready(Ok(()))
     }
 
+    fn ended<'a>(
+        &'a self,
+        state: ExecState,
+        ended_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        // A scan: this store holds what one test writes. An ended
+        // execution's last write is its end (or a later operator action,
+        // which only makes it younger).
+        let mut ended: Vec<_> = self
+            .tables()
+            .executions
+            .values()
+            .filter(|e| e.state == state && state.is_terminal() && e.updated_ms <= ended_ms)
+            .map(|e| (e.updated_ms, e.id.clone()))
+            .collect();
+        ended.sort();
+        Self::ready(Ok(ended
+            .into_iter()
+            .take(limit)
+            .map(|(_, id)| id)
+            .collect()))
+    }
+
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         let mut tables = self.tables();
         tables.changes += 1;
@@ -155,6 +197,17 @@ impl ExecutionStore for MemoryStore {
 impl CallbackStore for MemoryStore {
     fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>> {
         Self::ready(Ok(self.tables().callbacks.get(correlation_id).cloned()))
+    }
+
+    fn callbacks_of<'a>(&'a self, execution_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        let ids = self
+            .tables()
+            .callbacks
+            .values()
+            .filter(|c| c.execution_id == execution_id)
+            .map(|c| c.correlation_id.clone())
+            .collect();
+        Self::ready(Ok(ids))
     }
 }
 

@@ -46,6 +46,24 @@ pub struct Change {
     pub remove_timers: Vec<Timer>,
     /// New result-delivery records, same version rule as executions.
     pub deliveries: Vec<Delivery>,
+    /// An ended execution to remove, with every record that is only its.
+    pub remove: Option<Removal>,
+}
+
+/// Removes an ended execution (retention, or an operator's `DELETE`): the
+/// execution record and the records listed here, at once. The stored
+/// execution must still be at `version`, or the change is refused with
+/// `Conflict`, like any other compare-and-swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The execution.
+    pub id: String,
+    /// Its version the removal was decided on.
+    pub version: u64,
+    /// Correlation ids of its callback records.
+    pub callbacks: Vec<String>,
+    /// Keys of its delivery records.
+    pub deliveries: Vec<String>,
 }
 
 /// A boxed future, so the traits stay object-safe.
@@ -79,6 +97,16 @@ pub trait ExecutionStore: Send + Sync {
         &'a self,
         visit: &'a mut (dyn FnMut(Execution) + Send),
     ) -> StoreFuture<'a, ()>;
+    /// Ids of executions that ended in `state` (completed or failed) at or
+    /// before `ended_ms`, the earliest ending first, at most `limit`: read
+    /// from an index by end time, so its cost is the ended executions it
+    /// returns, not every execution the store holds.
+    fn ended<'a>(
+        &'a self,
+        state: ExecState,
+        ended_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>>;
     /// Applies a change atomically, or refuses it with `Conflict`.
     /// Concurrent changes may be written together (one transaction for
     /// all), each still checked and refused on its own. Not durable until
@@ -93,6 +121,9 @@ pub trait ExecutionStore: Send + Sync {
 pub trait CallbackStore: Send + Sync {
     /// One callback registration.
     fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>>;
+    /// Correlation ids of every callback record of an execution (early
+    /// ones included), in no particular order.
+    fn callbacks_of<'a>(&'a self, execution_id: &'a str) -> StoreFuture<'a, Vec<String>>;
 }
 
 /// Durable timers (written through [`Change`]s).

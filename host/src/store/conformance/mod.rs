@@ -10,15 +10,18 @@
 #![doc(hidden)]
 
 mod changes;
+mod removal;
 mod tables;
 
 use std::sync::Arc;
 
 pub use self::changes::*;
+pub use self::removal::*;
 pub use self::tables::*;
 use super::{Change, Store, StoreError};
 use crate::model::{
     CallbackRecord, CallbackState, Delivery, DeliveryState, Doc, Execution, Timer, TimerKind,
+    delivery_key,
 };
 
 /// A store under test.
@@ -70,7 +73,10 @@ macro_rules! store_conformance {
             plugin_refs_list_every_version_until_removed,
             counts_by_state_follow_transitions,
             the_node_secret_never_changes,
-            records_survive_reopening
+            records_survive_reopening,
+            ended_executions_are_found_by_end_time,
+            callbacks_are_found_by_execution,
+            a_removal_takes_every_record_of_the_execution
         );
     };
     (@each $backend:expr; $($test:ident),* $(,)?) => {

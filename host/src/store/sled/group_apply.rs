@@ -9,7 +9,10 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
-use super::{SledStore, TIMER_COUNT_KEY, count_key, count_value, decode, encode, storage_only};
+use super::{
+    SledStore, TIMER_COUNT_KEY, callback_index_key, count_key, count_value, decode, encode,
+    ended_key, storage_only,
+};
 use crate::model::ExecState;
 use crate::store::{Change, StoreError};
 
@@ -27,27 +30,42 @@ impl Applier {
 /// A change ready for the batch transaction: its records already encoded
 /// by the caller, so the one applying a batch only checks and writes.
 struct Prepared {
-    /// Id, version, state and encoding of the new execution.
-    execution: Option<(String, u64, ExecState, Vec<u8>)>,
-    /// Key, version and encoding of each callback record.
-    callbacks: Vec<(String, u64, Vec<u8>)>,
+    execution: Option<PreparedExecution>,
+    /// Key, version, execution id and encoding of each callback record.
+    callbacks: Vec<(String, u64, String, Vec<u8>)>,
     add_timers: Vec<(Vec<u8>, Vec<u8>)>,
     remove_timers: Vec<Vec<u8>>,
     /// Key, version and encoding of each delivery record.
     deliveries: Vec<(String, u64, Vec<u8>)>,
+    remove: Option<crate::store::Removal>,
+}
+
+/// A new execution record, and what its indexes need of it.
+struct PreparedExecution {
+    id: String,
+    version: u64,
+    state: ExecState,
+    updated_ms: u64,
+    bytes: Vec<u8>,
 }
 
 impl Prepared {
     fn new(change: &Change) -> Self {
         Self {
-            execution: change
-                .execution
-                .as_ref()
-                .map(|e| (e.id.clone(), e.version, e.state, encode(e))),
+            execution: change.execution.as_ref().map(|e| PreparedExecution {
+                id: e.id.clone(),
+                version: e.version,
+                state: e.state,
+                updated_ms: e.updated_ms,
+                bytes: encode(e),
+            }),
             callbacks: change
                 .callbacks
                 .iter()
-                .map(|c| (c.correlation_id.clone(), c.version, encode(c)))
+                .map(|c| {
+                    let owner = c.execution_id.clone();
+                    (c.correlation_id.clone(), c.version, owner, encode(c))
+                })
                 .collect(),
             add_timers: change
                 .add_timers
@@ -64,6 +82,7 @@ impl Prepared {
                 .iter()
                 .map(|d| (d.key(), d.version, encode(d)))
                 .collect(),
+            remove: change.remove.clone(),
         }
     }
 }
@@ -73,24 +92,39 @@ impl Prepared {
 /// change of a batch, not the batch.
 type Checked<T> = Result<Result<T, StoreError>, UnabortableTransactionError>;
 
+/// What the indexes need of a stored execution.
+#[derive(serde::Deserialize)]
+struct Stored {
+    version: u64,
+    state: ExecState,
+    updated_ms: u64,
+}
+
+impl Stored {
+    /// Its key in `executions-ended`, if it has ended.
+    fn ended_key(&self, id: &str) -> Option<Vec<u8>> {
+        ended_key(self.state, self.updated_ms, id)
+    }
+}
+
+/// The stored execution `key`, if any.
+fn stored_execution(tree: &TransactionalTree, key: &str) -> Checked<Option<Stored>> {
+    Ok(match tree.get(key.as_bytes())? {
+        None => Ok(None),
+        Some(bytes) => decode::<Stored>(key.as_bytes(), &bytes).map(Some),
+    })
+}
+
 /// Checks that the execution `key` is at `version - 1` (absent for 1);
-/// tells its current state (`None` when it is new), for the counts.
+/// tells what is stored (`None` when it is new), for the indexes.
 fn check_execution_version(
     tree: &TransactionalTree,
     key: &str,
     version: u64,
-) -> Checked<Option<ExecState>> {
-    #[derive(serde::Deserialize)]
-    struct VersionAndState {
-        version: u64,
-        state: ExecState,
-    }
-    let current = match tree.get(key.as_bytes())? {
-        None => None,
-        Some(bytes) => match decode::<VersionAndState>(key.as_bytes(), &bytes) {
-            Ok(c) => Some(c),
-            Err(e) => return Ok(Err(e)),
-        },
+) -> Checked<Option<Stored>> {
+    let current = match stored_execution(tree, key)? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
     };
     let current_version = current.as_ref().map_or(0, |c| c.version);
     if current_version + 1 != version {
@@ -99,7 +133,22 @@ fn check_execution_version(
             version.saturating_sub(1)
         ))));
     }
-    Ok(Ok(current.map(|c| c.state)))
+    Ok(Ok(current))
+}
+
+/// Checks that the execution a removal names is still at the version it
+/// was decided on.
+fn check_removal(tree: &TransactionalTree, r: &crate::store::Removal) -> Checked<Stored> {
+    match stored_execution(tree, &r.id)? {
+        Ok(Some(stored)) if stored.version == r.version => Ok(Ok(stored)),
+        Ok(stored) => Ok(Err(StoreError::Conflict(format!(
+            "execution {} is at version {}, its removal expects {}",
+            r.id,
+            stored.map_or(0, |s| s.version),
+            r.version
+        )))),
+        Err(e) => Ok(Err(e)),
+    }
 }
 
 /// Checks that `key` holds version `new_version - 1` (or nothing, for 1).
@@ -132,6 +181,8 @@ struct Txn<'a> {
     deliveries: &'a TransactionalTree,
     running: &'a TransactionalTree,
     counts: &'a TransactionalTree,
+    ended: &'a TransactionalTree,
+    callbacks_by_execution: &'a TransactionalTree,
 }
 
 impl Txn<'_> {
@@ -142,13 +193,20 @@ impl Txn<'_> {
     /// there, or one added twice, moves nothing.
     fn apply(&self, p: &Prepared) -> Checked<i64> {
         let mut before = None;
-        if let Some((id, version, _, _)) = &p.execution {
-            match check_execution_version(self.executions, id, *version)? {
-                Ok(state) => before = state,
+        if let Some(e) = &p.execution {
+            match check_execution_version(self.executions, &e.id, e.version)? {
+                Ok(stored) => before = stored,
                 Err(e) => return Ok(Err(e)),
             }
         }
-        for (key, version, _) in &p.callbacks {
+        let mut removed = None;
+        if let Some(r) = &p.remove {
+            match check_removal(self.executions, r)? {
+                Ok(stored) => removed = Some((r, stored)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        for (key, version, _, _) in &p.callbacks {
             if let Err(e) = check_version(self.callbacks, "callback", key, *version)? {
                 return Ok(Err(e));
             }
@@ -158,29 +216,57 @@ impl Txn<'_> {
                 return Ok(Err(e));
             }
         }
-        if let Some((id, _, state, bytes)) = &p.execution {
-            self.executions.insert(id.as_bytes(), bytes.as_slice())?;
-            if before != Some(*state) {
-                // Transactions run one at a time (sled's lock, and one
-                // batch at a time here), so these counters never conflict.
-                let bump = |state: ExecState, by: i64| {
-                    let key = count_key(state);
-                    let now = count_value(self.counts.get(key)?.as_deref()) + by;
-                    self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
-                };
-                bump(*state, 1)?;
-                if let Some(old) = before {
+        // Transactions run one at a time (sled's lock, and one batch at a
+        // time here), so these counters never conflict.
+        let bump = |state: ExecState, by: i64| {
+            let key = count_key(state);
+            let now = count_value(self.counts.get(key)?.as_deref()) + by;
+            self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
+        };
+        if let Some(e) = &p.execution {
+            self.executions
+                .insert(e.id.as_bytes(), e.bytes.as_slice())?;
+            let old_state = before.as_ref().map(|b| b.state);
+            if old_state != Some(e.state) {
+                bump(e.state, 1)?;
+                if let Some(old) = old_state {
                     bump(old, -1)?;
                 }
             }
-            if *state == ExecState::Running {
-                self.running.insert(id.as_bytes(), &[])?;
+            if e.state == ExecState::Running {
+                self.running.insert(e.id.as_bytes(), &[])?;
             } else {
-                self.running.remove(id.as_bytes())?;
+                self.running.remove(e.id.as_bytes())?;
+            }
+            if let Some(key) = before.as_ref().and_then(|b| b.ended_key(&e.id)) {
+                self.ended.remove(key)?;
+            }
+            if let Some(key) = ended_key(e.state, e.updated_ms, &e.id) {
+                self.ended.insert(key, &[])?;
             }
         }
-        for (key, _, bytes) in &p.callbacks {
+        for (key, version, owner, bytes) in &p.callbacks {
             self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
+            if *version == 1 {
+                self.callbacks_by_execution
+                    .insert(callback_index_key(owner, key).as_bytes(), &[])?;
+            }
+        }
+        if let Some((r, stored)) = removed {
+            self.executions.remove(r.id.as_bytes())?;
+            bump(stored.state, -1)?;
+            self.running.remove(r.id.as_bytes())?;
+            if let Some(key) = stored.ended_key(&r.id) {
+                self.ended.remove(key)?;
+            }
+            for cid in &r.callbacks {
+                self.callbacks.remove(cid.as_bytes())?;
+                self.callbacks_by_execution
+                    .remove(callback_index_key(&r.id, cid).as_bytes())?;
+            }
+            for key in &r.deliveries {
+                self.deliveries.remove(key.as_bytes())?;
+            }
         }
         let mut timers = 0;
         for key in &p.remove_timers {
@@ -225,8 +311,10 @@ impl SledStore {
             &self.deliveries,
             &self.running,
             &self.counts,
+            &self.ended,
+            &self.callbacks_by_execution,
         );
-        let result = trees.transaction(|(e, c, t, d, r, n)| {
+        let result = trees.transaction(|(e, c, t, d, r, n, x, i)| {
             let txn = Txn {
                 executions: e,
                 callbacks: c,
@@ -234,6 +322,8 @@ impl SledStore {
                 deliveries: d,
                 running: r,
                 counts: n,
+                ended: x,
+                callbacks_by_execution: i,
             };
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut timers = 0;

@@ -39,6 +39,12 @@ pub struct SledStore {
     components: sled::Tree,
     tokens: sled::Tree,
     deliveries: sled::Tree,
+    /// Ended executions by state and end time ([`ended_key`], empty
+    /// values), so that retention finds what is due without a scan.
+    ended: sled::Tree,
+    /// Callback records by execution (`{execution id}/{correlation id}`,
+    /// empty values), so that removing an execution finds all of its.
+    callbacks_by_execution: sled::Tree,
     /// Ids of the executions in state `running` (empty values): recovery
     /// reads these at open instead of scanning every execution.
     running: sled::Tree,
@@ -67,6 +73,40 @@ const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
 const COUNTS_MARK: &[u8] = b"index/counts/v1";
 /// Marks, in the `meta` tree, that the timer count is complete.
 const TIMER_COUNT_MARK: &[u8] = b"index/timer-count/v1";
+/// Marks, in the `meta` tree, that the `executions-ended` index is complete.
+const ENDED_INDEX_MARK: &[u8] = b"index/ended/v1";
+/// Marks, in the `meta` tree, that the `callbacks-by-execution` index is
+/// complete.
+const CALLBACK_INDEX_MARK: &[u8] = b"index/callbacks-by-execution/v1";
+
+/// The data format of a data dir, in the `meta` tree (big-endian u64).
+/// Absent in data dirs written before it existed (format 1 as well: what
+/// they lack are indexes, which opening builds). A data dir of a higher
+/// format is refused, never misread.
+const FORMAT_KEY: &[u8] = b"format";
+/// The format this build writes, and the newest it reads.
+pub const FORMAT: u64 = 1;
+
+/// The key of an ended execution in `executions-ended`: a byte for the
+/// state, the end time (big-endian, so that keys sort by it) and the id.
+/// `None` for a state that is not an end.
+pub(super) fn ended_key(state: ExecState, ended_ms: u64, id: &str) -> Option<Vec<u8>> {
+    let tag = match state {
+        ExecState::Completed => b'c',
+        ExecState::Failed => b'f',
+        ExecState::Running | ExecState::Suspended => return None,
+    };
+    let mut key = Vec::with_capacity(9 + id.len());
+    key.push(tag);
+    key.extend_from_slice(&ended_ms.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    Some(key)
+}
+
+/// The key of a callback record in `callbacks-by-execution`.
+pub(super) fn callback_index_key(execution_id: &str, correlation_id: &str) -> String {
+    format!("{execution_id}/{correlation_id}")
+}
 
 /// The key of the timer count in the `counts` tree (no state is named so).
 const TIMER_COUNT_KEY: &[u8] = b"timers";
@@ -168,6 +208,8 @@ impl SledStore {
             components: db.open_tree("components")?,
             tokens: db.open_tree("tokens")?,
             deliveries: db.open_tree("deliveries")?,
+            ended: db.open_tree("executions-ended")?,
+            callbacks_by_execution: db.open_tree("callbacks-by-execution")?,
             running: db.open_tree("executions-running")?,
             counts: db.open_tree("execution-counts")?,
             quarantine: db.open_tree("timers-quarantine")?,
@@ -176,8 +218,27 @@ impl SledStore {
             applier: Arc::default(),
             db,
         };
+        store.check_format(dir)?;
         store.build_indexes()?;
         Ok(store)
+    }
+
+    /// Refuses a data dir of a newer format; marks a new or older one as
+    /// this format (once its indexes are built, see `build_indexes`).
+    fn check_format(&self, dir: &Path) -> Result<(), StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        let found = meta
+            .get(FORMAT_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(FORMAT, u64::from_be_bytes);
+        if found > FORMAT {
+            return Err(StoreError::NewerFormat {
+                dir: dir.to_path_buf(),
+                found,
+                supported: FORMAT,
+            });
+        }
+        Ok(())
     }
 
     /// Builds the `running` index and the counts once, for a data dir
@@ -185,6 +246,43 @@ impl SledStore {
     fn build_indexes(&self) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta")?;
         let mut built = false;
+        if !meta.contains_key(FORMAT_KEY)? {
+            meta.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+            built = true;
+        }
+        if !meta.contains_key(CALLBACK_INDEX_MARK)? {
+            #[derive(serde::Deserialize)]
+            struct Owner {
+                execution_id: String,
+            }
+            self.callbacks_by_execution.clear()?;
+            for item in self.callbacks.iter() {
+                let (key, bytes) = item?;
+                let Owner { execution_id } = decode(&key, &bytes)?;
+                let cid = String::from_utf8_lossy(&key);
+                self.callbacks_by_execution
+                    .insert(callback_index_key(&execution_id, &cid), &[])?;
+            }
+            meta.insert(CALLBACK_INDEX_MARK, &[])?;
+            built = true;
+        }
+        if !meta.contains_key(ENDED_INDEX_MARK)? {
+            #[derive(serde::Deserialize)]
+            struct End {
+                state: ExecState,
+                updated_ms: u64,
+            }
+            self.ended.clear()?;
+            for item in self.executions.iter() {
+                let (key, bytes) = item?;
+                let End { state, updated_ms } = decode(&key, &bytes)?;
+                if let Some(k) = ended_key(state, updated_ms, &String::from_utf8_lossy(&key)) {
+                    self.ended.insert(k, &[])?;
+                }
+            }
+            meta.insert(ENDED_INDEX_MARK, &[])?;
+            built = true;
+        }
         if !meta.contains_key(TIMER_COUNT_MARK)? {
             // Keys only: a record that would not decode is still a timer
             // until it is moved aside, which counts it out.

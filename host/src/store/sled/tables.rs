@@ -130,6 +130,27 @@ impl ExecutionStore for SledStore {
         })
     }
 
+    fn ended<'a>(
+        &'a self,
+        state: ExecState,
+        ended_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<String>> {
+        let Some(prefix) = super::ended_key(state, 0, "") else {
+            return Box::pin(async { Ok(Vec::new()) });
+        };
+        let end = super::ended_key(state, ended_ms.saturating_add(1), "").unwrap_or_default();
+        let tree = self.ended.clone();
+        Box::pin(blocking("ended scan", move || {
+            let mut ids = Vec::new();
+            for item in tree.range(prefix..end).keys().take(limit) {
+                let key = item?;
+                ids.push(String::from_utf8_lossy(&key[9..]).into_owned());
+            }
+            Ok(ids)
+        }))
+    }
+
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(self.apply_grouped(change))
     }
@@ -142,6 +163,19 @@ impl ExecutionStore for SledStore {
 impl CallbackStore for SledStore {
     fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>> {
         let found = get(&self.callbacks, correlation_id);
+        Box::pin(async move { found })
+    }
+
+    fn callbacks_of<'a>(&'a self, execution_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        // An execution has a callback per step attempt that registered
+        // one: a few keys, read where they are.
+        let prefix = super::callback_index_key(execution_id, "");
+        let found = self
+            .callbacks_by_execution
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?[prefix.len()..]).into_owned()))
+            .collect();
         Box::pin(async move { found })
     }
 }

@@ -324,3 +324,85 @@ async fn running(store: &SledStore) -> Vec<String> {
         .map(|e| e.id)
         .collect()
 }
+
+/// A data dir written before retention existed (no `executions-ended`,
+/// no `callbacks-by-execution`, no format mark) gets both indexes built
+/// when it is opened, so its old ended executions are found and removed
+/// whole like new ones.
+#[tokio::test]
+async fn the_retention_indexes_are_built_for_old_data() {
+    use crate::store::ExecutionStore as _;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut done = exec("done", 1);
+        done.state = ExecState::Completed;
+        done.updated_ms = 100;
+        let mut early = callback("early", 1);
+        early.execution_id = "done".into();
+        store
+            .apply(&Change {
+                execution: Some(done),
+                callbacks: vec![early],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .apply(&Change {
+                execution: Some(exec("live", 1)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // As the previous release left it.
+        store.db.drop_tree("executions-ended").unwrap();
+        store.db.drop_tree("callbacks-by-execution").unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        for mark in [ENDED_INDEX_MARK, CALLBACK_INDEX_MARK, FORMAT_KEY] {
+            meta.remove(mark).unwrap();
+        }
+        store.db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.ended(ExecState::Completed, 1_000, 10).await.unwrap(),
+        ["done"]
+    );
+    assert_eq!(store.callbacks_of("done").await.unwrap(), ["early"]);
+    let meta = store.db.open_tree("meta").unwrap();
+    assert_eq!(
+        meta.get(FORMAT_KEY).unwrap().as_deref(),
+        Some(&FORMAT.to_be_bytes()[..])
+    );
+}
+
+/// A data dir of a newer format is refused with a message that names
+/// both formats, and is left as it was.
+#[test]
+fn a_data_dir_of_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        let meta = store.db.open_tree("meta").unwrap();
+        meta.insert(FORMAT_KEY, &(FORMAT + 1).to_be_bytes())
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerFormat { found, supported, .. } if found == FORMAT + 1 && supported == FORMAT),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("written by a newer stephost"), "{text}");
+    let db = sled::open(dir.path().join("db")).unwrap();
+    assert_eq!(
+        db.open_tree("meta")
+            .unwrap()
+            .get(FORMAT_KEY)
+            .unwrap()
+            .as_deref(),
+        Some(&(FORMAT + 1).to_be_bytes()[..])
+    );
+}
