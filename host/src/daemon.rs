@@ -166,6 +166,13 @@ impl Daemon {
             self.workflows.clone(),
         )?);
         let timer_loop = tokio::spawn(async move { crate::timers::run(timers, deliverer).await });
+        // Like the timer loop, stopped at once on shutdown: a removal cut
+        // short is simply made again.
+        let retention = tokio::spawn(
+            self.workflows
+                .clone()
+                .run_retention(self.config.retention.clone()),
+        );
         tracing::info!(%local, recovered, "stephost serving");
         if self.config.auth.enabled && self.workflows.store().token_count().await? == 0 {
             tracing::warn!(
@@ -237,7 +244,9 @@ impl Daemon {
         cut_connections.cancel();
         connections.wait().await;
         timer_loop.abort();
+        retention.abort();
         let _ = timer_loop.await;
+        let _ = retention.await;
         self.workflows
             .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await;

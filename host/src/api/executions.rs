@@ -105,6 +105,27 @@ pub(super) async fn cancel(
     acted(api.workflows.cancel(&id).await, "cancel", id)
 }
 
+/// `DELETE /v1/executions/{id}`: an ended execution, with its callbacks
+/// and deliveries, at once.
+pub(super) async fn remove(
+    State(api): State<Shared>,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let id = execution_id(id)?;
+    match api.workflows.remove(&id).await {
+        Ok(()) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"id": id, "deleted": true}),
+        )),
+        Err(error) => Err(AdminRefusal {
+            action: "delete",
+            id,
+            error,
+        }
+        .into()),
+    }
+}
+
 /// The answer to an operator's action.
 fn acted(
     result: Result<Execution, AdminError>,

@@ -95,6 +95,7 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .route("/v1/executions/{id}/retry", post(executions::retry))
         .route("/v1/executions/{id}/skip", post(executions::skip))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
+        .route("/v1/executions/{id}", delete(executions::remove))
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/plugins", post(plugins::upload))
         .route("/v1/plugins/{name}", delete(plugins::remove));

@@ -97,6 +97,29 @@ pub struct Config {
     pub workflows: BTreeMap<String, WorkflowConfig>,
     /// Result delivery to clients that start executions with a `callback_url`.
     pub delivery: DeliveryConfig,
+    /// How long ended executions are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: how long an ended execution is kept (with its status
+/// log, documents, callbacks and deliveries) before it is removed; `0`
+/// keeps them forever.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// After completing.
+    pub completed_ms: u64,
+    /// After failing (longer by default: someone may want to retry).
+    pub failed_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            completed_ms: 7 * 24 * 60 * 60 * 1000,
+            failed_ms: 30 * 24 * 60 * 60 * 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -121,6 +144,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             workflows: BTreeMap::new(),
             delivery: DeliveryConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

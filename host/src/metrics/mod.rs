@@ -140,6 +140,7 @@ pub struct Metrics {
     executions_completed: Counter,
     executions_failed: Counter,
     executions_recovered: Counter,
+    executions_removed: Counter,
     deliveries_enqueued: Counter,
     delivery_attempts: Counter,
     delivery_failures: Counter,
@@ -237,6 +238,7 @@ impl Metrics {
                 state(ExecState::Failed),
             ),
             executions_recovered: counter(EXECUTIONS_RECOVERED),
+            executions_removed: counter(EXECUTIONS_REMOVED),
             deliveries_enqueued: counter(DELIVERIES_ENQUEUED),
             delivery_attempts: counter(DELIVERY_ATTEMPTS),
             delivery_failures: counter(DELIVERY_FAILURES),
@@ -273,6 +275,12 @@ impl Metrics {
             ExecState::Failed => self.executions_failed.increment(1),
             ExecState::Running | ExecState::Suspended => {}
         }
+    }
+
+    /// An ended execution in `state` was removed (retention or `DELETE`).
+    pub fn removed(&self, state: ExecState) {
+        self.executions[state_index(state)].decrement(1.0);
+        self.executions_removed.increment(1);
     }
 
     /// Executions re-run at start because a previous process left them running.

@@ -12,6 +12,7 @@ pub(super) const EXECUTIONS: &str = "stephost_executions";
 pub(super) const EXECUTIONS_STARTED: &str = "stephost_executions_started_total";
 pub(super) const EXECUTIONS_ENDED: &str = "stephost_executions_ended_total";
 pub(super) const EXECUTIONS_RECOVERED: &str = "stephost_executions_recovered_total";
+pub(super) const EXECUTIONS_REMOVED: &str = "stephost_executions_removed_total";
 pub(super) const STEPS_STARTED: &str = "stephost_steps_started_total";
 pub(super) const STEPS_COMPLETED: &str = "stephost_steps_completed_total";
 pub(super) const STEPS_FAILED: &str = "stephost_steps_failed_total";
@@ -55,7 +56,7 @@ pub(super) enum Kind {
 }
 
 /// Name, type and help text of every series.
-pub(super) const CATALOGUE: [(&str, Kind, &str); 25] = [
+pub(super) const CATALOGUE: [(&str, Kind, &str); 26] = [
     (
         STEP_SLOTS,
         Kind::Gauge,
@@ -81,6 +82,11 @@ pub(super) const CATALOGUE: [(&str, Kind, &str); 25] = [
         EXECUTIONS_RECOVERED,
         Kind::Counter,
         "Executions a previous process left running, re-run at start.",
+    ),
+    (
+        EXECUTIONS_REMOVED,
+        Kind::Counter,
+        "Ended executions removed, by retention or DELETE.",
     ),
     (
         STEPS_STARTED,

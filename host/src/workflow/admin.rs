@@ -77,6 +77,21 @@ impl Workflows {
         }
     }
 
+    /// Removes an ended execution with its callbacks and deliveries (and
+    /// stops a result delivery still retrying): `DELETE`.
+    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), AdminError> {
+        let event = Event::Remove { due: None };
+        match self
+            .settle(id, &event, Durability::Now, None, Known::default())
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refusal)) => Err(refusal.into()),
+            Err(StoreError::Conflict(_)) => Err(AdminError::Busy),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The current versions of the plugins of `exec`'s remaining steps,
     /// held (see [`Registry::pin`]) until a retry or skip is written.
     pub(super) async fn pin_ahead(&self, exec: &Execution) -> crate::wasm::plugins::Pinned {

@@ -46,6 +46,21 @@ pub(super) async fn read_callback(
     }
 }
 
+/// Reads the records of execution `id` a decision needs, if it needs them.
+pub(super) async fn read_owned(
+    store: &dyn crate::store::Store,
+    id: &str,
+    needs: &transition::Needs,
+) -> Result<transition::Owned, StoreError> {
+    if !needs.owned {
+        return Ok(transition::Owned::default());
+    }
+    Ok(transition::Owned {
+        callbacks: store.callbacks_of(id).await?,
+        deliveries: store.deliveries_of(id).await?,
+    })
+}
+
 impl Workflows {
     /// Drives an execution in the background until it stops running.
     pub fn spawn_drive(self: &Arc<Self>, id: String) {
@@ -259,7 +274,12 @@ impl Workflows {
                     Some((name.clone(), hash?))
                 })
                 .collect();
-            let reads = Reads { callback, plugins };
+            let owned = read_owned(self.store.as_ref(), id, &needs).await?;
+            let reads = Reads {
+                callback,
+                plugins,
+                owned,
+            };
             let t = match transition::decide(exec, event, &reads, &self.ctx()) {
                 Ok(t) => t,
                 Err(Refusal::Settling) => {
@@ -307,6 +327,10 @@ impl Workflows {
         } = t;
         let delivering = self.enqueue_on_end(&mut change).await?;
         self.store.apply(&change).await?;
+        if let (Some(removed), Some(state)) = (&change.remove, from) {
+            self.metrics.removed(state);
+            tracing::debug!(execution_id = %removed.id, "execution removed");
+        }
         let execution = change.execution.take();
         if let Some(exec) = &execution {
             self.metrics.transition(from, exec.state);

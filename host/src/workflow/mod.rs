@@ -30,6 +30,7 @@ mod admin;
 mod driver;
 mod ingress;
 mod registrar;
+mod retention;
 mod timer;
 pub mod transition;
 mod wake;

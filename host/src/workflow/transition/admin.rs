@@ -1,7 +1,8 @@
 //! Operator actions: retry or skip a failed step, cancel an execution that
-//! has not ended.
+//! has not ended, remove one that has (which retention does too).
 
-use crate::model::{CallbackState, ExecState, Execution, Failure};
+use crate::model::{CallbackState, DeliveryState, ExecState, Execution, Failure};
+use crate::store::Removal;
 
 use super::{Ctx, Reads, Refusal, Transition, bump, failed, start_next_step, waiting_timer};
 
@@ -80,4 +81,49 @@ pub(super) fn cancel(exec: Execution, reads: &Reads, ctx: &Ctx<'_>) -> Result<Tr
         t.change.callbacks.push(rec);
     }
     Ok(t)
+}
+
+/// Removes an ended execution with its callbacks and deliveries. For
+/// retention (`due`), only one that ended by then and whose result is no
+/// longer being delivered; an operator's removal also stops a delivery
+/// still retrying (its timer goes with it).
+pub(super) fn remove(
+    exec: Execution,
+    due: Option<u64>,
+    reads: &Reads,
+) -> Result<Transition, Refusal> {
+    if !exec.state.is_terminal() {
+        return Err(Refusal::WrongState(exec.state));
+    }
+    let delivering = || {
+        reads
+            .owned
+            .deliveries
+            .iter()
+            .any(|d| d.state == DeliveryState::Pending)
+    };
+    if due.is_some_and(|due| exec.updated_ms > due || delivering()) {
+        return Err(Refusal::NotDue);
+    }
+    let mut change = crate::store::Change {
+        remove: Some(Removal {
+            id: exec.id.clone(),
+            version: exec.version,
+            callbacks: reads.owned.callbacks.clone(),
+            deliveries: reads.owned.deliveries.iter().map(|d| d.key()).collect(),
+        }),
+        ..Default::default()
+    };
+    change.remove_timers = reads
+        .owned
+        .deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .filter_map(|d| d.timer())
+        .collect();
+    Ok(Transition {
+        from: Some(exec.state),
+        change,
+        effects: Default::default(),
+    })
 }

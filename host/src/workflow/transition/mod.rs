@@ -98,6 +98,14 @@ pub enum Event {
     Skip,
     /// An operator cancels the execution.
     Cancel,
+    /// The ended execution is removed with everything that is only its:
+    /// by an operator (`due: None`) whatever its result delivery is
+    /// doing, or by retention (`due: Some(ms)`) only if it ended at or
+    /// before `ms` and its result delivery is over.
+    Remove {
+        /// Retention's cut-off, in milliseconds since the epoch.
+        due: Option<u64>,
+    },
 }
 
 /// The records a decision reads besides the execution.
@@ -108,6 +116,17 @@ pub struct Reads {
     /// Current versions (content hashes) of the plugins [`Needs::plugins`]
     /// names, the ones loaded.
     pub plugins: BTreeMap<String, String>,
+    /// The execution's own records, when [`Needs::owned`].
+    pub owned: Owned,
+}
+
+/// The records that belong to one execution alone.
+#[derive(Debug, Default, Clone)]
+pub struct Owned {
+    /// Correlation ids of its callback records.
+    pub callbacks: Vec<String>,
+    /// Its result deliveries.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// What to read before deciding `event` on an execution.
@@ -117,6 +136,8 @@ pub struct Needs {
     pub callback: Option<String>,
     /// Plugins whose current version a step about to start is pinned to.
     pub plugins: Vec<String>,
+    /// The execution's callback and delivery records.
+    pub owned: bool,
 }
 
 /// What [`decide`] needs read for `event` on `exec`.
@@ -167,6 +188,10 @@ pub fn needs(exec: &Execution, event: &Event) -> Needs {
             ..Default::default()
         },
         Event::PluginUnavailable { .. } => Needs::default(),
+        Event::Remove { .. } => Needs {
+            owned: true,
+            ..Default::default()
+        },
     }
 }
 
@@ -191,6 +216,9 @@ pub enum Refusal {
     /// The execution is being resumed right now (a timer claimed it, its
     /// step is running): decide again once that write has settled.
     Settling,
+    /// Not for retention yet: it ended after the cut-off, or its result
+    /// is still being delivered.
+    NotDue,
 }
 
 /// What an event changes, and what to do once that is written.
@@ -275,6 +303,7 @@ pub fn decide(
         Event::Retry => admin::retry(exec, reads, ctx),
         Event::Skip => admin::skip(exec, reads, ctx),
         Event::Cancel => admin::cancel(exec, reads, ctx),
+        Event::Remove { due } => admin::remove(exec, *due, reads),
     }
 }
 

@@ -121,7 +121,14 @@ impl World {
             .iter()
             .filter_map(|n| Some((n.clone(), self.plugins.get(n)?.clone())))
             .collect();
-        let reads = Reads { callback, plugins };
+        let owned = crate::workflow::driver::read_owned(&self.store, &exec.id, &needs)
+            .await
+            .unwrap();
+        let reads = Reads {
+            callback,
+            plugins,
+            owned,
+        };
         self.with_ctx(|ctx| decide(exec, event, &reads, ctx))
     }
 
@@ -193,5 +200,6 @@ pub(super) fn error_code(exec: &Execution) -> &str {
 mod admin;
 mod callbacks;
 mod recovery;
+mod removal;
 mod step;
 mod timers;
