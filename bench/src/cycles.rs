@@ -23,7 +23,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 
-use crate::stats::{Samples, cpu_times, fmt, machine};
+use crate::stats::{Samples, cpu_times, disk_usage, fmt, io_write_bytes, machine, rss_bytes};
 use stephost::store::WriteStats;
 
 #[derive(clap::Args)]
@@ -48,6 +48,14 @@ pub struct Args {
     /// Worker threads of the load generator's runtime (client and partner).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Remove completed executions this long after they end
+    /// (`[retention] completed_ms`); default: the daemon's (7 days).
+    #[arg(long)]
+    retention_ms: Option<u64>,
+    /// With `--retention-ms`: sample the data dir's size, the executions
+    /// stored and the RSS this often during the run, and print them.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
 }
 
 /// What the partner saw when it called back.
@@ -219,6 +227,8 @@ struct Usage {
     user: Duration,
     system: Duration,
     writes: WriteStats,
+    /// Bytes written to storage (`/proc/self/io`).
+    written: u64,
 }
 
 impl Usage {
@@ -228,6 +238,7 @@ impl Usage {
             user,
             system,
             writes: bench.workflows.store().write_stats(),
+            written: io_write_bytes(),
         }
     }
 
@@ -241,6 +252,7 @@ impl Usage {
                 flush_requests: self.writes.flush_requests - before.writes.flush_requests,
                 disk_flushes: self.writes.disk_flushes - before.writes.disk_flushes,
             },
+            written: self.written.saturating_sub(before.written),
         }
     }
 }
@@ -279,7 +291,7 @@ impl Row {
         let n = self.cycles.len().max(1) as f64;
         let u = &self.usage;
         println!(
-            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} | {:.0} µs | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} | {:.0} µs | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} KB |",
             self.cycles.len(),
             self.rate(),
             fmt(total.median()),
@@ -293,9 +305,10 @@ impl Row {
             u.writes.transactions as f64 / n,
             u.writes.flush_requests as f64 / n,
             u.writes.disk_flushes as f64 / n,
+            u.written as f64 / n / 1024.0,
         );
         if let Some(e) = &self.first_error {
-            println!("|   first error: {e} |||||||||||||||");
+            println!("|   first error: {e} ||||||||||||||||");
         }
     }
 }
@@ -371,6 +384,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     config.auth.enabled = false;
+    if let Some(ms) = args.retention_ms {
+        config.retention.completed_ms = ms;
+    }
+    let data_dir = config.data_dir.clone();
     let (base, stop, served, workflows) = daemon_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -407,9 +424,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!("machine: {}", machine());
         println!();
         println!(
-            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors | CPU per cycle | of it system | changes per cycle | transactions per cycle | flush requests per cycle | disk flushes per cycle |"
+            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors | CPU per cycle | of it system | changes per cycle | transactions per cycle | flush requests per cycle | disk flushes per cycle | bytes written per cycle |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let samples: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sampler = args.retention_ms.map(|_| {
+            tokio::spawn(sample(
+                bench.clone(),
+                data_dir.clone(),
+                Duration::from_secs(args.sample_secs.max(1)),
+                samples.clone(),
+            ))
+        });
         let mut best: f64 = 0.0;
         let mut sweeps = Vec::new();
         let mut before = bench.states().await;
@@ -445,6 +471,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         for line in sweeps {
             println!("{line}");
         }
+        if let Some(sampler) = sampler {
+            sampler.abort();
+            println!();
+            println!("Retention: the store and the data dir during the run");
+            println!();
+            println!("| after | cycles started | executions stored | data dir (allocated) | RSS |");
+            println!("|---:|---:|---:|---:|---:|");
+            for line in samples.lock().unwrap().iter() {
+                println!("{line}");
+            }
+        }
         anyhow::Ok(())
     });
     let _ = stop.send(());
@@ -474,4 +511,29 @@ async fn sweep(
         delta("failed")
     ));
     *before = after;
+}
+
+/// Every `every`, a line of how many cycles were started, how many
+/// executions the store holds, the data dir's size and the RSS: with a
+/// short retention the store and the data dir must level off.
+async fn sample(
+    bench: Arc<Bench>,
+    data_dir: std::path::PathBuf,
+    every: Duration,
+    out: Arc<Mutex<Vec<String>>>,
+) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let stored: u64 = bench.states().await.values().sum();
+        let (_, allocated) = disk_usage(&data_dir);
+        let line = format!(
+            "| {:.0} s | {} | {stored} | {:.1} MiB | {:.1} MiB |",
+            started.elapsed().as_secs_f64(),
+            bench.next.load(Ordering::Relaxed),
+            allocated as f64 / (1024.0 * 1024.0),
+            rss_bytes() as f64 / (1024.0 * 1024.0),
+        );
+        out.lock().unwrap().push(line);
+    }
 }

@@ -8,7 +8,7 @@
 //! search for `running` executions, the metrics' count by state) are timed
 //! on their own first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use stephost::store::{
     CallbackStore as _, Change, ExecutionFilter, ExecutionStore as _, SledStore, StatsStore as _,
 };
 
-use crate::stats::{Samples, fmt, machine};
+use crate::stats::{Samples, disk_usage, fmt, machine};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,28 +34,6 @@ pub struct Args {
     /// Keep the data here (reused if it already holds the executions).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-fn disk_usage(dir: &Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut apparent = 0;
-    let mut allocated = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                apparent += m.len();
-                allocated += m.blocks() * 512;
-            }
-        }
-    }
-    (apparent, allocated)
 }
 
 fn rss_of(pid: u32) -> u64 {

@@ -56,8 +56,46 @@ pub fn machine() -> String {
     format!("{cpus} CPUs, {model}")
 }
 
+/// Bytes of the files under `dir`: apparent (their lengths) and
+/// allocated (the blocks they take on disk).
+pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                apparent += m.len();
+                allocated += m.blocks() * 512;
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+/// Bytes this process has caused to be written to storage so far
+/// (`write_bytes` of `/proc/self/io`: page-cache writes count when they
+/// are dirtied, so a flush that follows adds nothing twice); zero where
+/// the kernel does not say.
+pub fn io_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Resident set size of this process, in bytes (Linux).
-#[allow(dead_code)]
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
