@@ -101,7 +101,7 @@ struct Stored {
 }
 
 impl Stored {
-    /// Its key in `executions-ended`, if it has ended.
+    /// Its key in the index of ended executions, if it has ended.
     fn ended_key(&self, id: &str) -> Option<Vec<u8>> {
         ended_key(self.state, self.updated_ms, id)
     }
@@ -181,8 +181,7 @@ struct Txn<'a> {
     deliveries: &'a TransactionalTree,
     running: &'a TransactionalTree,
     counts: &'a TransactionalTree,
-    ended: &'a TransactionalTree,
-    callbacks_by_execution: &'a TransactionalTree,
+    indexes: &'a TransactionalTree,
 }
 
 impl Txn<'_> {
@@ -239,17 +238,16 @@ impl Txn<'_> {
                 self.running.remove(e.id.as_bytes())?;
             }
             if let Some(key) = before.as_ref().and_then(|b| b.ended_key(&e.id)) {
-                self.ended.remove(key)?;
+                self.indexes.remove(key)?;
             }
             if let Some(key) = ended_key(e.state, e.updated_ms, &e.id) {
-                self.ended.insert(key, &[])?;
+                self.indexes.insert(key, &[])?;
             }
         }
         for (key, version, owner, bytes) in &p.callbacks {
             self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
             if *version == 1 {
-                self.callbacks_by_execution
-                    .insert(callback_index_key(owner, key).as_bytes(), &[])?;
+                self.indexes.insert(callback_index_key(owner, key), &[])?;
             }
         }
         if let Some((r, stored)) = removed {
@@ -257,12 +255,11 @@ impl Txn<'_> {
             bump(stored.state, -1)?;
             self.running.remove(r.id.as_bytes())?;
             if let Some(key) = stored.ended_key(&r.id) {
-                self.ended.remove(key)?;
+                self.indexes.remove(key)?;
             }
             for cid in &r.callbacks {
                 self.callbacks.remove(cid.as_bytes())?;
-                self.callbacks_by_execution
-                    .remove(callback_index_key(&r.id, cid).as_bytes())?;
+                self.indexes.remove(callback_index_key(&r.id, cid))?;
             }
             for key in &r.deliveries {
                 self.deliveries.remove(key.as_bytes())?;
@@ -311,10 +308,9 @@ impl SledStore {
             &self.deliveries,
             &self.running,
             &self.counts,
-            &self.ended,
-            &self.callbacks_by_execution,
+            &self.indexes,
         );
-        let result = trees.transaction(|(e, c, t, d, r, n, x, i)| {
+        let result = trees.transaction(|(e, c, t, d, r, n, x)| {
             let txn = Txn {
                 executions: e,
                 callbacks: c,
@@ -322,8 +318,7 @@ impl SledStore {
                 deliveries: d,
                 running: r,
                 counts: n,
-                ended: x,
-                callbacks_by_execution: i,
+                indexes: x,
             };
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut timers = 0;

@@ -39,12 +39,12 @@ pub struct SledStore {
     components: sled::Tree,
     tokens: sled::Tree,
     deliveries: sled::Tree,
-    /// Ended executions by state and end time ([`ended_key`], empty
-    /// values), so that retention finds what is due without a scan.
-    ended: sled::Tree,
-    /// Callback records by execution (`{execution id}/{correlation id}`,
-    /// empty values), so that removing an execution finds all of its.
-    callbacks_by_execution: sled::Tree,
+    /// What retention reads, in one tree (each tree a transaction
+    /// touches costs it): ended executions by state and end time
+    /// ([`ended_key`]), so that what is due is found without a scan, and
+    /// callback records by execution ([`callback_index_key`]), so that
+    /// removing an execution finds all of its. Empty values.
+    indexes: sled::Tree,
     /// Ids of the executions in state `running` (empty values): recovery
     /// reads these at open instead of scanning every execution.
     running: sled::Tree,
@@ -73,11 +73,15 @@ const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
 const COUNTS_MARK: &[u8] = b"index/counts/v1";
 /// Marks, in the `meta` tree, that the timer count is complete.
 const TIMER_COUNT_MARK: &[u8] = b"index/timer-count/v1";
-/// Marks, in the `meta` tree, that the `executions-ended` index is complete.
+/// Marks, in the `meta` tree, that the index of ended executions is
+/// complete.
 const ENDED_INDEX_MARK: &[u8] = b"index/ended/v1";
-/// Marks, in the `meta` tree, that the `callbacks-by-execution` index is
+/// Marks, in the `meta` tree, that the index of callbacks by execution is
 /// complete.
 const CALLBACK_INDEX_MARK: &[u8] = b"index/callbacks-by-execution/v1";
+/// The first byte of every [`callback_index_key`] (the states of
+/// [`ended_key`] take `c` and `f`).
+const CALLBACK_INDEX_TAG: u8 = b'k';
 
 /// The data format of a data dir, in the `meta` tree (big-endian u64).
 /// Absent in data dirs written before it existed (format 1 as well: what
@@ -87,7 +91,7 @@ const FORMAT_KEY: &[u8] = b"format";
 /// The format this build writes, and the newest it reads.
 pub const FORMAT: u64 = 1;
 
-/// The key of an ended execution in `executions-ended`: a byte for the
+/// The key of an ended execution in `indexes`: a byte for the
 /// state, the end time (big-endian, so that keys sort by it) and the id.
 /// `None` for a state that is not an end.
 pub(super) fn ended_key(state: ExecState, ended_ms: u64, id: &str) -> Option<Vec<u8>> {
@@ -103,9 +107,23 @@ pub(super) fn ended_key(state: ExecState, ended_ms: u64, id: &str) -> Option<Vec
     Some(key)
 }
 
-/// The key of a callback record in `callbacks-by-execution`.
-pub(super) fn callback_index_key(execution_id: &str, correlation_id: &str) -> String {
-    format!("{execution_id}/{correlation_id}")
+/// The key of a callback record in `indexes`: its tag, the execution id,
+/// `/`, the correlation id.
+pub(super) fn callback_index_key(execution_id: &str, correlation_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + execution_id.len() + correlation_id.len());
+    key.push(CALLBACK_INDEX_TAG);
+    key.extend_from_slice(execution_id.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(correlation_id.as_bytes());
+    key
+}
+
+/// Removes every key of `tree` that starts with `prefix`.
+fn clear_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
+    for key in tree.scan_prefix(prefix).keys() {
+        tree.remove(key?)?;
+    }
+    Ok(())
 }
 
 /// The key of the timer count in the `counts` tree (no state is named so).
@@ -208,8 +226,7 @@ impl SledStore {
             components: db.open_tree("components")?,
             tokens: db.open_tree("tokens")?,
             deliveries: db.open_tree("deliveries")?,
-            ended: db.open_tree("executions-ended")?,
-            callbacks_by_execution: db.open_tree("callbacks-by-execution")?,
+            indexes: db.open_tree("indexes")?,
             running: db.open_tree("executions-running")?,
             counts: db.open_tree("execution-counts")?,
             quarantine: db.open_tree("timers-quarantine")?,
@@ -255,12 +272,12 @@ impl SledStore {
             struct Owner {
                 execution_id: String,
             }
-            self.callbacks_by_execution.clear()?;
+            clear_prefix(&self.indexes, &[CALLBACK_INDEX_TAG])?;
             for item in self.callbacks.iter() {
                 let (key, bytes) = item?;
                 let Owner { execution_id } = decode(&key, &bytes)?;
                 let cid = String::from_utf8_lossy(&key);
-                self.callbacks_by_execution
+                self.indexes
                     .insert(callback_index_key(&execution_id, &cid), &[])?;
             }
             meta.insert(CALLBACK_INDEX_MARK, &[])?;
@@ -272,12 +289,15 @@ impl SledStore {
                 state: ExecState,
                 updated_ms: u64,
             }
-            self.ended.clear()?;
+            for state in [ExecState::Completed, ExecState::Failed] {
+                let tag = ended_key(state, 0, "").unwrap_or_default();
+                clear_prefix(&self.indexes, &tag[..1])?;
+            }
             for item in self.executions.iter() {
                 let (key, bytes) = item?;
                 let End { state, updated_ms } = decode(&key, &bytes)?;
                 if let Some(k) = ended_key(state, updated_ms, &String::from_utf8_lossy(&key)) {
-                    self.ended.insert(k, &[])?;
+                    self.indexes.insert(k, &[])?;
                 }
             }
             meta.insert(ENDED_INDEX_MARK, &[])?;

@@ -140,7 +140,7 @@ impl ExecutionStore for SledStore {
             return Box::pin(async { Ok(Vec::new()) });
         };
         let end = super::ended_key(state, ended_ms.saturating_add(1), "").unwrap_or_default();
-        let tree = self.ended.clone();
+        let tree = self.indexes.clone();
         Box::pin(blocking("ended scan", move || {
             let mut ids = Vec::new();
             for item in tree.range(prefix..end).keys().take(limit) {
@@ -171,8 +171,8 @@ impl CallbackStore for SledStore {
         // one: a few keys, read where they are.
         let prefix = super::callback_index_key(execution_id, "");
         let found = self
-            .callbacks_by_execution
-            .scan_prefix(prefix.as_bytes())
+            .indexes
+            .scan_prefix(&prefix)
             .keys()
             .map(|key| Ok(String::from_utf8_lossy(&key?[prefix.len()..]).into_owned()))
             .collect();

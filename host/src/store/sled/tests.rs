@@ -325,8 +325,8 @@ async fn running(store: &SledStore) -> Vec<String> {
         .collect()
 }
 
-/// A data dir written before retention existed (no `executions-ended`,
-/// no `callbacks-by-execution`, no format mark) gets both indexes built
+/// A data dir written before retention existed (no `indexes` tree, no
+/// format mark) gets both indexes built
 /// when it is opened, so its old ended executions are found and removed
 /// whole like new ones.
 #[tokio::test]
@@ -356,8 +356,7 @@ async fn the_retention_indexes_are_built_for_old_data() {
             .await
             .unwrap();
         // As the previous release left it.
-        store.db.drop_tree("executions-ended").unwrap();
-        store.db.drop_tree("callbacks-by-execution").unwrap();
+        store.db.drop_tree("indexes").unwrap();
         let meta = store.db.open_tree("meta").unwrap();
         for mark in [ENDED_INDEX_MARK, CALLBACK_INDEX_MARK, FORMAT_KEY] {
             meta.remove(mark).unwrap();
