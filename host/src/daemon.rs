@@ -154,9 +154,11 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let local = listener.local_addr().context("listener address")?;
-        if self.config.public_url.is_none() {
-            self.registrar.set_public_url(format!("http://{local}"));
-        }
+        let public_url = match &self.config.public_url {
+            Some(_) => self.config.public_url(),
+            None => format!("http://{local}"),
+        };
+        self.registrar.set_public_url(public_url.clone());
         let recovered = self.workflows.recover(self.interrupted.clone());
         // Not a tracked step task: shutdown stops it at once rather than
         // waiting out the grace period for a loop that never ends.
@@ -181,7 +183,7 @@ impl Daemon {
             );
         }
 
-        let api = crate::api::service(self.workflows.clone(), &self.config)?;
+        let api = crate::api::service(self.workflows.clone(), &self.config, public_url)?;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         // HTTP/1.1 only (the API speaks nothing else), so nothing sniffs
         // each connection for an HTTP/2 preface; with a timer, a client

@@ -30,6 +30,38 @@ async fn suspended(daemon: &TestDaemon, partner: &Partner) -> (String, String) {
     (id, url)
 }
 
+/// A suspended execution shows what it waits for: the callback URL the
+/// partner was given, without its secret, and when the wait ends; an
+/// execution that waits for nothing shows `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_execution_shows_the_callback_it_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let partner = Partner::accepting().await;
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (id, url) = suspended(&daemon, &partner).await;
+    let exec = daemon.execution(&id).await;
+    let wait = &exec["wait"];
+    let (without_secret, secret) = url.split_once("?secret=").expect("a secret in the URL");
+    assert!(!secret.is_empty());
+    assert_eq!(wait["for"], "callback", "{exec:#}");
+    assert_eq!(wait["callback_url"], without_secret);
+    assert!(without_secret.ends_with(wait["correlation_id"].as_str().unwrap()));
+    assert_eq!(wait["until_ms"], exec["waiting_until_ms"]);
+    assert_eq!(wait["step"], "wait-for-callback");
+    assert_eq!(wait["attempt"], 1);
+    assert!(wait["step_run_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(
+        !exec.to_string().contains(secret),
+        "the secret is the partner's alone"
+    );
+
+    let (status, body) = call_back(&url, r#"{"approved": true}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let exec = daemon.wait_for(&id, "completed").await;
+    assert_eq!(exec["wait"], Value::Null);
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_fails_a_suspended_execution_with_cancelled_and_closes_its_callback() {
     let dir = tempfile::tempdir().unwrap();

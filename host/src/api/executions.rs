@@ -54,6 +54,7 @@ pub(super) async fn show(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
     let mut view = execution_view(&exec);
+    view["wait"] = wait_view(&exec, &api.public_url);
     view["delivery"] = crate::delivery::view(&store.deliveries_of(&id).await?);
     Ok(json_response(StatusCode::OK, &view))
 }
@@ -147,6 +148,38 @@ fn execution_id(id: String) -> Result<String, ApiError> {
             "{id:?} is not an execution id"
         ))),
     }
+}
+
+/// What a suspended execution waits for, for an operator who has to find
+/// out what the partner is expected to call: the callback's correlation
+/// id and URL (without its secret, which only the partner has), or the
+/// retry timer; when the wait ends; the step attempt it belongs to.
+/// `null` when it waits for nothing.
+pub fn wait_view(exec: &Execution, public_url: &str) -> Value {
+    let Some(waiting) = exec
+        .waiting
+        .as_ref()
+        .filter(|_| exec.state == ExecState::Suspended)
+    else {
+        return Value::Null;
+    };
+    let (kind, correlation_id, callback_url) = match &waiting.correlation_id {
+        Some(cid) => (
+            "callback",
+            Some(cid.clone()),
+            Some(format!("{public_url}/v1/callbacks/{cid}")),
+        ),
+        None => ("retry", None, None),
+    };
+    json!({
+        "for": kind,
+        "correlation_id": correlation_id,
+        "callback_url": callback_url,
+        "until_ms": waiting.due_ms,
+        "step": exec.step().name,
+        "step_run_id": exec.step_run_id,
+        "attempt": exec.attempt,
+    })
 }
 
 /// The API view of an execution.

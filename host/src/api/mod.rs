@@ -14,7 +14,7 @@ mod plugins;
 mod tokens;
 
 pub use error::ApiError;
-pub use executions::{StartRequest, execution_view, parse_start};
+pub use executions::{StartRequest, execution_view, parse_start, wait_view};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub(crate) struct ApiState {
     auth: AuthConfig,
     /// Which addresses a client's `callback_url` may name.
     policy: crate::egress::AddressPolicy,
+    /// The base of callback URLs, as the registrar hands them out.
+    public_url: String,
 }
 
 type Shared = Arc<ApiState>;
@@ -56,14 +58,20 @@ type Shared = Arc<ApiState>;
 /// `/v1/executions`), as the API has always accepted them.
 pub type ApiService = NormalizePath<Router>;
 
-/// The API over the state machine, with the limits and auth of `config`.
-pub fn service(workflows: Arc<Workflows>, config: &Config) -> Result<ApiService, ConfigError> {
+/// The API over the state machine, with the limits and auth of `config`;
+/// callback URLs are shown under `public_url`.
+pub fn service(
+    workflows: Arc<Workflows>,
+    config: &Config,
+    public_url: String,
+) -> Result<ApiService, ConfigError> {
     let state = Arc::new(ApiState {
         workflows,
         max_body: config.max_request_body_bytes,
         max_plugin_bytes: config.max_plugin_bytes,
         auth: config.auth.clone(),
         policy: config.egress()?.policy().clone(),
+        public_url,
     });
     let body_timeout = Duration::from_millis(config.request_body_timeout_ms);
     Ok(NormalizePath::trim_trailing_slash(router(

@@ -62,14 +62,20 @@ impl Workflows {
             let due = now_ms.saturating_sub(keep_ms);
             let ids = self.store.ended(state, due, BATCH).await?;
             let event = Event::Remove { due: Some(due) };
+            // All of a batch at once: their writes then share transactions
+            // (group apply), where one after another each
+            // would wait its turn on a busy runtime, and a daemon ending
+            // executions faster than that would never catch up.
+            let settled = futures_util::future::join_all(
+                ids.iter()
+                    .map(|id| self.settle(id, &event, Durability::Lazy, None, Known::default())),
+            )
+            .await;
             let mut removed = 0;
-            for id in ids {
+            for outcome in settled {
                 // Refused: retried, or still delivering; the index offers
                 // it again at its next end, or next sweep.
-                let settled = self
-                    .settle(&id, &event, Durability::Lazy, None, Known::default())
-                    .await?;
-                removed += usize::from(settled.is_ok());
+                removed += usize::from(outcome?.is_ok());
             }
             most = most.max(removed);
         }

@@ -76,7 +76,8 @@ macro_rules! store_conformance {
             records_survive_reopening,
             ended_executions_are_found_by_end_time,
             callbacks_are_found_by_execution,
-            a_removal_takes_every_record_of_the_execution
+            a_removal_takes_every_record_of_the_execution,
+            a_removal_racing_writes_is_all_or_nothing
         );
     };
     (@each $backend:expr; $($test:ident),* $(,)?) => {

@@ -180,3 +180,62 @@ pub async fn a_removal_takes_every_record_of_the_execution(mut backend: impl Bac
         gone(backend.store()).await;
     }
 }
+
+/// Removals and writes of one ended execution racing (retention against
+/// an operator's retry, say): exactly one wins. If a removal won, nothing
+/// of the execution is left; if a write won, the execution is whole and no
+/// removal took any of its records.
+pub async fn a_removal_racing_writes_is_all_or_nothing(backend: impl Backend) {
+    let store = backend.store();
+    let mut start = at("e", 1, ExecState::Failed, 100);
+    start.callbacks.push(callback_of("c", "e"));
+    store.apply(&start).await.unwrap();
+    let racers: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let change = if i % 2 == 0 {
+                    Change {
+                        remove: Some(Removal {
+                            id: "e".into(),
+                            version: 1,
+                            callbacks: vec!["c".into()],
+                            deliveries: vec![],
+                        }),
+                        ..Default::default()
+                    }
+                } else {
+                    at("e", 2, ExecState::Running, 200 + i)
+                };
+                (i, store.apply(&change).await)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        match racer.await.unwrap() {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(StoreError::Conflict(_))) => {}
+            (_, Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = store.execution("e").await.unwrap();
+    let callback = store.callback("c").await.unwrap();
+    if winners[0] % 2 == 0 {
+        assert_eq!((stored, callback), (None, None));
+        assert_eq!(counts(&*store).await, [0, 0, 0, 0]);
+    } else {
+        let stored = stored.expect("the write won");
+        assert_eq!(stored.updated_ms, 200 + winners[0]);
+        assert!(callback.is_some());
+        assert_eq!(counts(&*store).await, [1, 0, 0, 0]);
+        assert!(
+            store
+                .ended(ExecState::Failed, u64::MAX - 1, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
