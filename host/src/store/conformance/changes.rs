@@ -1,9 +1,9 @@
 //! The compare-and-swap contract: what a `Change` may write and when it is
 //! refused, under races too, and the counts that follow it.
 
-use super::{Backend, callback, delivery, execution, is_conflict, timer, with_execution};
+use super::{Backend, callback, delivery, execution, is_conflict, race, timer, with_execution};
 use crate::model::{CallbackState, ExecState, ReceivedCallback, TimerKind};
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, Store};
 
 /// A change whose execution (or any one record) is stale is refused,
 /// and none of its callbacks, timers or deliveries is written.
@@ -91,29 +91,16 @@ pub async fn one_of_many_racing_writers_wins(backend: impl Backend) {
         .apply(&with_execution(execution("e", 1)))
         .await
         .unwrap();
-    let racers: Vec<_> = (0..32)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut next = execution("e", 2);
-                next.workflow = format!("writer {i}");
-                let change = Change {
-                    execution: Some(next),
-                    callbacks: vec![callback(&format!("c{i}"), 1)],
-                    ..Default::default()
-                };
-                (i, store.apply(&change).await)
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for racer in racers {
-        match racer.await.unwrap() {
-            (i, Ok(())) => winners.push(i),
-            (_, Err(StoreError::Conflict(_))) => {}
-            (_, Err(e)) => panic!("unexpected error {e}"),
+    let winners = race(&store, 32, |i| {
+        let mut next = execution("e", 2);
+        next.workflow = format!("writer {i}");
+        Change {
+            execution: Some(next),
+            callbacks: vec![callback(&format!("c{i}"), 1)],
+            ..Default::default()
         }
-    }
+    })
+    .await;
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     let stored = store.execution("e").await.unwrap().unwrap();
     assert_eq!(stored.workflow, format!("writer {}", winners[0]));

@@ -150,6 +150,32 @@ pub(super) fn with_execution(e: Execution) -> Change {
     }
 }
 
+/// Applies `change(i)` for `i` in `0..n`, all at once from separate
+/// tasks; the `i`s whose change applied (every other must have been
+/// refused as a conflict).
+pub(super) async fn race(
+    store: &Arc<dyn Store>,
+    n: u64,
+    change: impl Fn(u64) -> Change,
+) -> Vec<u64> {
+    let racers: Vec<_> = (0..n)
+        .map(|i| {
+            let store = store.clone();
+            let change = change(i);
+            tokio::spawn(async move { (i, store.apply(&change).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        match racer.await.unwrap() {
+            (i, Ok(())) => winners.push(i),
+            (_, Err(StoreError::Conflict(_))) => {}
+            (_, Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+    winners
+}
+
 pub(super) fn is_conflict(result: Result<(), StoreError>) -> bool {
     matches!(result, Err(StoreError::Conflict(_)))
 }

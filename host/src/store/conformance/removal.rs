@@ -190,35 +190,22 @@ pub async fn a_removal_racing_writes_is_all_or_nothing(backend: impl Backend) {
     let mut start = at("e", 1, ExecState::Failed, 100);
     start.callbacks.push(callback_of("c", "e"));
     store.apply(&start).await.unwrap();
-    let racers: Vec<_> = (0..32)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let change = if i % 2 == 0 {
-                    Change {
-                        remove: Some(Removal {
-                            id: "e".into(),
-                            version: 1,
-                            callbacks: vec!["c".into()],
-                            deliveries: vec![],
-                        }),
-                        ..Default::default()
-                    }
-                } else {
-                    at("e", 2, ExecState::Running, 200 + i)
-                };
-                (i, store.apply(&change).await)
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for racer in racers {
-        match racer.await.unwrap() {
-            (i, Ok(())) => winners.push(i),
-            (_, Err(StoreError::Conflict(_))) => {}
-            (_, Err(e)) => panic!("unexpected error {e}"),
+    let winners = race(&store, 32, |i| {
+        if i % 2 == 0 {
+            Change {
+                remove: Some(Removal {
+                    id: "e".into(),
+                    version: 1,
+                    callbacks: vec!["c".into()],
+                    deliveries: vec![],
+                }),
+                ..Default::default()
+            }
+        } else {
+            at("e", 2, ExecState::Running, 200 + i)
         }
-    }
+    })
+    .await;
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     let stored = store.execution("e").await.unwrap();
     let callback = store.callback("c").await.unwrap();

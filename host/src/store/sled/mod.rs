@@ -240,8 +240,9 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Refuses a data dir of a newer format; marks a new or older one as
-    /// this format (once its indexes are built, see `build_indexes`).
+    /// Refuses a data dir of a newer format, before anything reads or
+    /// writes it (`build_indexes` records the format of a new or older
+    /// one).
     fn check_format(&self, dir: &Path) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta")?;
         let found = meta
