@@ -13,6 +13,7 @@
 mod group_apply;
 mod group_commit;
 mod plugin_refs;
+mod private;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -209,10 +210,18 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. Blocking (it may build the
     /// indexes of an old data dir): called once, before serving.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        private::create_dir(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
+        if let Some(mode) = private::exposure(dir) {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{mode:04o}"),
+                "the data dir may be read by other users; it holds the callback-ticket key, API token hashes and every document partners sent: chmod 700 {}",
+                dir.display()
+            );
+        }
         let db = sled::Config::new()
             .path(dir.join("db"))
             .mode(sled::Mode::HighThroughput)
@@ -237,6 +246,9 @@ impl SledStore {
         };
         store.check_format(dir)?;
         store.build_indexes()?;
+        if let Err(e) = private::tighten(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not make the data dir's files private (0600)");
+        }
         Ok(store)
     }
 

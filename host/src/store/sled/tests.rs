@@ -405,3 +405,44 @@ fn a_data_dir_of_a_newer_format_is_refused() {
         Some(&(FORMAT + 1).to_be_bytes()[..])
     );
 }
+
+/// A new data dir is its owner's alone: the dir `0700`, every file sled
+/// wrote in it `0600`. One the operator opened to others is reported and
+/// left as it is.
+#[cfg(unix)]
+#[test]
+fn a_new_data_dir_is_private_and_an_exposed_one_is_reported() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let store = SledStore::open(&dir).unwrap();
+    store.db.flush().unwrap();
+    drop(store);
+    // Opened again: files sled made since are tightened too.
+    drop(SledStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(private::exposure(&dir), None);
+    let mut files = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path) & 0o077, 0, "{}", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 0, "sled wrote files");
+
+    let shared = parent.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(SledStore::open(&shared).unwrap());
+    assert_eq!(private::exposure(&shared), Some(0o755));
+    assert_eq!(mode(&shared), 0o755, "the operator's choice stands");
+}
