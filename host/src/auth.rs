@@ -50,6 +50,47 @@ pub async fn create_token(
     Ok((token, record))
 }
 
+/// Why a token was not revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// No token has this id.
+    #[error("no token {0}")]
+    NotFound(String),
+    /// It is the last token with `admin`: without it nobody could manage
+    /// tokens through the API again.
+    #[error(
+        "token {0} is the last admin token; create another admin token first, or revoke it with force"
+    )]
+    LastAdmin(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Revokes the token with public id `id`: refused from then on. The last
+/// token with `admin` is kept unless `force`.
+pub async fn revoke_token(
+    store: &dyn TokenStore,
+    id: &str,
+    force: bool,
+) -> Result<TokenRecord, RevokeError> {
+    let all = store.tokens().await?;
+    let record = all
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?
+        .clone();
+    let admins = all
+        .iter()
+        .filter(|t| t.permissions.contains(&Permission::Admin))
+        .count();
+    if !force && record.permissions.contains(&Permission::Admin) && admins == 1 {
+        return Err(RevokeError::LastAdmin(id.to_owned()));
+    }
+    store.remove_token(&record.sha256).await?;
+    Ok(record)
+}
+
 /// The token record of a bearer token, if one was sent (the API parses the
 /// `Authorization` header); a token this daemon did not issue is refused.
 pub async fn authenticate(

@@ -92,6 +92,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::auth::RevokeError> for ApiError {
+    fn from(e: crate::auth::RevokeError) -> Self {
+        use crate::auth::RevokeError;
+        match e {
+            RevokeError::NotFound(_) => Self::not_found(e.to_string()),
+            RevokeError::LastAdmin(_) => {
+                Self::new(StatusCode::CONFLICT, "last-admin-token", e.to_string())
+            }
+            RevokeError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {

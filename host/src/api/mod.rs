@@ -104,7 +104,8 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .route("/v1/executions/{id}/skip", post(executions::skip))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
         .route("/v1/executions/{id}", delete(executions::remove))
-        .route("/v1/tokens", post(tokens::create))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/plugins", post(plugins::upload))
         .route("/v1/plugins/{name}", delete(plugins::remove));
     open.merge(auth::guard(read, &state, ExecutionsRead))

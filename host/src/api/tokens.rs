@@ -1,14 +1,47 @@
-//! `POST /v1/tokens`: an admin creates an API token. The token is in this
-//! answer only; the store keeps its hash (`crate::auth`).
+//! API tokens, for admins: `POST /v1/tokens` creates one (the token is in
+//! that answer only; the store keeps its hash, `crate::auth`), `GET` lists
+//! them (never a token), `DELETE /v1/tokens/{id}` revokes one.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{ApiError, Shared, json_response, read_body};
+use super::{ApiError, Param, Shared, json_response, query_pairs, read_body};
 use crate::auth::Permission;
+
+/// `GET /v1/tokens`: every token's id, name, permissions and creation
+/// time, oldest first.
+pub(super) async fn list(State(api): State<Shared>) -> Result<Response, ApiError> {
+    let mut tokens = api.workflows.store().tokens().await?;
+    tokens.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let tokens: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            json!({"id": t.id, "name": t.name, "permissions": t.permissions, "created_ms": t.created_ms})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "tokens": tokens })))
+}
+
+/// `DELETE /v1/tokens/{id}[?force=true]`: the token is refused from the
+/// answer on. The last admin token stays unless `force=true`.
+pub(super) async fn revoke(
+    State(api): State<Shared>,
+    Param(id): Param,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let force = query_pairs(query.as_deref())
+        .iter()
+        .any(|(k, v)| k == "force" && v == "true");
+    let revoked = crate::auth::revoke_token(api.workflows.store().as_ref(), &id, force).await?;
+    tracing::info!(token_id = %revoked.id, name = %revoked.name, "API token revoked");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": revoked.id, "name": revoked.name, "revoked": true}),
+    ))
+}
 
 /// What `POST /v1/tokens` asks for.
 #[derive(serde::Deserialize)]

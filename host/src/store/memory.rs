@@ -274,6 +274,15 @@ impl TokenStore for MemoryStore {
     fn token_count(&self) -> StoreFuture<'_, usize> {
         Self::ready(Ok(self.tables().tokens.len()))
     }
+
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenRecord>> {
+        Self::ready(Ok(self.tables().tokens.values().cloned().collect()))
+    }
+
+    fn remove_token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, ()> {
+        self.tables().tokens.remove(sha256);
+        Self::ready(Ok(()))
+    }
 }
 
 impl ComponentStore for MemoryStore {

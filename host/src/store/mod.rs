@@ -156,6 +156,12 @@ pub trait TokenStore: Send + Sync {
     fn token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, Option<TokenRecord>>;
     /// Number of stored tokens.
     fn token_count(&self) -> StoreFuture<'_, usize>;
+    /// Every token record, in no particular order.
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenRecord>>;
+    /// Forgets the token with this hash (a missing one is ignored);
+    /// durable before it returns, so a revoked token is refused from then
+    /// on, after a crash too.
+    fn remove_token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, ()>;
 }
 
 /// Component bytes by content hash, and the names of uploaded plugins.

@@ -160,7 +160,8 @@ pub async fn executions_are_listed_filtered_and_visited(backend: impl Backend) {
     assert_eq!(visited, ["a", "b", "c", "d"]);
 }
 
-/// Tokens are kept by the hash of the token; writing one again replaces it.
+/// Tokens are kept by the hash of the token; writing one again replaces
+/// it; all are listed; a removed one is gone.
 pub async fn tokens_are_stored_by_hash(backend: impl Backend) {
     let store = backend.store();
     assert_eq!(store.token_count().await.unwrap(), 0);
@@ -180,6 +181,14 @@ pub async fn tokens_are_stored_by_hash(backend: impl Backend) {
         Some(token("h1", "renamed"))
     );
     assert_eq!(store.token("h3").await.unwrap(), None);
+    let mut all = store.tokens().await.unwrap();
+    all.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    assert_eq!(all, [token("h1", "renamed"), token("h2", "second")]);
+    store.remove_token("h1").await.unwrap();
+    store.remove_token("h3").await.unwrap();
+    assert_eq!(store.token("h1").await.unwrap(), None);
+    assert_eq!(store.tokens().await.unwrap(), [token("h2", "second")]);
+    assert_eq!(store.token_count().await.unwrap(), 1);
 }
 
 /// Component bytes by content hash: the first bytes stored under a hash

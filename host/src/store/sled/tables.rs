@@ -276,6 +276,29 @@ impl TokenStore for SledStore {
         let tokens = self.tokens.clone();
         Box::pin(blocking("token count", move || Ok(tokens.len())))
     }
+
+    fn tokens(&self) -> StoreFuture<'_, Vec<TokenRecord>> {
+        let tokens = self.tokens.clone();
+        Box::pin(blocking("token scan", move || {
+            tokens
+                .iter()
+                .map(|item| {
+                    let (key, bytes) = item?;
+                    decode(&key, &bytes)
+                })
+                .collect()
+        }))
+    }
+
+    fn remove_token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, ()> {
+        let tokens = self.tokens.clone();
+        let key = sha256.to_owned();
+        Box::pin(blocking("token removal", move || {
+            tokens.remove(key.as_bytes())?;
+            tokens.flush()?;
+            Ok(())
+        }))
+    }
 }
 
 impl ComponentStore for SledStore {
