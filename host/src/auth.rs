@@ -50,6 +50,13 @@ pub async fn create_token(
     Ok((token, record))
 }
 
+/// Every token record, oldest first.
+pub async fn list_tokens(store: &dyn TokenStore) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut tokens = store.tokens().await?;
+    tokens.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    Ok(tokens)
+}
+
 /// Why a token was not revoked.
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {

@@ -321,3 +321,102 @@ async fn plugin_add_loads_a_component_into_a_running_daemon() {
     assert_eq!(refused["error"]["code"], "not-a-component");
     daemon.stop().await;
 }
+
+/// `token list` and `token revoke` on a stopped daemon's data dir, and
+/// `executions delete` on a running one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_listed_and_revoked_in_a_data_dir_and_executions_deleted() {
+    use clap::Parser as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let create = |name: &'static str, permission: &'static str| {
+        let data = data.to_owned();
+        async move {
+            let (code, created) = stephost_tests::run_cli(&[
+                "token",
+                "create",
+                "--data-dir",
+                &data,
+                "--name",
+                name,
+                "--permission",
+                permission,
+            ])
+            .await;
+            assert_eq!(code, 0);
+            (
+                created["token"].as_str().unwrap().to_owned(),
+                created["id"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let (admin, admin_id) = create("ops", "admin").await;
+    let admin_header = format!("Bearer {admin}");
+    let (reader, reader_id) = create("dashboard", "executions:read").await;
+
+    let (code, listed) = stephost_tests::run_cli(&["token", "list", "--data-dir", data]).await;
+    assert_eq!(code, 0);
+    let mut names: Vec<_> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dashboard", "ops"]);
+    let text = listed.to_string();
+    assert!(!text.contains(&admin) && !text.contains(&reader), "{text}");
+
+    let (code, revoked) =
+        stephost_tests::run_cli(&["token", "revoke", &reader_id, "--data-dir", data]).await;
+    assert_eq!(code, 0);
+    assert_eq!(revoked["revoked"], true);
+    // The last admin token stays unless forced.
+    let cli = Cli::try_parse_from(["stephost", "token", "revoke", &admin_id, "--data-dir", data])
+        .unwrap();
+    let refused = stephost::cli::execute(cli.command, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("last admin token"),
+        "{refused:#}"
+    );
+    let (code, revoked) =
+        stephost_tests::run_cli(&["token", "revoke", &admin_id, "--force", "--data-dir", data])
+            .await;
+    assert_eq!((code, &revoked["name"]), (0, &json!("ops")));
+
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let refused = client()
+        .get(format!("{}/v1/executions", daemon.base))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the revoked token");
+    let refused = client()
+        .get(format!("{}/v1/executions", daemon.base))
+        .header("authorization", &admin_header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "the admin token revoked by force");
+    let id = daemon
+        .start_execution(json!({"plugin": "echo", "input": {"n": 1}}))
+        .await;
+    daemon.wait_for(&id, "completed").await;
+    let (code, deleted) = stephost_tests::run_cli(&[
+        "executions",
+        "delete",
+        &id,
+        "--url",
+        &daemon.base,
+        "--token",
+        &daemon.token,
+    ])
+    .await;
+    assert_eq!(code, 0, "{deleted}");
+    assert_eq!(deleted, json!({"id": id, "deleted": true}));
+    assert_eq!(daemon.get(&format!("/v1/executions/{id}")).await.0, 404);
+    daemon.stop().await;
+}

@@ -14,14 +14,8 @@ use crate::auth::Permission;
 /// `GET /v1/tokens`: every token's id, name, permissions and creation
 /// time, oldest first.
 pub(super) async fn list(State(api): State<Shared>) -> Result<Response, ApiError> {
-    let mut tokens = api.workflows.store().tokens().await?;
-    tokens.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-    let tokens: Vec<_> = tokens
-        .iter()
-        .map(|t| {
-            json!({"id": t.id, "name": t.name, "permissions": t.permissions, "created_ms": t.created_ms})
-        })
-        .collect();
+    let tokens = crate::auth::list_tokens(api.workflows.store().as_ref()).await?;
+    let tokens: Vec<_> = tokens.iter().map(|t| t.public_view()).collect();
     Ok(json_response(StatusCode::OK, &json!({ "tokens": tokens })))
 }
 

@@ -11,13 +11,15 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::auth::Permission;
 use crate::config::Config;
-use crate::daemon::{Daemon, open_store, shutdown_signals};
+use crate::daemon::{Daemon, shutdown_signals};
 use crate::model::Doc;
 use crate::workflow::Target;
 
 mod recorder;
+mod tokens;
+
+pub use tokens::TokenCommand;
 
 /// Runs workflow steps as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -141,25 +143,6 @@ pub struct RunArgs {
     pub egress_allow: Vec<String>,
 }
 
-/// `stephost token ...`
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create a token in a data dir (while the daemon is stopped; a
-    /// running daemon takes `POST /v1/tokens` from an admin) and print it
-    /// once: only its hash is stored.
-    Create {
-        /// The daemon's data dir.
-        #[arg(long, default_value = "./stephost-data")]
-        data_dir: PathBuf,
-        /// A name to recognise it by.
-        #[arg(long)]
-        name: String,
-        /// admin, executions:write, executions:read or callbacks:send (repeatable).
-        #[arg(long = "permission", required = true)]
-        permissions: Vec<Permission>,
-    },
-}
-
 /// How to reach a running daemon.
 #[derive(Debug, clap::Args)]
 pub struct Remote {
@@ -209,6 +192,15 @@ pub enum ExecutionsCommand {
     },
     /// Cancel a running or suspended execution.
     Cancel {
+        /// How to reach the daemon.
+        #[command(flatten)]
+        remote: Remote,
+        /// Execution id.
+        id: String,
+    },
+    /// Remove an ended execution with its status log, callbacks and
+    /// deliveries.
+    Delete {
         /// How to reach the daemon.
         #[command(flatten)]
         remote: Remote,
@@ -352,20 +344,7 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             Ok(0)
         }
         Command::Run(args) => run_locally(args, out).await,
-        Command::Token(TokenCommand::Create {
-            data_dir,
-            name,
-            permissions,
-        }) => {
-            let store = open_store(&data_dir)?;
-            let (token, record) = crate::auth::create_token(&store, &name, &permissions).await?;
-            writeln!(
-                out,
-                "{}",
-                json!({"id": record.id, "name": record.name, "permissions": record.permissions, "token": token})
-            )?;
-            Ok(0)
-        }
+        Command::Token(cmd) => tokens::execute(cmd, out).await,
         Command::Executions(cmd) => remote(cmd, out).await,
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -525,6 +504,11 @@ async fn remote(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyhow::Result<i
             remote,
             reqwest::Method::POST,
             format!("/v1/executions/{id}/cancel"),
+        ),
+        ExecutionsCommand::Delete { remote, id } => (
+            remote,
+            reqwest::Method::DELETE,
+            format!("/v1/executions/{id}"),
         ),
     };
     call(remote, method, &path, None, out).await

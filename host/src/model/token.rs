@@ -86,3 +86,16 @@ impl TokenRecord {
             .any(|p| *p == needed || *p == Permission::Admin)
     }
 }
+
+impl TokenRecord {
+    /// What may be shown of it (`GET /v1/tokens`, `token list`): never
+    /// the token's hash.
+    pub fn public_view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "permissions": self.permissions,
+            "created_ms": self.created_ms,
+        })
+    }
+}
