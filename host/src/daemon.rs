@@ -4,6 +4,7 @@
 //! caller, so tests run the real daemon on port 0 in-process.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::auth::Permission;
 use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::store::{SledStore, Store, StoreError};
@@ -138,6 +140,44 @@ impl Daemon {
         let (token, _) =
             crate::auth::create_token(self.workflows.store().as_ref(), name, permissions).await?;
         Ok(token)
+    }
+
+    /// On the first start of a data dir without tokens (auth on), creates
+    /// an admin token and writes it to `<data_dir>/first-admin-token`,
+    /// readable by this user only, so that a new operator gets in without
+    /// stopping the daemon to run `token create`. Returns the file's path
+    /// when it made one. Never writes a token into the log.
+    pub async fn first_admin_token(&self) -> anyhow::Result<Option<PathBuf>> {
+        let store = self.workflows.store();
+        if !self.config.auth.enabled || store.token_count().await? > 0 {
+            return Ok(None);
+        }
+        let path = self.config.data_dir.join(FIRST_ADMIN_TOKEN_FILE);
+        let context = || format!("write the first admin token to {}", path.display());
+        // Opened before the token exists: a token nobody could read would
+        // end these first starts (there would be a token) and lock the
+        // operator out. A file left by an earlier first start holds a
+        // token that no longer exists; it is overwritten.
+        let mut file = {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(&path).with_context(context)?
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(context)?;
+        }
+        let (token, _) =
+            crate::auth::create_token(store.as_ref(), "first-admin", &[Permission::Admin]).await?;
+        use std::io::Write as _;
+        writeln!(file, "{token}")
+            .and_then(|()| file.sync_all())
+            .with_context(context)?;
+        Ok(Some(path))
     }
 
     /// The state machine (for tests and the CLI).
@@ -270,6 +310,9 @@ pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
         e => e.into(),
     })
 }
+
+/// The file the first admin token is written to, in the data dir.
+pub const FIRST_ADMIN_TOKEN_FILE: &str = "first-admin-token";
 
 /// The daemon process's signals: the returned future resolves on the first
 /// SIGTERM or Ctrl-C (SIGINT), which starts a graceful shutdown (stop

@@ -420,3 +420,46 @@ async fn tokens_are_listed_and_revoked_in_a_data_dir_and_executions_deleted() {
     assert_eq!(daemon.get(&format!("/v1/executions/{id}")).await.0, 404);
     daemon.stop().await;
 }
+
+/// The first start of a data dir without tokens makes an admin token and
+/// leaves it in `first-admin-token`, readable by its owner only; later
+/// starts, or a daemon without auth, make none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_leaves_an_admin_token_in_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stephost::Config {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    };
+    let daemon = stephost::Daemon::open(config.clone()).await.unwrap();
+    let path = daemon
+        .first_admin_token()
+        .await
+        .unwrap()
+        .expect("a first admin token");
+    assert_eq!(path, dir.path().join("data").join("first-admin-token"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    let store = daemon.workflows().store().clone();
+    let record = stephost::auth::authenticate(store.as_ref(), Some(&token))
+        .await
+        .unwrap()
+        .expect("the token is valid");
+    assert!(record.allows(stephost::auth::Permission::Admin));
+    assert_eq!(daemon.first_admin_token().await.unwrap(), None, "only once");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), token);
+    drop((daemon, store));
+
+    let mut open = stephost::Config {
+        data_dir: dir.path().join("open"),
+        ..Default::default()
+    };
+    open.auth.enabled = false;
+    let daemon = stephost::Daemon::open(open).await.unwrap();
+    assert_eq!(daemon.first_admin_token().await.unwrap(), None);
+}

@@ -336,6 +336,12 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             let config = args.config()?;
             let listen = config.listen;
             let daemon = Daemon::open(config).await?;
+            if let Some(path) = daemon.first_admin_token().await? {
+                tracing::warn!(
+                    file = %path.display(),
+                    "first start without API tokens: created an admin token and wrote it to this file (readable by this user only); keep it somewhere safe and delete the file"
+                );
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
