@@ -1,8 +1,8 @@
 //! The README's "Try it" section, done by the real binary as a new user
-//! would: a token made while the daemon is stopped, `serve` with its
-//! embedded defaults (data in `./stephost-data` of the working directory,
-//! reference plugins built in), `echo`, then the `wait-for-callback` round
-//! trip and its documented answers. And a restart that is a crash: what
+//! would: `serve` with its embedded defaults (data in `./stephost-data` of
+//! the working directory, reference plugins built in), the admin token its
+//! first start wrote, `echo`, then the `wait-for-callback` round trip and
+//! its documented answers. And a restart that is a crash: what
 //! was acknowledged before a SIGKILL is there after it, and the step that
 //! was in flight runs again with the same callback URL.
 
@@ -14,22 +14,6 @@ use std::time::Duration;
 use common::{BIN, Process, client, create_token, free_port, post, wait_state, write_config};
 use serde_json::{Value, json};
 use stephost_tests::Partner;
-
-/// `stephost ARGS` in `cwd`; its stdout, after asserting it succeeded.
-fn stephost(cwd: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run stephost");
-    assert!(
-        out.status.success(),
-        "stephost {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 async fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
     let resp = client()
@@ -56,18 +40,6 @@ async fn callback(url: &str, body: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_flow_works_with_the_embedded_defaults() {
     let cwd = tempfile::tempdir().unwrap();
-    let created: Value = serde_json::from_str(&stephost(
-        cwd.path(),
-        &["token", "create", "--name", "me", "--permission", "admin"],
-    ))
-    .expect("token create prints JSON");
-    assert_eq!(created["permissions"], json!(["admin"]));
-    let token = created["token"].as_str().unwrap().to_owned();
-    assert!(token.starts_with("sht_"), "{created}");
-    assert!(
-        cwd.path().join("stephost-data").is_dir(),
-        "the default data dir is ./stephost-data"
-    );
 
     // The README's `serve --egress-allow 127.0.0.0/8`; only the listen
     // address differs, so the test cannot collide with a daemon on 8080.
@@ -89,6 +61,16 @@ async fn the_readme_flow_works_with_the_embedded_defaults() {
     };
     daemon.wait_healthy(Duration::from_secs(60)).await;
     let base = daemon.base.clone();
+    assert!(
+        cwd.path().join("stephost-data").is_dir(),
+        "the default data dir is ./stephost-data"
+    );
+    // The README's `export TOKEN=$(cat stephost-data/first-admin-token)`.
+    let token = std::fs::read_to_string(cwd.path().join("stephost-data/first-admin-token"))
+        .expect("the first start wrote an admin token")
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("sht_"), "{token}");
 
     let (status, started) = post(
         &base,
