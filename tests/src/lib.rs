@@ -110,6 +110,23 @@ impl TestDaemon {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `method {base}{path}` with bearer `token` (none: no header);
+    /// returns status and JSON body (`null` if the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = client().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// `GET {base}{path}` as an admin; returns status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = client()

@@ -7,17 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stephost::Config;
 use stephost::config::RetentionConfig;
-use stephost_tests::{Partner, TestDaemon, WAIT, call_back, client};
+use stephost_tests::{Partner, TestDaemon, WAIT, call_back};
 
 /// `DELETE {path}` with `token` (none: no header); status and JSON body.
 async fn delete(daemon: &TestDaemon, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut req = client().delete(format!("{}{path}", daemon.base));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    daemon.call(reqwest::Method::DELETE, path, token).await
 }
 
 /// Polls until `GET /v1/executions/{id}` answers 404.

@@ -3,7 +3,7 @@
 //! on, and the last admin token is kept unless revoking it is forced.
 
 use serde_json::{Value, json};
-use stephost_tests::{TestDaemon, client};
+use stephost_tests::TestDaemon;
 
 /// `method path` with bearer `token`; status and JSON body.
 async fn call(
@@ -12,14 +12,7 @@ async fn call(
     path: &str,
     token: &str,
 ) -> (u16, Value) {
-    let resp = client()
-        .request(method, format!("{}{path}", daemon.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    daemon.call(method, path, Some(token)).await
 }
 
 /// Creates a token named `name` with `permissions`; returns (token, id).

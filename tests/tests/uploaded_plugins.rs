@@ -47,14 +47,10 @@ async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value)
 }
 
 async fn delete(daemon: &TestDaemon, name: &str, token: &str) -> (u16, Value) {
-    let resp = client()
-        .delete(format!("{}/v1/plugins/{name}", daemon.base))
-        .bearer_auth(token)
-        .send()
+    let path = format!("/v1/plugins/{name}");
+    daemon
+        .call(reqwest::Method::DELETE, &path, Some(token))
         .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// `[plugins.waiter]` granting loopback partners, and no `path`.
