@@ -50,10 +50,8 @@ impl Registrar for NoRegistrar {
         &'a self,
         _call: &'a CallInfo,
         _require_token: bool,
-    ) -> stephost::store::BoxFuture<
-        'a,
-        Result<stephost::bindings::stephost::plugin::callbacks::Ticket, String>,
-    > {
+        _n: u32,
+    ) -> stephost::store::BoxFuture<'a, Result<stephost::capabilities::Registration, String>> {
         Box::pin(async { Err("no registrar in the dispatch bench".to_owned()) })
     }
 }
@@ -72,6 +70,8 @@ fn call_info() -> CallInfo {
         step: "echo".into(),
         step_run_id: "bench-step-run".into(),
         attempt: 1,
+        version: 1,
+        record_ms: 0,
         deadline: Instant::now() + Duration::from_secs(60),
     }
 }

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stephost::bindings::stephost::plugin::callbacks::Ticket;
 use stephost::bindings::{Document, Outcome, StepContext};
-use stephost::capabilities::{CallInfo, Grant, HostServices, Registrar};
+use stephost::capabilities::{CallInfo, Grant, HostServices, Registrar, Registration};
 use stephost::wasm::executor::{Executor, Invocation};
 use stephost_tests::Partner;
 
@@ -23,7 +22,8 @@ impl Registrar for FailingRegistrar {
         &'a self,
         _call: &'a CallInfo,
         _require_token: bool,
-    ) -> stephost::store::BoxFuture<'a, Result<Ticket, String>> {
+        _n: u32,
+    ) -> stephost::store::BoxFuture<'a, Result<Registration, String>> {
         Box::pin(async {
             Err("could not register the callback: storage error: No space left on device".into())
         })
@@ -37,6 +37,8 @@ fn call(plugin: &str, config: &serde_json::Value) -> (CallInfo, Invocation) {
         step: plugin.into(),
         step_run_id: "r-1".into(),
         attempt: 1,
+        version: 1,
+        record_ms: 0,
         deadline: Instant::now() + Duration::from_secs(30),
     };
     let invocation = Invocation::Run {

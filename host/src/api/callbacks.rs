@@ -12,9 +12,10 @@ use super::{ApiError, Param, Shared, json_response, query_value, read_body};
 use crate::auth::{AuthError, Permission};
 use crate::model::{ReceivedCallback, now_ms};
 use crate::store::StoreError;
-use crate::workflow::{CallbackError, CallbackReply};
+use crate::workflow::{CallbackError, CallbackReply, Locator};
 
-/// `POST /v1/callbacks/{id}?secret=…`. Checked in the order the
+/// `POST /v1/callbacks/{id}?secret=…` (with `&execution=…&ticket=…` on
+/// a derived ticket, see `workflow/registrar.rs`). Checked in the order the
 /// documentation's table reads: the id, the token, then the body.
 pub(super) async fn receive(
     State(api): State<Shared>,
@@ -27,6 +28,10 @@ pub(super) async fn receive(
         )));
     }
     let secret = query_value(req.uri(), "secret");
+    let locator = Locator::parse(
+        query_value(req.uri(), "execution").as_deref(),
+        query_value(req.uri(), "ticket").as_deref(),
+    );
     // A token is optional here (the URL secret admits the callback),
     // but one that is sent must be valid and carry callbacks:send.
     let token_ok = match super::auth::caller(&api, req.headers()).await? {
@@ -59,7 +64,14 @@ pub(super) async fn receive(
     let metrics = api.workflows.metrics();
     let reply = api
         .workflows
-        .callback(&id, secret.as_deref(), token_ok, require_token, callback)
+        .callback(
+            &id,
+            secret.as_deref(),
+            locator.as_ref(),
+            token_ok,
+            require_token,
+            callback,
+        )
         .await
         .inspect(|reply| {
             metrics.callback(match reply {

@@ -17,7 +17,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use crate::grant::Grant;
-pub use callbacks::Registrar;
+pub use callbacks::{Registrar, Registration};
 pub use http::{HttpHooks, RecordedRequest};
 
 /// Identity of one step call, for logs and callback registration.
@@ -33,6 +33,14 @@ pub struct CallInfo {
     pub step_run_id: String,
     /// Which attempt of the step this is (1 for the first run).
     pub attempt: u32,
+    /// The execution's version the call runs on (0 outside an execution).
+    /// A re-run after a crash runs on the same stored version, so tickets
+    /// derived from it are handed out again the same.
+    pub version: u64,
+    /// When that version was written (ms since the epoch; 0 outside an
+    /// execution): older than the process means a re-run of a call an
+    /// earlier process may have made.
+    pub record_ms: u64,
     /// When the call's time limit runs out.
     pub deadline: Instant,
 }
@@ -127,6 +135,12 @@ pub struct StepState {
     pub(crate) services: HostServices,
     /// Every outbound request of this call, secrets masked.
     pub(crate) requests: Vec<RecordedRequest>,
+    /// Callback registrations made so far in this call: the next one's
+    /// position, from which its ticket is derived.
+    pub(crate) registrations: u32,
+    /// The registrations of this call that were not stored (their tickets
+    /// are derived), as the records a `suspend` on them creates.
+    pub(crate) unstored: Vec<crate::model::CallbackRecord>,
     /// Set by the epoch callback when the call ran out of time.
     pub(crate) timed_out: bool,
     /// What the plugin wrote to stderr last, for a trap's failure text.
@@ -157,6 +171,8 @@ impl StepState {
             call,
             services,
             requests: Vec::new(),
+            registrations: 0,
+            unstored: Vec::new(),
             timed_out: false,
             stderr,
         }

@@ -78,6 +78,9 @@ pub struct CallResult {
     pub outcome: Result<Outcome, StepError>,
     /// Outbound requests, in order, secrets masked.
     pub requests: Vec<RecordedRequest>,
+    /// Callback registrations of the call that were not stored (see
+    /// [`crate::capabilities::Registration::unstored`]).
+    pub unstored: Vec<crate::model::CallbackRecord>,
 }
 
 /// The wasm side of the daemon: engine, linker, and shared host services.
@@ -183,9 +186,11 @@ impl Executor {
             step: String::new(),
             step_run_id: String::new(),
             attempt: 1,
+            version: 0,
+            record_ms: 0,
             deadline: Instant::now() + Duration::from_millis(grant.limits.time_limit_ms),
         };
-        let (result, _) = self
+        let (result, _, _) = self
             .with_instance(pre, grant, call, |instance, store| {
                 Box::pin(async move { instance.stephost_plugin_step().call_describe(store).await })
             })
@@ -201,7 +206,7 @@ impl Executor {
         call: CallInfo,
         invocation: Invocation,
     ) -> CallResult {
-        let (outcome, requests) = self
+        let (outcome, requests, unstored) = self
             .with_instance(pre, grant, call, move |instance, store| {
                 Box::pin(async move {
                     let step = instance.stephost_plugin_step();
@@ -217,7 +222,11 @@ impl Executor {
                 })
             })
             .await;
-        CallResult { outcome, requests }
+        CallResult {
+            outcome,
+            requests,
+            unstored,
+        }
     }
 
     /// Instantiates the component in a fresh store with the call's limits,
@@ -228,7 +237,11 @@ impl Executor {
         grant: Arc<Grant>,
         call: CallInfo,
         f: F,
-    ) -> (Result<R, StepError>, Vec<RecordedRequest>)
+    ) -> (
+        Result<R, StepError>,
+        Vec<RecordedRequest>,
+        Vec<crate::model::CallbackRecord>,
+    )
     where
         F: for<'a> FnOnce(
             StepPlugin,
@@ -261,9 +274,10 @@ impl Executor {
                         return (
                             Err(StepError::Instantiate("the executor is shut down".into())),
                             Vec::new(),
+                            Vec::new(),
                         );
                     }
-                    Err(_) => return (Err(time_limit()), Vec::new()),
+                    Err(_) => return (Err(time_limit()), Vec::new(), Vec::new()),
                 }
             }
         };
@@ -311,7 +325,8 @@ impl Executor {
             Err(_) => Err(time_limit()),
         };
         let requests = std::mem::take(&mut store.data_mut().requests);
-        (result, requests)
+        let unstored = std::mem::take(&mut store.data_mut().unstored);
+        (result, requests, unstored)
     }
 }
 

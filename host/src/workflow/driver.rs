@@ -25,6 +25,9 @@ pub(super) struct Known {
     pub execution: Option<Execution>,
     /// The callback record the event concerns.
     pub callback: Option<CallbackRecord>,
+    /// Records of derived tickets (never stored yet): the one the event
+    /// concerns stands in whenever the store has no record under its id.
+    pub derived: Vec<CallbackRecord>,
 }
 
 /// What a settled event came to.
@@ -153,6 +156,8 @@ impl Workflows {
             step: step.name.clone(),
             step_run_id: exec.step_run_id.clone(),
             attempt: exec.attempt,
+            version: exec.version,
+            record_ms: exec.updated_ms,
             deadline: Instant::now() + Duration::from_millis(plugin.grant.limits.time_limit_ms),
         };
         let started = Instant::now();
@@ -193,8 +198,8 @@ impl Workflows {
             Outcome::RejectCallback(reason) => Outcome::RejectCallback(plugin.grant.mask(&reason)),
             other => other,
         });
-        self.settle_step(exec, &Event::Returned { version, outcome })
-            .await
+        let event = Event::Returned { version, outcome };
+        self.settle_step_with(exec, &event, result.unstored).await
     }
 
     /// Commits a step's outcome on the execution it ran on. An early
@@ -207,11 +212,23 @@ impl Workflows {
         exec: Execution,
         event: &Event,
     ) -> Result<StepReport, StoreError> {
+        self.settle_step_with(exec, event, Vec::new()).await
+    }
+
+    /// [`Self::settle_step`], with the records of the tickets the call
+    /// derived (a `suspend` on one of them creates its record).
+    async fn settle_step_with(
+        self: &Arc<Self>,
+        exec: Execution,
+        event: &Event,
+        derived: Vec<CallbackRecord>,
+    ) -> Result<StepReport, StoreError> {
         let id = exec.id.clone();
         let step = exec.step().name.clone();
         let known = Known {
             execution: Some(exec),
             callback: None,
+            derived,
         };
         let report = self
             .settle(&id, event, Durability::Lazy, None, known)
@@ -255,7 +272,14 @@ impl Workflows {
                 .filter(|r| needs.callback.as_ref() == Some(&r.correlation_id))
             {
                 Some(rec) => Some(rec),
-                None => read_callback(self.store.as_ref(), &needs).await?,
+                None => match read_callback(self.store.as_ref(), &needs).await? {
+                    Some(rec) => Some(rec),
+                    None => known
+                        .derived
+                        .iter()
+                        .find(|r| needs.callback.as_ref() == Some(&r.correlation_id))
+                        .cloned(),
+                },
             };
             // Held until the write is done: none of the plugins a new step
             // is pinned to can be deleted in between.

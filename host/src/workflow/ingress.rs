@@ -2,8 +2,14 @@
 //! when it comes early, or claiming the suspension it answers.
 
 use super::driver::{Durability, Known, Settled};
+use super::registrar::{Locator, TICKET_KEY, derived_ticket};
 use super::transition::{Event, Refusal};
 use super::*;
+use crate::model::CallbackState;
+
+/// How many attempts back a derived ticket is looked for: one of an older
+/// attempt is refused with `410` rather than `404`.
+const ATTEMPTS_BACK: u32 = 8;
 
 /// How a callback request was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +50,31 @@ pub enum CallbackError {
 
 impl Workflows {
     /// Handles `POST /v1/callbacks/{id}`. The callback is durable before
-    /// this returns anything but an error. `token_ok`: the request carried
-    /// a valid token with `callbacks:send`; `token_required`: the operator
-    /// requires one on every callback.
+    /// this returns anything but an error. `locator`: where the URL says a
+    /// derived ticket comes from (see `registrar.rs`); `token_ok`: the
+    /// request carried a valid token with `callbacks:send`;
+    /// `token_required`: the operator requires one on every callback.
+    #[allow(clippy::too_many_arguments)]
     pub async fn callback(
         self: &Arc<Self>,
         correlation_id: &str,
         secret: Option<&str>,
+        locator: Option<&Locator>,
         token_ok: bool,
         token_required: bool,
         callback: ReceivedCallback,
     ) -> Result<CallbackReply, CallbackError> {
-        let rec = self
-            .store
-            .callback(correlation_id)
-            .await?
-            .ok_or(CallbackError::NotFound)?;
+        let (rec, execution, derived) = match self.store.callback(correlation_id).await? {
+            Some(rec) => (rec, None, Vec::new()),
+            None => {
+                let locator = locator.ok_or(CallbackError::NotFound)?;
+                let (rec, exec) = self
+                    .derived_callback(correlation_id, locator)
+                    .await?
+                    .ok_or(CallbackError::NotFound)?;
+                (rec.clone(), Some(exec), vec![rec])
+            }
+        };
         let given = sha256_hex(secret.unwrap_or_default().as_bytes());
         let secret_ok =
             secret.is_some() && bool::from(given.as_bytes().ct_eq(rec.secret_sha256.as_bytes()));
@@ -89,8 +104,9 @@ impl Workflows {
                 Durability::Now,
                 Some(tx),
                 Known {
-                    execution: None,
+                    execution,
                     callback: Some(rec.clone()),
+                    derived,
                 },
             )
             .await?;
@@ -122,5 +138,54 @@ impl Workflows {
                 state: ExecState::Running,
             },
         })
+    }
+
+    /// The ticket key of this data dir.
+    async fn ticket_key(&self) -> Result<&[u8], StoreError> {
+        if let Some(key) = self.ticket_key.get() {
+            return Ok(key);
+        }
+        let key = self.store.node_secret(TICKET_KEY).await?;
+        Ok(self.ticket_key.get_or_init(|| key))
+    }
+
+    /// A callback on a derived ticket nothing was stored for yet: derives
+    /// the ticket again from the execution the URL names, for its current
+    /// step run (this attempt or a few before), and makes the record that
+    /// registration would have stored. `None` when the id is no ticket of
+    /// that execution's step run. The secret is checked by the caller,
+    /// against the record, as for a stored one.
+    async fn derived_callback(
+        &self,
+        correlation_id: &str,
+        locator: &Locator,
+    ) -> Result<Option<(CallbackRecord, Execution)>, StoreError> {
+        let Some(exec) = self.store.execution(&locator.execution_id).await? else {
+            return Ok(None);
+        };
+        let key = self.ticket_key().await?;
+        let at = (locator.version, locator.n);
+        let first = exec.attempt.saturating_sub(ATTEMPTS_BACK).max(1);
+        for attempt in (first..=exec.attempt).rev() {
+            for require_token in [false, true] {
+                let (cid, secret) =
+                    derived_ticket(key, &exec.id, &exec.step_run_id, attempt, at, require_token);
+                if bool::from(cid.as_bytes().ct_eq(correlation_id.as_bytes())) {
+                    let rec = CallbackRecord {
+                        correlation_id: cid,
+                        version: 0,
+                        execution_id: exec.id.clone(),
+                        step_run_id: exec.step_run_id.clone(),
+                        attempt: Some(attempt),
+                        secret_sha256: sha256_hex(secret.as_bytes()),
+                        require_token,
+                        state: CallbackState::Registered,
+                        created_ms: now_ms(),
+                    };
+                    return Ok(Some((rec, exec)));
+                }
+            }
+        }
+        Ok(None)
     }
 }

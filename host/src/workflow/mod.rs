@@ -38,7 +38,7 @@ mod wit;
 
 pub use admin::AdminError;
 pub use ingress::{CallbackError, CallbackReply};
-pub use registrar::DurableRegistrar;
+pub use registrar::{DurableRegistrar, Locator};
 pub use wake::TimerWake;
 use wit::{step_context, to_wit_doc, to_wit_event};
 
@@ -96,6 +96,8 @@ pub struct Workflows {
     timer_wake: Arc<TimerWake>,
     metrics: Arc<crate::metrics::Metrics>,
     limits: transition::Limits,
+    /// The key callback tickets are derived under, read once.
+    ticket_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -138,6 +140,7 @@ impl Workflows {
             timer_wake: Arc::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             limits: transition::Limits::of(&config),
+            ticket_key: std::sync::OnceLock::new(),
             config,
         }
     }

@@ -77,10 +77,18 @@ impl World {
         self.store.execution("e1").await.unwrap().unwrap()
     }
 
-    /// What the step's `callbacks.register` writes.
-    pub(super) async fn register(&self, cid: &str) -> CallbackRecord {
+    /// The record of a derived ticket of the current step run, as
+    /// `callbacks.register` hands it over: never stored (version 0).
+    pub(super) async fn derived(&self, cid: &str) -> CallbackRecord {
+        CallbackRecord {
+            version: 0,
+            ..self.registration(cid).await
+        }
+    }
+
+    async fn registration(&self, cid: &str) -> CallbackRecord {
         let exec = self.exec().await;
-        let rec = CallbackRecord {
+        CallbackRecord {
             correlation_id: cid.into(),
             version: 1,
             execution_id: exec.id.clone(),
@@ -90,7 +98,13 @@ impl World {
             require_token: false,
             state: CallbackState::Registered,
             created_ms: self.now,
-        };
+        }
+    }
+
+    /// What a stored `callbacks.register` (a describe call's, or past the
+    /// 64th of a call) writes.
+    pub(super) async fn register(&self, cid: &str) -> CallbackRecord {
+        let rec = self.registration(cid).await;
         self.store
             .apply(&Change {
                 callbacks: vec![rec.clone()],
@@ -111,11 +125,26 @@ impl World {
 
     /// Reads what the decision needs, as the driver does, and decides.
     pub(super) async fn decide(&self, event: &Event) -> Result<Transition, Refusal> {
+        self.decide_with(event, None).await
+    }
+
+    /// [`Self::decide`], with the record of a derived ticket standing in
+    /// where the store has none (as the driver does).
+    pub(super) async fn decide_with(
+        &self,
+        event: &Event,
+        derived: Option<&CallbackRecord>,
+    ) -> Result<Transition, Refusal> {
         let exec = self.exec().await;
         let needs = needs(&exec, event);
         let callback = crate::workflow::driver::read_callback(&self.store, &needs)
             .await
-            .unwrap();
+            .unwrap()
+            .or_else(|| {
+                derived
+                    .filter(|r| needs.callback.as_ref() == Some(&r.correlation_id))
+                    .cloned()
+            });
         let plugins = needs
             .plugins
             .iter()
@@ -199,6 +228,7 @@ pub(super) fn error_code(exec: &Execution) -> &str {
 
 mod admin;
 mod callbacks;
+mod derived;
 mod recovery;
 mod removal;
 mod step;
