@@ -67,16 +67,20 @@ pub(super) async fn read_owned(
 impl Workflows {
     /// Drives an execution in the background until it stops running.
     pub fn spawn_drive(self: &Arc<Self>, id: String) {
-        self.spawn_drive_reporting(id, None);
+        self.spawn_drive_reporting(id, None, None);
     }
 
+    /// Drives `id`, starting from `known` when the caller has just written
+    /// it (a read and a decode fewer; a copy that is stale by then only
+    /// loses its compare-and-swap, as a fresh read could).
     fn spawn_drive_reporting(
         self: &Arc<Self>,
         id: String,
         first: Option<tokio::sync::oneshot::Sender<StepReport>>,
+        known: Option<Execution>,
     ) {
         let this = self.clone();
-        self.spawn(async move { this.drive(&id, first).await });
+        self.spawn(async move { this.drive(&id, first, known).await });
     }
 
     /// Runs step calls until the execution is no longer running. The first
@@ -85,13 +89,17 @@ impl Workflows {
         self: &Arc<Self>,
         id: &str,
         mut first: Option<tokio::sync::oneshot::Sender<StepReport>>,
+        mut known: Option<Execution>,
     ) {
         use tracing::Instrument as _;
         loop {
             let span =
                 tracing::info_span!("execution", execution_id = id, step = tracing::field::Empty);
-            let report = match self.step_once(id).instrument(span).await {
-                Ok(report) => report,
+            let report = match self.step_once(id, known.take()).instrument(span).await {
+                Ok((report, written)) => {
+                    known = written;
+                    report
+                }
                 Err(e) => {
                     tracing::error!(execution_id = id, error = %e, "step transition failed; the execution re-runs on restart");
                     StepReport::Lost
@@ -122,13 +130,23 @@ impl Workflows {
         }
     }
 
-    /// Runs (or resumes) the current step once and commits its outcome.
-    pub(super) async fn step_once(self: &Arc<Self>, id: &str) -> Result<StepReport, StoreError> {
-        let Some(exec) = self.store.execution(id).await? else {
-            return Ok(StepReport::Lost);
+    /// Runs (or resumes) the current step once and commits its outcome;
+    /// returns what it led to, and the execution as written. `known`: the
+    /// execution as its last writer wrote it, if at hand.
+    pub(super) async fn step_once(
+        self: &Arc<Self>,
+        id: &str,
+        known: Option<Execution>,
+    ) -> Result<(StepReport, Option<Execution>), StoreError> {
+        let exec = match known {
+            Some(exec) => exec,
+            None => match self.store.execution(id).await? {
+                Some(exec) => exec,
+                None => return Ok((StepReport::Lost, None)),
+            },
         };
         if exec.state != ExecState::Running {
-            return Ok(StepReport::Lost);
+            return Ok((StepReport::Lost, None));
         }
         let step = exec.step().clone();
         tracing::Span::current().record("step", step.name.as_str());
@@ -211,7 +229,7 @@ impl Workflows {
         self: &Arc<Self>,
         exec: Execution,
         event: &Event,
-    ) -> Result<StepReport, StoreError> {
+    ) -> Result<(StepReport, Option<Execution>), StoreError> {
         self.settle_step_with(exec, event, Vec::new()).await
     }
 
@@ -222,7 +240,7 @@ impl Workflows {
         exec: Execution,
         event: &Event,
         derived: Vec<CallbackRecord>,
-    ) -> Result<StepReport, StoreError> {
+    ) -> Result<(StepReport, Option<Execution>), StoreError> {
         let id = exec.id.clone();
         let step = exec.step().name.clone();
         let known = Known {
@@ -234,12 +252,12 @@ impl Workflows {
             .settle(&id, event, Durability::Lazy, None, known)
             .await?;
         Ok(match report {
-            Ok(settled) => settled.report,
+            Ok(settled) => (settled.report, settled.execution),
             Err(Refusal::Lost) => {
                 tracing::warn!(execution_id = %id, %step, "execution changed under a running step; dropping its outcome");
-                StepReport::Lost
+                (StepReport::Lost, None)
             }
-            Err(_) => StepReport::Lost,
+            Err(_) => (StepReport::Lost, None),
         })
     }
 
@@ -378,7 +396,7 @@ impl Workflows {
         if effects.drive
             && let Some(exec) = &execution
         {
-            self.spawn_drive_reporting(exec.id.clone(), first.take());
+            self.spawn_drive_reporting(exec.id.clone(), first.take(), Some(exec.clone()));
         }
         Ok(execution)
     }
