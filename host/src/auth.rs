@@ -74,6 +74,11 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
+/// Revocations, one at a time: two requests revoking the last two admin
+/// tokens at once would each see the other's token and both go through.
+/// (One process; daemons sharing a database need the check in the store.)
+static REVOCATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Revokes the token with public id `id`: refused from then on. The last
 /// token with `admin` is kept unless `force`.
 pub async fn revoke_token(
@@ -81,6 +86,7 @@ pub async fn revoke_token(
     id: &str,
     force: bool,
 ) -> Result<TokenRecord, RevokeError> {
+    let _one_at_a_time = REVOCATIONS.lock().await;
     let all = store.tokens().await?;
     let record = all
         .iter()
@@ -136,6 +142,41 @@ pub async fn require(
 mod tests {
     use super::*;
     use crate::store::{ExecutionStore as _, SledStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoking_the_last_two_admin_tokens_at_once_keeps_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for round in 0..20 {
+            let (_, a) = create_token(&store, &format!("a{round}"), &[Permission::Admin])
+                .await
+                .unwrap();
+            let (_, b) = create_token(&store, &format!("b{round}"), &[Permission::Admin])
+                .await
+                .unwrap();
+            let (ra, rb) = tokio::join!(
+                revoke_token(&store, &a.id, false),
+                revoke_token(&store, &b.id, false)
+            );
+            let revoked = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(revoked, 1, "round {round}: {ra:?} {rb:?}");
+            let refused = [ra, rb].into_iter().find_map(Result::err).unwrap();
+            assert!(matches!(refused, RevokeError::LastAdmin(_)), "{refused:?}");
+            let admins = store
+                .tokens()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.permissions.contains(&Permission::Admin))
+                .count();
+            assert_eq!(admins, 1, "round {round}");
+            // Leave no admin behind for the next round.
+            let left = store.tokens().await.unwrap();
+            for t in left {
+                revoke_token(&store, &t.id, true).await.unwrap();
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_token_is_stored_only_as_its_hash_and_checked_by_permission() {
