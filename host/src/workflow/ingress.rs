@@ -2,7 +2,7 @@
 //! when it comes early, or claiming the suspension it answers.
 
 use super::driver::{Durability, Known, Settled};
-use super::registrar::{Locator, TICKET_KEY, derived_ticket};
+use super::registrar::{Locator, derived_ticket};
 use super::transition::{Event, Refusal};
 use super::*;
 use crate::model::CallbackState;
@@ -140,15 +140,6 @@ impl Workflows {
         })
     }
 
-    /// The ticket key of this data dir.
-    async fn ticket_key(&self) -> Result<&[u8], StoreError> {
-        if let Some(key) = self.ticket_key.get() {
-            return Ok(key);
-        }
-        let key = self.store.node_secret(TICKET_KEY).await?;
-        Ok(self.ticket_key.get_or_init(|| key))
-    }
-
     /// A callback on a derived ticket nothing was stored for yet: derives
     /// the ticket again from the execution the URL names, for its current
     /// step run (this attempt or a few before), and makes the record that
@@ -163,7 +154,7 @@ impl Workflows {
         let Some(exec) = self.store.execution(&locator.execution_id).await? else {
             return Ok(None);
         };
-        let key = self.ticket_key().await?;
+        let key = self.ticket_key.get(self.store.as_ref()).await?;
         let at = (locator.version, locator.n);
         let first = exec.attempt.saturating_sub(ATTEMPTS_BACK).max(1);
         for attempt in (first..=exec.attempt).rev() {

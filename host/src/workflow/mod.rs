@@ -97,7 +97,7 @@ pub struct Workflows {
     metrics: Arc<crate::metrics::Metrics>,
     limits: transition::Limits,
     /// The key callback tickets are derived under, read once.
-    ticket_key: std::sync::OnceLock<Vec<u8>>,
+    ticket_key: registrar::TicketKey,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -140,7 +140,7 @@ impl Workflows {
             timer_wake: Arc::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             limits: transition::Limits::of(&config),
-            ticket_key: std::sync::OnceLock::new(),
+            ticket_key: registrar::TicketKey::default(),
             config,
         }
     }

@@ -35,7 +35,21 @@ pub struct DurableRegistrar {
     public_url: std::sync::RwLock<String>,
     /// Records created before this time come from an earlier process.
     boot_ms: u64,
-    key: std::sync::OnceLock<Vec<u8>>,
+    key: TicketKey,
+}
+
+/// The data dir's key tickets are derived under, read once.
+#[derive(Default)]
+pub(super) struct TicketKey(std::sync::OnceLock<Vec<u8>>);
+
+impl TicketKey {
+    pub(super) async fn get(&self, store: &dyn Store) -> Result<&[u8], StoreError> {
+        if let Some(key) = self.0.get() {
+            return Ok(key);
+        }
+        let key = store.node_secret(TICKET_KEY).await?;
+        Ok(self.0.get_or_init(|| key))
+    }
 }
 
 /// Registrations per step call whose tickets are derived; any further
@@ -43,7 +57,7 @@ pub struct DurableRegistrar {
 pub(super) const DERIVED_REGISTRATIONS: u32 = 64;
 
 /// The name of the data dir's secret tickets are derived under.
-pub(super) const TICKET_KEY: &str = "callback-tickets";
+const TICKET_KEY: &str = "callback-tickets";
 
 /// Where a derived ticket comes from, as its URL names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,16 +164,12 @@ impl DurableRegistrar {
             store,
             public_url: std::sync::RwLock::new(public_url),
             boot_ms: now_ms(),
-            key: std::sync::OnceLock::new(),
+            key: TicketKey::default(),
         }
     }
 
     async fn key(&self) -> Result<&[u8], StoreError> {
-        if let Some(key) = self.key.get() {
-            return Ok(key);
-        }
-        let key = self.store.node_secret(TICKET_KEY).await?;
-        Ok(self.key.get_or_init(|| key))
+        self.key.get(self.store.as_ref()).await
     }
 
     /// Changes the base URL (once the listener's port is known).
