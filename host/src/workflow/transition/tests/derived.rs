@@ -9,11 +9,7 @@ async fn a_suspend_on_a_derived_ticket_creates_its_waiting_record() {
     let w = World::new();
     w.start(&["a"]).await;
     let rec = w.derived("c1").await;
-    let version = w.exec().await.version;
-    let event = Event::Returned {
-        version,
-        outcome: Ok(suspend("c1", Some(5_000))),
-    };
+    let event = w.returned_event(Ok(suspend("c1", Some(5_000)))).await;
     let t = w.decide_with(&event, Some(&rec)).await.unwrap();
     assert_eq!(t.change.callbacks.len(), 1);
     assert_eq!(t.change.callbacks[0].version, 1, "created by this write");
@@ -38,11 +34,7 @@ async fn an_early_callback_on_a_derived_ticket_is_kept_for_the_suspend() {
         CallbackState::Received { .. }
     ));
     // The suspend finds the stored callback first and resumes at once.
-    let version = w.exec().await.version;
-    let event = Event::Returned {
-        version,
-        outcome: Ok(suspend("c1", None)),
-    };
+    let event = w.returned_event(Ok(suspend("c1", None))).await;
     let t = w.decide_with(&event, Some(&rec)).await.unwrap();
     w.store.apply(&t.change).await.unwrap();
     let exec = w.exec().await;
@@ -59,11 +51,7 @@ async fn an_early_callback_and_the_suspend_decided_at_once_create_the_record_onc
     let w = World::new();
     w.start(&["a"]).await;
     let rec = w.derived("c1").await;
-    let version = w.exec().await.version;
-    let suspend_on = Event::Returned {
-        version,
-        outcome: Ok(suspend("c1", None)),
-    };
+    let suspend_on = w.returned_event(Ok(suspend("c1", None))).await;
     // Both decided on the same reads (nothing stored yet), then written.
     let early = w
         .decide_with(&on_callback("c1", "early"), Some(&rec))

@@ -171,10 +171,16 @@ impl World {
         t
     }
 
+    /// The event of the current step returning `outcome`.
+    pub(super) async fn returned_event(&self, outcome: Result<Outcome, StepError>) -> Event {
+        let version = self.exec().await.version;
+        Event::Returned { version, outcome }
+    }
+
     /// The current step returned `outcome`.
     pub(super) async fn returned(&self, outcome: Result<Outcome, StepError>) -> Transition {
-        let version = self.exec().await.version;
-        self.step(&Event::Returned { version, outcome }).await
+        let event = self.returned_event(outcome).await;
+        self.step(&event).await
     }
 
     /// The step registered `cid` and suspended on it.
