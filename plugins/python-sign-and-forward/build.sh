@@ -19,8 +19,23 @@ out="$out_dir/$name.wasm"
 mkdir -p "$tools" "$out_dir"
 # One installer at a time: tests build in parallel, and a second pip
 # writing into the same --target would leave a mix of both.
-exec 9>"$tools/.componentize-py.lock"
-flock 9
+# flock(1) comes with Linux (util-linux); where it is missing (macOS), a
+# lock directory stands in: mkdir creates one atomically.
+lock="$tools/.componentize-py.lock"
+if command -v flock >/dev/null 2>&1; then
+    take_lock() { exec 9>"$lock"; flock 9; }
+    drop_lock() { flock -u 9; }
+else
+    take_lock() {
+        until mkdir "$lock.d" 2>/dev/null; do
+            echo "waiting for $lock.d (remove it if no other build is running)" >&2
+            sleep 2
+        done
+        trap 'rmdir "$lock.d" 2>/dev/null || true' EXIT
+    }
+    drop_lock() { rmdir "$lock.d"; trap - EXIT; }
+fi
+take_lock
 if [ ! -f "$tool/.installed" ]; then
     echo "installing componentize-py $version into $tool" >&2
     rm -rf "$tool"
@@ -28,7 +43,7 @@ if [ ! -f "$tool/.installed" ]; then
         --root-user-action=ignore --target "$tool" "componentize-py==$version"
     touch "$tool/.installed"
 fi
-flock -u 9
+drop_lock
 
 # Written next to the result and renamed, so a reader never sees half a
 # component.
