@@ -19,6 +19,13 @@ pub enum AuthError {
     /// Not `Bearer <token>`, or not a token this daemon issued (401).
     #[error("the API token is malformed or unknown")]
     Invalid,
+    /// A token past its expiry (401).
+    #[error("the API token {0} has expired; an admin can create a new one")]
+    Expired(String),
+    /// A token revoked while its request was being received (401): the
+    /// request is refused before it takes effect.
+    #[error("the API token {0} was revoked while this request was being received")]
+    Revoked(String),
     /// A valid token without the permission (403).
     #[error("the API token lacks the permission {0}")]
     Forbidden(Permission),
@@ -29,11 +36,13 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-/// Creates a token; returns it (to show once) and its stored record.
+/// Creates a token, valid until `expires_ms` if given; returns it (to
+/// show once) and its stored record.
 pub async fn create_token(
     store: &dyn TokenStore,
     name: &str,
     permissions: &[Permission],
+    expires_ms: Option<u64>,
 ) -> Result<(String, TokenRecord), StoreError> {
     let token = format!("sht_{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut permissions = permissions.to_vec();
@@ -45,6 +54,8 @@ pub async fn create_token(
         sha256: token_hash(&token),
         permissions,
         created_ms: now_ms(),
+        expires_ms,
+        last_used_ms: None,
     };
     store.put_token(&record).await?;
     Ok((token, record))
@@ -113,9 +124,35 @@ pub async fn authenticate(
     let Some(token) = token else {
         return Ok(None);
     };
-    match store.token(&token_hash(token)).await {
-        Ok(Some(record)) => Ok(Some(record)),
-        Ok(None) => Err(AuthError::Invalid),
+    let record = match store.token(&token_hash(token)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(AuthError::Invalid),
+        Err(e) => {
+            tracing::error!(error = %e, "token lookup failed");
+            return Err(AuthError::Invalid);
+        }
+    };
+    let now = now_ms();
+    if record.expired(now) {
+        return Err(AuthError::Expired(record.id));
+    }
+    if record.use_is_news(now) {
+        // Bookkeeping: a failure to record it must not refuse the request.
+        if let Err(e) = store.touch_token(&record.sha256, now).await {
+            tracing::warn!(token_id = %record.id, error = %e, "could not record the token's use");
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Checks again, once a request has been received in full, that the token
+/// `admitted` it is still valid: a token revoked or expired while a long
+/// request was on its way is refused before the request takes effect.
+pub async fn still_valid(store: &dyn TokenStore, admitted: &TokenRecord) -> Result<(), AuthError> {
+    match store.token(&admitted.sha256).await {
+        Ok(Some(record)) if record.expired(now_ms()) => Err(AuthError::Expired(record.id)),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(AuthError::Revoked(admitted.id.clone())),
         Err(e) => {
             tracing::error!(error = %e, "token lookup failed");
             Err(AuthError::Invalid)
@@ -148,10 +185,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         for round in 0..20 {
-            let (_, a) = create_token(&store, &format!("a{round}"), &[Permission::Admin])
+            let (_, a) = create_token(&store, &format!("a{round}"), &[Permission::Admin], None)
                 .await
                 .unwrap();
-            let (_, b) = create_token(&store, &format!("b{round}"), &[Permission::Admin])
+            let (_, b) = create_token(&store, &format!("b{round}"), &[Permission::Admin], None)
                 .await
                 .unwrap();
             let (ra, rb) = tokio::join!(
@@ -182,7 +219,7 @@ mod tests {
     async fn a_token_is_stored_only_as_its_hash_and_checked_by_permission() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead])
+        let (token, record) = create_token(&store, "ci", &[Permission::ExecutionsRead], None)
             .await
             .unwrap();
         use sha2::Digest as _;
@@ -233,6 +270,8 @@ mod tests {
             sha256: String::new(),
             permissions: vec![Permission::Admin],
             created_ms: 0,
+            expires_ms: None,
+            last_used_ms: None,
         };
         assert!(Permission::ALL.iter().all(|p| record.allows(*p)));
         assert!("callbacks:send".parse::<Permission>().is_ok());

@@ -138,7 +138,8 @@ impl Daemon {
         permissions: &[crate::auth::Permission],
     ) -> anyhow::Result<String> {
         let (token, _) =
-            crate::auth::create_token(self.workflows.store().as_ref(), name, permissions).await?;
+            crate::auth::create_token(self.workflows.store().as_ref(), name, permissions, None)
+                .await?;
         Ok(token)
     }
 
@@ -172,7 +173,8 @@ impl Daemon {
                 .with_context(context)?;
         }
         let (token, _) =
-            crate::auth::create_token(store.as_ref(), "first-admin", &[Permission::Admin]).await?;
+            crate::auth::create_token(store.as_ref(), "first-admin", &[Permission::Admin], None)
+                .await?;
         use std::io::Write as _;
         writeln!(file, "{token}")
             .and_then(|()| file.sync_all())

@@ -112,3 +112,229 @@ async fn the_last_admin_token_is_kept_unless_revoking_it_is_forced() {
     assert_eq!(status, 401, "forced: no admin token is left");
     daemon.stop().await;
 }
+
+/// The token record `id` as `GET /v1/tokens` shows it.
+async fn listed_one(daemon: &TestDaemon, id: &str) -> Value {
+    let tokens = listed(daemon, &daemon.token).await;
+    tokens.into_iter().find(|t| t["id"] == id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_refused_once_expired_and_its_expiry_and_last_use_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (status, body) = daemon
+        .post(
+            "/v1/tokens",
+            json!({"name": "short", "permissions": ["executions:read"], "expires_in_secs": 0}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("bad-request"))
+    );
+
+    let before = stephost::model::now_ms();
+    let (status, body) = daemon
+        .post(
+            "/v1/tokens",
+            json!({"name": "short", "permissions": ["executions:read"], "expires_in_secs": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (token, id) = (
+        body["token"].as_str().unwrap(),
+        body["id"].as_str().unwrap(),
+    );
+    let expires = body["expires_ms"].as_u64().unwrap();
+    assert!((before + 2_000..=stephost::model::now_ms() + 2_000).contains(&expires));
+    assert_eq!(listed_one(&daemon, id).await["last_used_ms"], Value::Null);
+
+    let (status, _) = call(&daemon, reqwest::Method::GET, "/v1/executions", token).await;
+    assert_eq!(status, 200, "valid until it expires");
+    let used = listed_one(&daemon, id).await["last_used_ms"]
+        .as_u64()
+        .unwrap();
+    assert!((before..=stephost::model::now_ms()).contains(&used));
+    assert_eq!(listed_one(&daemon, id).await["expires_ms"], expires);
+
+    while stephost::model::now_ms() < expires {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, body) = call(&daemon, reqwest::Method::GET, "/v1/executions", token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+    daemon.stop().await;
+}
+
+/// Sends the head of `POST path` with `token` and the first `sent` bytes
+/// of `body` on a raw connection, so that the rest can follow later.
+async fn start_slow_post(
+    daemon: &TestDaemon,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let address = daemon.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream
+}
+
+/// Sends the rest of `body` and reads the answer: status and JSON body.
+async fn finish_slow_post(
+    mut stream: tokio::net::TcpStream,
+    body: &[u8],
+    sent: usize,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(&body[sent..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_its_request_arrives_is_refused_before_the_request_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let body = serde_json::to_vec(&json!({"plugin": "echo", "input": {"order": 42}})).unwrap();
+    let half = body.len() / 2;
+
+    // The same slow request with a token nobody revokes starts an execution.
+    let (kept, _) = create(&daemon, "kept", &["executions:write"]).await;
+    let slow = start_slow_post(&daemon, "/v1/executions", &kept, &body, half).await;
+    let (status, answer) = finish_slow_post(slow, &body, half).await;
+    assert_eq!(status, 201, "{answer}");
+
+    let (writer, writer_id) = create(&daemon, "writer", &["executions:write"]).await;
+    let slow = start_slow_post(&daemon, "/v1/executions", &writer, &body, half).await;
+    // Admitted: the token's first use is recorded when its request is let in.
+    let admitted = async {
+        while listed_one(&daemon, &writer_id).await["last_used_ms"].is_null() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), admitted)
+        .await
+        .expect("the slow request is admitted");
+
+    // The revocation does not wait for the request in flight, and every
+    // request that comes after it is refused.
+    let path = format!("/v1/tokens/{writer_id}");
+    let (status, answer) = call(&daemon, reqwest::Method::DELETE, &path, &daemon.token).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = daemon
+        .call(reqwest::Method::GET, "/v1/executions", Some(&writer))
+        .await;
+    assert_eq!(status, 401);
+
+    // The request in flight is refused once it has arrived, and started
+    // nothing.
+    let (status, answer) = finish_slow_post(slow, &body, half).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "unauthorized");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("revoked while this request"), "{message}");
+    let (_, list) = call(
+        &daemon,
+        reqwest::Method::GET,
+        "/v1/executions",
+        &daemon.token,
+    )
+    .await;
+    assert_eq!(list["executions"].as_array().unwrap().len(), 1, "{list}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_commands_work_through_a_running_daemon_and_say_so_when_it_holds_the_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let data_dir = daemon.data_dir.to_str().unwrap().to_owned();
+    let at = [
+        "--url",
+        daemon.base.as_str(),
+        "--token",
+        daemon.token.as_str(),
+    ];
+
+    let args = [
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--permission",
+            "executions:read",
+        ][..],
+        &["--expires-in", "1h"],
+        &at,
+    ]
+    .concat();
+    let (code, created) = stephost_tests::run_cli(&args).await;
+    assert_eq!(code, 0, "{created}");
+    let token = created["token"].as_str().unwrap();
+    let hour = created["expires_ms"].as_u64().unwrap() - created["created_ms"].as_u64().unwrap();
+    assert!((3_599_000..=3_601_000).contains(&hour), "{created}");
+    let (status, _) = call(&daemon, reqwest::Method::GET, "/v1/executions", token).await;
+    assert_eq!(status, 200);
+
+    let (code, list) = stephost_tests::run_cli(&[&["token", "list"][..], &at].concat()).await;
+    assert_eq!(code, 0, "{list}");
+    let names: Vec<_> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["name"])
+        .collect();
+    assert_eq!(names, [&json!("test-admin"), &json!("ci")]);
+
+    let id = created["id"].as_str().unwrap();
+    let (code, revoked) =
+        stephost_tests::run_cli(&[&["token", "revoke", id][..], &at].concat()).await;
+    assert_eq!((code, &revoked["revoked"]), (0, &json!(true)), "{revoked}");
+    let (status, _) = call(&daemon, reqwest::Method::GET, "/v1/executions", token).await;
+    assert_eq!(status, 401);
+
+    // On the data dir itself, the running daemon's lock is explained with
+    // the way through it.
+    use clap::Parser as _;
+    let cli =
+        stephost::cli::Cli::try_parse_from(["stephost", "token", "list", "--data-dir", &data_dir])
+            .unwrap();
+    let err = stephost::cli::execute(cli.command, &mut Vec::new())
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("--url"), "{message}");
+    daemon.stop().await;
+
+    // Stopped: the same commands on the data dir.
+    let (code, list) = stephost_tests::run_cli(&["token", "list", "--data-dir", &data_dir]).await;
+    assert_eq!(code, 0, "{list}");
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 1, "{list}");
+}

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{Next, from_fn_with_state};
@@ -56,8 +57,13 @@ pub(super) async fn admit(
     if !api.auth.enabled {
         return Ok(req);
     }
-    let Err(refused) = check(api, req.headers(), needed).await else {
-        return Ok(req);
+    let mut req = req;
+    let refused = match check(api, req.headers(), needed).await {
+        Ok(record) => {
+            req.extensions_mut().insert(Admitted(record));
+            return Ok(req);
+        }
+        Err(refused) => refused,
     };
     // Read what the client is sending (up to the request limit, for a few
     // seconds at most) before refusing it, so that it hears the refusal
@@ -65,6 +71,28 @@ pub(super) async fn admit(
     let drain = Limited::new(req.into_body(), api.max_body).collect();
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     Err(refused.into())
+}
+
+/// The token that admitted a request, kept in its extensions so that a
+/// handler can check it again once the body has arrived.
+#[derive(Clone)]
+pub(super) struct Admitted(TokenRecord);
+
+/// A request's body (up to `limit`), once the token that admitted it has
+/// been found still valid: a request that takes long to arrive (an upload,
+/// a slow client) takes effect only if its token was not revoked or did
+/// not expire meanwhile.
+pub(super) async fn admitted_body(
+    api: &Shared,
+    admitted: Option<&Admitted>,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let body = super::read_body(body, limit).await?;
+    if let Some(Admitted(record)) = admitted {
+        crate::auth::still_valid(api.workflows.store().as_ref(), record).await?;
+    }
+    Ok(body)
 }
 
 async fn check(

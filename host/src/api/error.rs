@@ -1,7 +1,7 @@
 //! Every error the API answers with, in one place: each error type of the
 //! layers below gets one `From` into [`ApiError`], which renders as
-//! `{"error": {"code", "message"}}` with the status and the stable `code`
-//! that `docs/api.md` documents. Handlers only use `?`.
+//! `{"error": {"code", "message"}}` with the status and the stable code
+//! ([`ApiCode`], listed in `docs/errors.md`). Handlers only use `?`.
 
 use std::any::Any;
 
@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::codes::ApiCode;
 use super::json_response;
 use crate::auth::AuthError;
 use crate::store::StoreError;
@@ -20,12 +21,16 @@ use crate::workflow::{AdminError, CallbackError, StartError};
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ApiCode,
     message: String,
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: ApiCode, message: impl Into<String>) -> Self {
+        debug_assert!(
+            code.statuses().contains(&status),
+            "{code} is not documented with {status}"
+        );
         Self {
             status,
             code,
@@ -34,11 +39,11 @@ impl ApiError {
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+        Self::new(StatusCode::BAD_REQUEST, ApiCode::BadRequest, message)
     }
 
     pub(super) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", message)
+        Self::new(StatusCode::NOT_FOUND, ApiCode::NotFound, message)
     }
 
     /// The HTTP status it answers with.
@@ -48,7 +53,7 @@ impl ApiError {
 
     /// The stable code clients match on.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 }
 
@@ -62,7 +67,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         json_response(
             self.status,
-            &json!({ "error": { "code": self.code, "message": self.message } }),
+            &json!({ "error": { "code": self.code.as_str(), "message": self.message } }),
         )
     }
 }
@@ -79,7 +84,7 @@ pub(super) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!(panic = reason, "a request handler panicked; answered 500");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ApiCode::Internal,
         "the daemon failed while handling this request (see its log); nothing the request asked for was acknowledged",
     )
     .into_response()
@@ -88,7 +93,11 @@ pub(super) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ApiCode::Storage,
+            e.to_string(),
+        )
     }
 }
 
@@ -98,7 +107,7 @@ impl From<crate::auth::RevokeError> for ApiError {
         match e {
             RevokeError::NotFound(_) => Self::not_found(e.to_string()),
             RevokeError::LastAdmin(_) => {
-                Self::new(StatusCode::CONFLICT, "last-admin-token", e.to_string())
+                Self::new(StatusCode::CONFLICT, ApiCode::LastAdminToken, e.to_string())
             }
             RevokeError::Store(e) => e.into(),
         }
@@ -108,10 +117,17 @@ impl From<crate::auth::RevokeError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing | AuthError::Invalid => {
-                Self::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            AuthError::Missing
+            | AuthError::Invalid
+            | AuthError::Expired(_)
+            | AuthError::Revoked(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                ApiCode::Unauthorized,
+                e.to_string(),
+            ),
+            AuthError::Forbidden(_) => {
+                Self::new(StatusCode::FORBIDDEN, ApiCode::Forbidden, e.to_string())
             }
-            AuthError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
         }
     }
 }
@@ -125,11 +141,13 @@ impl From<PathRejection> for ApiError {
 impl From<StartError> for ApiError {
     fn from(e: StartError) -> Self {
         match e {
-            StartError::UnknownWorkflow(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown-workflow", e.to_string())
-            }
+            StartError::UnknownWorkflow(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                ApiCode::UnknownWorkflow,
+                e.to_string(),
+            ),
             StartError::UnknownPlugin(_) => {
-                Self::new(StatusCode::NOT_FOUND, "unknown-plugin", e.to_string())
+                Self::new(StatusCode::NOT_FOUND, ApiCode::UnknownPlugin, e.to_string())
             }
             StartError::Store(e) => e.into(),
         }
@@ -151,13 +169,15 @@ impl From<AdminRefusal> for ApiError {
             AdminError::NotFound => Self::not_found(format!("no execution {id}")),
             AdminError::WrongState(state) => Self::new(
                 StatusCode::CONFLICT,
-                "wrong-state",
+                ApiCode::WrongState,
                 format!("cannot {action} an execution that is {}", state.as_str()),
             ),
-            AdminError::Busy => Self::new(StatusCode::CONFLICT, "busy", error.to_string()),
-            AdminError::UnknownPlugin(_) => {
-                Self::new(StatusCode::CONFLICT, "unknown-plugin", error.to_string())
-            }
+            AdminError::Busy => Self::new(StatusCode::CONFLICT, ApiCode::Busy, error.to_string()),
+            AdminError::UnknownPlugin(_) => Self::new(
+                StatusCode::CONFLICT,
+                ApiCode::UnknownPlugin,
+                error.to_string(),
+            ),
             AdminError::Store(e) => e.into(),
         }
     }
@@ -166,14 +186,14 @@ impl From<AdminRefusal> for ApiError {
 impl From<CallbackError> for ApiError {
     fn from(e: CallbackError) -> Self {
         let (status, code) = match &e {
-            CallbackError::NotFound => (StatusCode::NOT_FOUND, "unknown-callback"),
+            CallbackError::NotFound => (StatusCode::NOT_FOUND, ApiCode::UnknownCallback),
             CallbackError::BadSecret | CallbackError::TokenRequired => {
-                (StatusCode::UNAUTHORIZED, "unauthorized")
+                (StatusCode::UNAUTHORIZED, ApiCode::Unauthorized)
             }
-            CallbackError::Duplicate(_) => (StatusCode::CONFLICT, "duplicate-callback"),
-            CallbackError::Gone(_) => (StatusCode::GONE, "callback-expired"),
-            CallbackError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "busy"),
-            CallbackError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
+            CallbackError::Duplicate(_) => (StatusCode::CONFLICT, ApiCode::DuplicateCallback),
+            CallbackError::Gone(_) => (StatusCode::GONE, ApiCode::CallbackExpired),
+            CallbackError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, ApiCode::Busy),
+            CallbackError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, ApiCode::Storage),
         };
         Self::new(status, code, e.to_string())
     }
@@ -183,17 +203,21 @@ impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         let (status, code) = match &e {
             PluginError::NotAComponent { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "not-a-component")
+                (StatusCode::UNPROCESSABLE_ENTITY, ApiCode::NotAComponent)
             }
-            PluginError::WrongWorld { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong-world"),
-            PluginError::Describe { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "describe-failed"),
-            PluginError::InvalidName(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-name"),
-            PluginError::FromConfig { .. } => (StatusCode::CONFLICT, "plugin-from-config"),
-            PluginError::InUse { .. } => (StatusCode::CONFLICT, "plugin-in-use"),
-            PluginError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown-plugin"),
+            PluginError::WrongWorld { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ApiCode::WrongWorld)
+            }
+            PluginError::Describe { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ApiCode::DescribeFailed)
+            }
+            PluginError::InvalidName(_) => (StatusCode::UNPROCESSABLE_ENTITY, ApiCode::InvalidName),
+            PluginError::FromConfig { .. } => (StatusCode::CONFLICT, ApiCode::PluginFromConfig),
+            PluginError::InUse { .. } => (StatusCode::CONFLICT, ApiCode::PluginInUse),
+            PluginError::Unknown(_) => (StatusCode::NOT_FOUND, ApiCode::UnknownPlugin),
             PluginError::Store(_) => {
                 tracing::error!(error = %e, "store error");
-                (StatusCode::SERVICE_UNAVAILABLE, "storage")
+                (StatusCode::SERVICE_UNAVAILABLE, ApiCode::Storage)
             }
         };
         Self::new(status, code, e.to_string())

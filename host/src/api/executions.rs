@@ -2,13 +2,15 @@
 //! cancel. The request parsing is pure ([`parse_start`], [`list_filter`])
 //! so that it can be fuzzed apart from the handlers.
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::auth::{Admitted, admitted_body};
 use super::error::AdminRefusal;
-use super::{ApiError, Param, Shared, json_response, query_pairs, read_body};
+use super::{ApiError, Param, Shared, json_response, query_pairs};
 use crate::model::{Doc, ExecState, Execution};
 use crate::store::ExecutionFilter;
 use crate::workflow::{AdminError, Target};
@@ -17,9 +19,11 @@ use crate::workflow::{AdminError, Target};
 /// is to be POSTed to a `callback_url`, else `201`.
 pub(super) async fn start(
     State(api): State<Shared>,
+    admitted: Option<Extension<Admitted>>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, api.max_body).await?;
+    let admitted = admitted.map(|Extension(a)| a);
+    let body = admitted_body(&api, admitted.as_ref(), body, api.max_body).await?;
     let StartRequest {
         target,
         input,

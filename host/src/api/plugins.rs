@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{ApiError, Param, Shared, json_response, query_value, read_body};
+use super::auth::{Admitted, admitted_body};
+use super::{ApiError, Param, Shared, json_response, query_value};
 use crate::egress::HostRules;
 use crate::wasm::plugins::LoadedPlugin;
 
@@ -86,7 +87,14 @@ pub(super) async fn upload(State(api): State<Shared>, req: Request) -> Result<Re
     // The body is read before the name is refused: answering while the
     // client still sends it would close the connection under the
     // client's feet, which then sees no answer at all.
-    let body = read_body(req.into_body(), api.max_plugin_bytes).await?;
+    let admitted = req.extensions().get::<Admitted>().cloned();
+    let body = admitted_body(
+        &api,
+        admitted.as_ref(),
+        req.into_body(),
+        api.max_plugin_bytes,
+    )
+    .await?;
     if let Some(refusal) = crate::wasm::plugins::refuse_fixed(registry.config(), &name, "replaced")
     {
         return Err(refusal.into());

@@ -2,13 +2,15 @@
 //! that answer only; the store keeps its hash, `crate::auth`), `GET` lists
 //! them (never a token), `DELETE /v1/tokens/{id}` revokes one.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{ApiError, Param, Shared, json_response, query_pairs, read_body};
+use super::auth::{Admitted, admitted_body};
+use super::{ApiError, Param, Shared, json_response, query_pairs};
 use crate::auth::Permission;
 
 /// `GET /v1/tokens`: every token's id, name, permissions and creation
@@ -43,15 +45,33 @@ pub(super) async fn revoke(
 struct NewToken {
     name: String,
     permissions: Vec<String>,
+    /// Seconds from now until it is refused; never without.
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
 }
 
-pub(super) async fn create(State(api): State<Shared>, body: Body) -> Result<Response, ApiError> {
-    let body = read_body(body, api.max_body).await?;
+/// `POST /v1/tokens`: the token is in this answer only.
+pub(super) async fn create(
+    State(api): State<Shared>,
+    admitted: Option<Extension<Admitted>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let admitted = admitted.map(|Extension(a)| a);
+    let body = admitted_body(&api, admitted.as_ref(), body, api.max_body).await?;
     let new: NewToken = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "expected {{\"name\": string, \"permissions\": [string]}}: {e}"
+            "expected {{\"name\": string, \"permissions\": [string], \"expires_in_secs\": number (optional)}}: {e}"
         ))
     })?;
+    let expires_ms = match new.expires_in_secs {
+        None => None,
+        Some(0) => return Err(ApiError::bad_request("expires_in_secs must be at least 1")),
+        Some(secs) => Some(
+            secs.checked_mul(1000)
+                .and_then(|ms| crate::model::now_ms().checked_add(ms))
+                .ok_or_else(|| ApiError::bad_request("expires_in_secs is too large"))?,
+        ),
+    };
     if new.name.trim().is_empty() || new.permissions.is_empty() {
         return Err(ApiError::bad_request(
             "a token needs a name and at least one permission",
@@ -63,10 +83,14 @@ pub(super) async fn create(State(api): State<Shared>, body: Body) -> Result<Resp
         .map(|p| p.parse::<Permission>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::bad_request)?;
-    let (token, record) =
-        crate::auth::create_token(api.workflows.store().as_ref(), &new.name, &permissions).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"id": record.id, "name": record.name, "permissions": record.permissions, "token": token}),
-    ))
+    let (token, record) = crate::auth::create_token(
+        api.workflows.store().as_ref(),
+        &new.name,
+        &permissions,
+        expires_ms,
+    )
+    .await?;
+    let mut view = record.public_view();
+    view["token"] = json!(token);
+    Ok(json_response(StatusCode::CREATED, &view))
 }

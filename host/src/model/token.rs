@@ -76,7 +76,18 @@ pub struct TokenRecord {
     pub permissions: Vec<Permission>,
     /// Creation time.
     pub created_ms: u64,
+    /// When it stops being accepted; never without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// When a request last used it, to within [`LAST_USED_GRANULARITY_MS`]:
+    /// recording every use would be a write per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_ms: Option<u64>,
 }
+
+/// How stale a token's recorded last use may get before a request writes
+/// it again.
+pub const LAST_USED_GRANULARITY_MS: u64 = 60_000;
 
 impl TokenRecord {
     /// Whether the token may do what `needed` names (`admin` may do all).
@@ -84,6 +95,17 @@ impl TokenRecord {
         self.permissions
             .iter()
             .any(|p| *p == needed || *p == Permission::Admin)
+    }
+
+    /// Whether it has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Whether a use at `now_ms` should be recorded.
+    pub fn use_is_news(&self, now_ms: u64) -> bool {
+        self.last_used_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= LAST_USED_GRANULARITY_MS)
     }
 }
 
@@ -96,6 +118,8 @@ impl TokenRecord {
             "name": self.name,
             "permissions": self.permissions,
             "created_ms": self.created_ms,
+            "expires_ms": self.expires_ms,
+            "last_used_ms": self.last_used_ms,
         })
     }
 }

@@ -283,6 +283,13 @@ impl TokenStore for MemoryStore {
         self.tables().tokens.remove(sha256);
         Self::ready(Ok(()))
     }
+
+    fn touch_token<'a>(&'a self, sha256: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        if let Some(record) = self.tables().tokens.get_mut(sha256) {
+            record.last_used_ms = Some(record.last_used_ms.map_or(at_ms, |t| t.max(at_ms)));
+        }
+        Self::ready(Ok(()))
+    }
 }
 
 impl ComponentStore for MemoryStore {

@@ -162,6 +162,11 @@ pub trait TokenStore: Send + Sync {
     /// durable before it returns, so a revoked token is refused from then
     /// on, after a crash too.
     fn remove_token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, ()>;
+    /// Records a use of the token with this hash at `at_ms` (kept if it
+    /// is later than the one recorded). Never creates a record: a token
+    /// revoked meanwhile stays revoked. Not flushed: a crash may forget
+    /// the last minute of uses, nothing else.
+    fn touch_token<'a>(&'a self, sha256: &'a str, at_ms: u64) -> StoreFuture<'a, ()>;
 }
 
 /// Component bytes by content hash, and the names of uploaded plugins.

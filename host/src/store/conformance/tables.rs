@@ -161,7 +161,8 @@ pub async fn executions_are_listed_filtered_and_visited(backend: impl Backend) {
 }
 
 /// Tokens are kept by the hash of the token; writing one again replaces
-/// it; all are listed; a removed one is gone.
+/// it; all are listed; a removed one is gone, and a use recorded after
+/// its removal does not bring it back.
 pub async fn tokens_are_stored_by_hash(backend: impl Backend) {
     let store = backend.store();
     assert_eq!(store.token_count().await.unwrap(), 0);
@@ -171,6 +172,8 @@ pub async fn tokens_are_stored_by_hash(backend: impl Backend) {
         sha256: sha256.into(),
         permissions: vec![Permission::ExecutionsRead],
         created_ms: 7,
+        expires_ms: Some(1_000),
+        last_used_ms: None,
     };
     store.put_token(&token("h1", "first")).await.unwrap();
     store.put_token(&token("h2", "second")).await.unwrap();
@@ -188,6 +191,15 @@ pub async fn tokens_are_stored_by_hash(backend: impl Backend) {
     store.remove_token("h3").await.unwrap();
     assert_eq!(store.token("h1").await.unwrap(), None);
     assert_eq!(store.tokens().await.unwrap(), [token("h2", "second")]);
+    assert_eq!(store.token_count().await.unwrap(), 1);
+
+    store.touch_token("h2", 500).await.unwrap();
+    store.touch_token("h2", 400).await.unwrap();
+    let used = store.token("h2").await.unwrap().unwrap();
+    assert_eq!(used.last_used_ms, Some(500), "the latest use is kept");
+    assert_eq!(used.expires_ms, Some(1_000));
+    store.touch_token("h1", 600).await.unwrap();
+    assert_eq!(store.token("h1").await.unwrap(), None, "not revived");
     assert_eq!(store.token_count().await.unwrap(), 1);
 }
 

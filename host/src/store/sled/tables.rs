@@ -299,6 +299,23 @@ impl TokenStore for SledStore {
             Ok(())
         }))
     }
+
+    fn touch_token<'a>(&'a self, sha256: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        // One atomic read-modify-write of that key: a revocation between
+        // the read and the write cannot be undone by it.
+        let touched = self.tokens.fetch_and_update(sha256.as_bytes(), |old| {
+            let old = old?;
+            let Ok(mut record) = serde_json::from_slice::<TokenRecord>(old) else {
+                return Some(old.to_vec());
+            };
+            if record.last_used_ms.is_some_and(|t| t >= at_ms) {
+                return Some(old.to_vec());
+            }
+            record.last_used_ms = Some(at_ms);
+            Some(encode(&record))
+        });
+        Box::pin(async move { touched.map(drop).map_err(StoreError::from) })
+    }
 }
 
 impl ComponentStore for SledStore {
