@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{ApiError, Param, Shared, json_response, query_value, read_body};
+use super::{ApiCode, ApiError, Param, Shared, json_response, query_value, read_body};
 use crate::auth::{AuthError, Permission};
 use crate::model::{ReceivedCallback, now_ms};
 use crate::store::StoreError;
@@ -103,7 +103,7 @@ pub(super) async fn receive(
         CallbackReply::Rejected(reason) => json_response(
             StatusCode::BAD_REQUEST,
             &json!({"accepted": false,
-                        "error": {"code": "callback-rejected", "message": reason}}),
+                        "error": {"code": ApiCode::CallbackRejected.as_str(), "message": reason}}),
         ),
     })
 }

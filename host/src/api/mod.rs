@@ -7,12 +7,14 @@
 
 mod auth;
 mod callbacks;
+mod codes;
 mod error;
 mod executions;
 mod health;
 mod plugins;
 mod tokens;
 
+pub use codes::ApiCode;
 pub use error::ApiError;
 pub use executions::{StartRequest, execution_view, parse_start, wait_view};
 
@@ -155,7 +157,7 @@ async fn refused_method(State(api): State<Shared>, req: Request) -> Result<Respo
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ApiCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
@@ -200,7 +202,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         {
             Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
+                ApiCode::BodyTooLarge,
                 format!("request body exceeds {limit} bytes"),
             ))
         }
@@ -211,7 +213,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         {
             Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
+                ApiCode::RequestTimeout,
                 "the request body stopped arriving before it was complete",
             ))
         }
