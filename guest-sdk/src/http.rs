@@ -210,14 +210,17 @@ impl HttpError {
 impl From<HttpError> for Failure {
     /// An HTTP error the step did not handle itself. The host's refusals
     /// keep their own codes, so an operator sees `egress-denied` or
-    /// `body-too-large` rather than a generic `http-error`.
+    /// `body-too-large` rather than a generic `http-error`; the Python and
+    /// JavaScript SDKs report the same codes (`docs/errors.md`).
     fn from(e: HttpError) -> Self {
-        let code = match e {
-            HttpError::Denied(_) => "egress-denied",
-            HttpError::BodyTooLarge(_) => "body-too-large",
-            _ => "http-error",
-        };
-        Failure::new(code, e.message())
+        let text = e.message();
+        match e {
+            HttpError::Denied(_) => Failure::new("egress-denied", text),
+            HttpError::BodyTooLarge(_) => Failure::new("body-too-large", text),
+            HttpError::InvalidRequest(_) | HttpError::Timeout | HttpError::Connection(_) => {
+                Failure::new("http-error", text)
+            }
+        }
     }
 }
 
@@ -341,6 +344,11 @@ mod tests {
         let f = Failure::from(HttpError::Connection("refused".into()));
         assert_eq!(f.error_code.as_deref(), Some("http-error"));
         assert_eq!(f.error_text, "connection failed: refused");
+        let code = |e| Failure::from(e).error_code.unwrap();
+        assert_eq!(code(HttpError::Denied("internal".into())), "egress-denied");
+        assert_eq!(code(HttpError::BodyTooLarge(10)), "body-too-large");
+        assert_eq!(code(HttpError::Timeout), "http-error");
+        assert_eq!(code(HttpError::InvalidRequest("url".into())), "http-error");
         assert!(HttpError::BodyTooLarge(10).message().contains("10 bytes"));
     }
 }

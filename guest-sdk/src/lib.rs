@@ -34,7 +34,10 @@
 //! `Result<Outcome, Failure>`, turned into an [`Outcome`] at the edge with
 //! `.unwrap_or_else(Outcome::from)`: [`Failure`] is the error type of the
 //! helpers whose errors a step usually just reports ([`Context::config`],
-//! and every helper error converts into one).
+//! and every helper error converts into one). The codes those conversions
+//! give (`egress-denied`, `http-error`, `signing-error`, …) are the ones
+//! the Python and JavaScript SDKs report for the same condition; the
+//! stephost repository's `docs/errors.md` lists them.
 #![deny(missing_docs)]
 
 // wit-bindgen's output lowers values through raw pointers and does not

@@ -3,9 +3,37 @@
 //! Partners usually want a hex or base64 signature header; the host returns
 //! raw bytes, so the encoders live here next to the calls.
 
+use crate::Failure;
 use crate::bindings::stephost::plugin::signing as wit;
 
 pub use wit::{HmacAlg, KeyRef};
+
+/// Why the host would not sign: the secret is unknown or not granted to
+/// this plugin (the text says which). A step that lets it escape with `?`
+/// fails with code `signing-error`, as the Python and JavaScript SDKs do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningError(pub String);
+
+impl std::fmt::Display for SigningError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SigningError {}
+
+/// The host's text, for code that keeps errors as strings.
+impl From<SigningError> for String {
+    fn from(e: SigningError) -> Self {
+        e.0
+    }
+}
+
+impl From<SigningError> for Failure {
+    fn from(e: SigningError) -> Self {
+        Failure::new("signing-error", e.0)
+    }
+}
 
 impl KeyRef {
     /// The secret granted to this plugin under `name`; its value stays in
@@ -22,22 +50,22 @@ impl KeyRef {
 
 /// The raw HMAC of `data` with `alg`. Fails if the secret is unknown or not
 /// granted to this plugin.
-pub fn hmac(alg: HmacAlg, key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
-    wit::hmac(alg, key, data)
+pub fn hmac(alg: HmacAlg, key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, SigningError> {
+    wit::hmac(alg, key, data).map_err(SigningError)
 }
 
 /// HMAC-SHA1 of `data`, for partners that still ask for it.
-pub fn hmac_sha1(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn hmac_sha1(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, SigningError> {
     hmac(HmacAlg::Sha1, key, data)
 }
 
 /// HMAC-SHA256 of `data`.
-pub fn hmac_sha256(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn hmac_sha256(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, SigningError> {
     hmac(HmacAlg::Sha256, key, data)
 }
 
 /// HMAC-SHA512 of `data`.
-pub fn hmac_sha512(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn hmac_sha512(key: &KeyRef, data: &[u8]) -> Result<Vec<u8>, SigningError> {
     hmac(HmacAlg::Sha512, key, data)
 }
 
@@ -77,6 +105,14 @@ mod tests {
             assert_eq!(base64(input.as_bytes()), expected, "{input}");
         }
         assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn a_signing_error_fails_the_step_with_signing_error() {
+        let f = Failure::from(SigningError("secret `k` is not granted".into()));
+        assert_eq!(f.error_code.as_deref(), Some("signing-error"));
+        assert_eq!(f.error_text, "secret `k` is not granted");
+        assert_eq!(String::from(SigningError("x".into())), "x");
     }
 
     #[test]
