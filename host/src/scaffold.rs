@@ -148,8 +148,8 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 /// must not exist or be empty: an author's files are never overwritten.
 ///
 /// `./build.sh` in the project writes `NAME.wasm`, and `stephost.toml`
-/// there loads it: `stephost run --plugin NAME --daemon-config
-/// stephost.toml --config step.json --input input.json` runs the sample
+/// there loads it: `stephost run --plugin NAME --config
+/// stephost.toml --step-config step.json --input input.json` runs the sample
 /// step. A Rust project depends on `stephost-guest` by path (see
 /// [`guest_sdk`]: `STEPHOST_GUEST_SDK`, else this binary's checkout).
 pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {

@@ -407,7 +407,7 @@ async fn run_workflow_on_the_command_line_runs_every_step_of_the_configured_work
         "run",
         "--workflow",
         "report",
-        "--daemon-config",
+        "--config",
         daemon_config.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
@@ -442,7 +442,7 @@ async fn run_workflow_on_the_command_line_runs_every_step_of_the_configured_work
         "run",
         "--workflow",
         "nope",
-        "--daemon-config",
+        "--config",
         daemon_config.to_str().unwrap(),
     ])
     .unwrap();

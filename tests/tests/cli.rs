@@ -18,7 +18,13 @@ async fn run_prints_the_outcome_of_a_plugin_on_a_document() {
     let config = write(dir.path(), "config.json", &json!({"tag": "t"}));
     let input = write(dir.path(), "input.json", &json!({"order": 3}));
     let (code, report) = stephost_tests::run_cli(&[
-        "run", "--plugin", "echo", "--config", &config, "--input", &input,
+        "run",
+        "--plugin",
+        "echo",
+        "--step-config",
+        &config,
+        "--input",
+        &input,
     ])
     .await;
     assert_eq!(code, 0, "{report:#}");
@@ -53,7 +59,7 @@ async fn run_waits_for_the_callback_and_prints_every_request() {
         "run",
         "--plugin",
         "wait-for-callback",
-        "--config",
+        "--step-config",
         &config,
         "--input",
         &input,
@@ -88,12 +94,14 @@ async fn a_dry_run_prints_the_requests_and_sends_none() {
         "run",
         "--plugin",
         "wait-for-callback",
-        "--config",
+        "--step-config",
         &config,
         "--dry-run",
     ])
     .await;
-    assert_eq!(code, 1, "without an answer the step fails: {report:#}");
+    assert_eq!(code, 0, "a dry run ends where it was asked to: {report:#}");
+    assert_eq!(report["state"], "dry-run");
+    assert_eq!(report["error"], Value::Null);
     assert_eq!(report["dry_run"], true);
     assert_eq!(
         report["requests"].as_array().unwrap().len(),
@@ -223,9 +231,9 @@ async fn run_masks_granted_secrets_in_the_requests_it_prints() {
         "run",
         "--plugin",
         "integration-step",
-        "--config",
+        "--step-config",
         &config,
-        "--daemon-config",
+        "--config",
         daemon_config.to_str().unwrap(),
     ])
     .await;
@@ -462,4 +470,138 @@ async fn a_first_start_leaves_an_admin_token_in_a_private_file() {
     open.auth.enabled = false;
     let daemon = stephost::Daemon::open(open).await.unwrap();
     assert_eq!(daemon.first_admin_token().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_names_the_step_config_and_the_daemon_config_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = write(dir.path(), "step.json", &json!({"tag": "t"}));
+    let cli =
+        Cli::try_parse_from(["stephost", "run", "--plugin", "echo", "--config", &step]).unwrap();
+    let err = stephost::cli::execute(cli.command, &mut Vec::new())
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("--config is the daemon's config (TOML)")
+            && message.contains("--step-config"),
+        "{message}"
+    );
+}
+
+#[test]
+fn listen_takes_a_host_name_or_says_what_it_needs() {
+    let parsed = Cli::try_parse_from(["stephost", "serve", "--listen", "localhost:8089"]).unwrap();
+    let stephost::cli::Command::Serve(args) = parsed.command else {
+        panic!("serve");
+    };
+    let address = args.listen.unwrap();
+    assert!(
+        address.ip().is_loopback() && address.port() == 8089,
+        "{address}"
+    );
+    for wrong in ["localhost", "8080", "no-such-host.invalid:8080"] {
+        let err = Cli::try_parse_from(["stephost", "serve", "--listen", wrong])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected HOST:PORT"), "{wrong}: {err}");
+    }
+}
+
+#[test]
+fn help_lists_the_exit_codes() {
+    use clap::CommandFactory as _;
+    let help = stephost::cli::Cli::command().render_long_help().to_string();
+    assert!(help.contains("Exit codes:"), "{help}");
+    assert!(help.contains("3  `run` stopped waiting"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executions_list_pages_newest_first_by_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = stephost_tests::TestDaemon::start_default(dir.path()).await;
+    let mut echoes = Vec::new();
+    for n in 0..5 {
+        let (status, body) = daemon
+            .post(
+                "/v1/executions",
+                json!({"plugin": "echo", "input": {"n": n}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        echoes.push(body["id"].as_str().unwrap().to_owned());
+        let (status, _) = daemon
+            .post(
+                "/v1/executions",
+                json!({"plugin": "wait-for-callback", "config": {"url": "http://127.0.0.1:9/"}, "input": {}}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    echoes.reverse();
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec![
+            "executions",
+            "list",
+            "--url",
+            &daemon.base,
+            "--token",
+            &daemon.token,
+            "--workflow",
+            "echo",
+            "--limit",
+            "2",
+        ];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let (code, page) = stephost_tests::run_cli(&args).await;
+        assert_eq!(code, 0, "{page}");
+        pages += 1;
+        for e in page["executions"].as_array().unwrap() {
+            assert_eq!(e["workflow"], "echo", "{e}");
+            seen.push(e["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "paging ends");
+    }
+    assert_eq!(seen, echoes, "every echo once, newest first");
+    assert_eq!(pages, 3);
+
+    let (code, oldest) = stephost_tests::run_cli(&[
+        "executions",
+        "list",
+        "--url",
+        &daemon.base,
+        "--token",
+        &daemon.token,
+        "--workflow",
+        "echo",
+        "--limit",
+        "1",
+        "--oldest-first",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(oldest["executions"][0]["id"], echoes[4].as_str());
+
+    let (status, body) = daemon
+        .call(
+            reqwest::Method::GET,
+            "/v1/executions?cursor=nope",
+            Some(&daemon.token),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("bad-request"))
+    );
+    daemon.stop().await;
 }

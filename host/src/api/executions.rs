@@ -70,6 +70,11 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let filter = list_filter(query.as_deref())?;
     let execs = api.workflows.store().executions(&filter).await?;
+    // A full page may have more behind it; the cursor is where it ended.
+    let next_cursor = match execs.last() {
+        Some(last) if Some(execs.len()) == filter.limit => Some(last.id.clone()),
+        _ => None,
+    };
     let items: Vec<Value> = execs
         .iter()
         .map(|e| {
@@ -79,7 +84,7 @@ pub(super) async fn list(
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "executions": items }),
+        &json!({ "executions": items, "next_cursor": next_cursor }),
     ))
 }
 
@@ -209,6 +214,7 @@ pub fn execution_view(exec: &Execution) -> Value {
 fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
     let mut filter = ExecutionFilter {
         limit: Some(100),
+        newest_first: true,
         ..Default::default()
     };
     for (key, value) in query_pairs(query) {
@@ -230,6 +236,25 @@ fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
                     .parse()
                     .map_err(|_| ApiError::bad_request("limit must be a number"))?;
                 filter.limit = Some(n.clamp(1, 10_000));
+            }
+            "order" => {
+                filter.newest_first = match value.as_str() {
+                    "newest" => true,
+                    "oldest" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown order {other:?}; use newest or oldest"
+                        )));
+                    }
+                }
+            }
+            "cursor" => {
+                if uuid::Uuid::parse_str(&value).is_err() {
+                    return Err(ApiError::bad_request(
+                        "cursor must be a next_cursor a previous page gave",
+                    ));
+                }
+                filter.past = Some(value);
             }
             other => {
                 return Err(ApiError::bad_request(format!(

@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -13,20 +12,31 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::daemon::{Daemon, shutdown_signals};
-use crate::model::Doc;
-use crate::workflow::Target;
 
+mod executions;
+mod local_run;
 mod recorder;
 mod remote;
 mod tokens;
 
+pub use executions::ExecutionsCommand;
+pub use local_run::{EXIT_NOT_ENDED, RunArgs};
 pub use remote::Remote;
 use remote::call;
 pub use tokens::TokenCommand;
 
+/// What `--help` says about exit codes.
+const EXIT_CODES: &str = "Exit codes:
+  0  done: the daemon stopped cleanly; `run` completed (or its dry run
+     ended); the daemon answered with success
+  1  an error (printed on stderr); `run`: the execution failed; a daemon
+     answered with an error
+  2  the command line is wrong (usage)
+  3  `run` stopped waiting (--timeout-secs or Ctrl-C) before the execution ended";
+
 /// Runs workflow steps as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "stephost", version, about)]
+#[command(name = "stephost", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -55,7 +65,8 @@ pub enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
     /// Run one plugin or workflow locally on a document and print the
-    /// outcome and every HTTP request it made.
+    /// outcome and every HTTP request it made (exit 0 completed, 1 failed,
+    /// 3 not ended).
     Run(RunArgs),
     /// Manage API tokens.
     #[command(subcommand)]
@@ -74,8 +85,8 @@ pub struct ServeArgs {
     /// Config file (TOML); without it the embedded defaults apply.
     #[arg(long, env = "STEPHOST_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:8080].
+    #[arg(long, value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Data directory [default: ./stephost-data].
     #[arg(long)]
@@ -108,97 +119,6 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
-}
-
-/// Options of `stephost run`.
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["plugin", "workflow"])))]
-pub struct RunArgs {
-    /// Run this plugin as a one-step workflow.
-    #[arg(long)]
-    pub plugin: Option<String>,
-    /// Run this workflow from the daemon config.
-    #[arg(long)]
-    pub workflow: Option<String>,
-    /// The step's config (a JSON file), with --plugin.
-    #[arg(long, requires = "plugin")]
-    pub config: Option<PathBuf>,
-    /// The input document (a JSON file) [default: null].
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Daemon config (TOML) for workflows, secrets and grants.
-    #[arg(long, env = "STEPHOST_CONFIG")]
-    pub daemon_config: Option<PathBuf>,
-    /// Print the requests the step would make without sending any.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Where partners call back while a step waits [default: 127.0.0.1, a free port].
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// Base URL partners call back on [default: http://<listen>].
-    #[arg(long)]
-    pub public_url: Option<String>,
-    /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    pub timeout_secs: u64,
-    /// Let plugins reach this internal address range (CIDR; repeatable).
-    #[arg(long = "egress-allow", value_name = "CIDR")]
-    pub egress_allow: Vec<String>,
-}
-
-/// `stephost executions ...`
-#[derive(Debug, Subcommand)]
-pub enum ExecutionsCommand {
-    /// List executions.
-    List {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Only those in this state.
-        #[arg(long)]
-        state: Option<String>,
-    },
-    /// Show one execution with its status log.
-    Show {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Execution id.
-        id: String,
-    },
-    /// Re-run the failed step of a failed execution.
-    Retry {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Execution id.
-        id: String,
-    },
-    /// Skip the failed step and go on with the next.
-    Skip {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Execution id.
-        id: String,
-    },
-    /// Cancel a running or suspended execution.
-    Cancel {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Execution id.
-        id: String,
-    },
-    /// Remove an ended execution with its status log, callbacks and
-    /// deliveries.
-    Delete {
-        /// How to reach the daemon.
-        #[command(flatten)]
-        remote: Remote,
-        /// Execution id.
-        id: String,
-    },
 }
 
 /// `stephost plugin ...`
@@ -249,6 +169,26 @@ pub enum PluginCommand {
         /// Plugin name.
         name: String,
     },
+}
+
+/// A `--listen` value: an IP and port, or a host name and port resolved
+/// once, now (its first address).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let hint = "expected HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080";
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(hint.to_owned());
+    }
+    let mut resolved = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("cannot resolve {text:?} ({e}); {hint}"))?;
+    resolved
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address; {hint}"))
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -341,9 +281,9 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             daemon.serve(listener, shutdown_signals()).await?;
             Ok(0)
         }
-        Command::Run(args) => run_locally(args, out).await,
+        Command::Run(args) => local_run::run_locally(args, out).await,
         Command::Token(cmd) => tokens::execute(cmd, out).await,
-        Command::Executions(cmd) => remote(cmd, out).await,
+        Command::Executions(cmd) => executions::execute(cmd, out).await,
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             crate::scaffold::new_plugin(&dir, &name, lang)?;
@@ -390,126 +330,6 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             .await
         }
     }
-}
-
-/// `stephost run`: a throw-away daemon on a temp data dir, so the step
-/// behaves exactly as in production, callbacks included.
-async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let mut config = load_config(args.daemon_config.as_deref())?;
-    let data = tempfile::tempdir().context("create a temporary data dir")?;
-    config.data_dir = data.path().to_owned();
-    config.public_url = args.public_url.clone().or(config.public_url);
-    config
-        .egress_allow
-        .extend(args.egress_allow.iter().cloned());
-    let target = match (&args.plugin, &args.workflow) {
-        (Some(plugin), _) => Target::Plugin {
-            name: plugin.clone(),
-            config: match &args.config {
-                Some(path) => read_json(path, "step config")?,
-                None => Value::Null,
-            },
-        },
-        (None, Some(workflow)) => Target::Workflow(workflow.clone()),
-        (None, None) => anyhow::bail!("give --plugin or --workflow"),
-    };
-    let input = match &args.input {
-        Some(path) => read_json(path, "input")?,
-        None => Value::Null,
-    };
-
-    let recorder = std::sync::Arc::new(recorder::Recorder::new(args.dry_run));
-    let daemon = Daemon::open_with(config, recorder.clone()).await?;
-    let workflows = daemon.workflows().clone();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(daemon.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-
-    let exec = workflows.start(target, Doc::json(&input)).await?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    let mut announced = false;
-    let exec = loop {
-        let now = workflows
-            .store()
-            .execution(&exec.id)
-            .await?
-            .context("the execution vanished")?;
-        if now.state.is_terminal() || Instant::now() > deadline {
-            break now;
-        }
-        if now.state == crate::model::ExecState::Suspended && !announced {
-            announced = true;
-            eprintln!(
-                "suspended at step {:?}; waiting for its callback (Ctrl-C to stop)",
-                now.step().name
-            );
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            _ = tokio::signal::ctrl_c() => break now,
-        }
-    };
-    let _ = stop.send(());
-    server.await.context("local daemon task")??;
-
-    let sent = recorder.take();
-    let view = crate::api::execution_view(&exec);
-    let report = json!({
-        "state": view["state"],
-        "output": view["output"],
-        "error": view["error"],
-        "dry_run": args.dry_run,
-        "requests": sent,
-        "status_log": view["status_log"],
-    });
-    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-    Ok(match exec.state {
-        crate::model::ExecState::Completed => 0,
-        crate::model::ExecState::Failed => 1,
-        _ => 2,
-    })
-}
-
-/// `stephost executions ...` over the HTTP API.
-async fn remote(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let (remote, method, path) = match &cmd {
-        ExecutionsCommand::List { remote, state } => (
-            remote,
-            reqwest::Method::GET,
-            match state {
-                Some(s) => format!("/v1/executions?state={s}"),
-                None => "/v1/executions".to_owned(),
-            },
-        ),
-        ExecutionsCommand::Show { remote, id } => {
-            (remote, reqwest::Method::GET, format!("/v1/executions/{id}"))
-        }
-        ExecutionsCommand::Retry { remote, id } => (
-            remote,
-            reqwest::Method::POST,
-            format!("/v1/executions/{id}/retry"),
-        ),
-        ExecutionsCommand::Skip { remote, id } => (
-            remote,
-            reqwest::Method::POST,
-            format!("/v1/executions/{id}/skip"),
-        ),
-        ExecutionsCommand::Cancel { remote, id } => (
-            remote,
-            reqwest::Method::POST,
-            format!("/v1/executions/{id}/cancel"),
-        ),
-        ExecutionsCommand::Delete { remote, id } => (
-            remote,
-            reqwest::Method::DELETE,
-            format!("/v1/executions/{id}"),
-        ),
-    };
-    call(remote, method, &path, None, out).await
 }
 
 #[cfg(test)]

@@ -136,10 +136,14 @@ impl ExecutionStore for MemoryStore {
     }
 
     fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>> {
-        let found = self
-            .tables()
-            .executions
-            .values()
+        let tables = self.tables();
+        let all: Box<dyn Iterator<Item = &Execution>> = if filter.newest_first {
+            Box::new(tables.executions.values().rev())
+        } else {
+            Box::new(tables.executions.values())
+        };
+        let found = all
+            .filter(|e| filter.is_past(&e.id))
             .filter(|e| filter.state.is_none_or(|s| s == e.state))
             .filter(|e| filter.workflow.as_ref().is_none_or(|w| *w == e.workflow))
             .take(filter.limit.unwrap_or(usize::MAX))

@@ -81,6 +81,23 @@ pub struct ExecutionFilter {
     pub workflow: Option<String>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// Highest id first (execution ids are UUIDv7: newest first) instead
+    /// of lowest.
+    pub newest_first: bool,
+    /// Only executions past this id in the listing's order: the id a
+    /// previous page ended with, to page on from there.
+    pub past: Option<String>,
+}
+
+impl ExecutionFilter {
+    /// Whether `id` comes after [`past`](Self::past) in this order.
+    pub fn is_past(&self, id: &str) -> bool {
+        match &self.past {
+            None => true,
+            Some(past) if self.newest_first => id < past.as_str(),
+            Some(past) => id > past.as_str(),
+        }
+    }
 }
 
 /// Executions, and the one write path of every transition: [`Change`]s,
@@ -89,7 +106,7 @@ pub struct ExecutionFilter {
 pub trait ExecutionStore: Send + Sync {
     /// One execution.
     fn execution<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Execution>>;
-    /// Executions matching a filter, in id order.
+    /// Executions matching a filter, in id order (or its reverse).
     fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>>;
     /// Calls `visit` with every execution, in id order, one at a time (a
     /// scan that never holds them all in memory).

@@ -110,8 +110,9 @@ pub async fn deliveries_are_found_by_key_and_by_execution(backend: impl Backend)
     assert!(store.deliveries_of("nobody").await.unwrap().is_empty());
 }
 
-/// Executions by id; lists filtered by state and workflow, in id order,
-/// cut at the limit; a visit of every one.
+/// Executions by id; lists filtered by state and workflow, in id order
+/// or newest first, cut at the limit and paged on past an id; a visit of
+/// every one.
 pub async fn executions_are_listed_filtered_and_visited(backend: impl Backend) {
     let store = backend.store();
     for (id, state, workflow) in [
@@ -146,6 +147,35 @@ pub async fn executions_are_listed_filtered_and_visited(backend: impl Backend) {
         ..running_w
     };
     assert_eq!(list(first).await, ["b"]);
+
+    // Newest (highest id) first, paged on from where a page ended.
+    let newest = ExecutionFilter {
+        newest_first: true,
+        limit: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(list(newest.clone()).await, ["d", "c"]);
+    let next = ExecutionFilter {
+        past: Some("c".into()),
+        ..newest.clone()
+    };
+    assert_eq!(list(next).await, ["b", "a"]);
+    let last = ExecutionFilter {
+        past: Some("a".into()),
+        ..newest
+    };
+    assert!(list(last).await.is_empty());
+    let running_newest = ExecutionFilter {
+        newest_first: true,
+        past: Some("d".into()),
+        ..running.clone()
+    };
+    assert_eq!(list(running_newest).await, ["b", "a"]);
+    let oldest_past = ExecutionFilter {
+        past: Some("b".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(oldest_past).await, ["c", "d"]);
     assert_eq!(
         store.execution("c").await.unwrap().unwrap().state,
         ExecState::Suspended

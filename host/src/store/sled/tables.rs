@@ -35,18 +35,30 @@ fn scan_executions(
     // Running ones come from the index (cost by the running executions,
     // not all of them); anything else is a scan.
     type Record = (sled::IVec, sled::IVec);
+    let tree = if filter.state == Some(ExecState::Running) {
+        running
+    } else {
+        executions
+    };
+    // Ids are keys: the order and the cursor are a range of the tree.
+    type Items = Box<dyn Iterator<Item = sled::Result<Record>>>;
+    let items: Items = match (&filter.past, filter.newest_first) {
+        (None, false) => Box::new(tree.iter()),
+        (None, true) => Box::new(tree.iter().rev()),
+        (Some(past), false) => Box::new(tree.range::<&[u8], _>((
+            std::ops::Bound::Excluded(past.as_bytes()),
+            std::ops::Bound::Unbounded,
+        ))),
+        (Some(past), true) => Box::new(tree.range::<&[u8], _>(..past.as_bytes()).rev()),
+    };
     let records: Box<dyn Iterator<Item = Result<Option<Record>, StoreError>>> =
         if filter.state == Some(ExecState::Running) {
-            Box::new(running.iter().map(|item| {
+            Box::new(items.map(|item| {
                 let (key, _) = item?;
                 Ok(executions.get(&key)?.map(|b| (key, b)))
             }))
         } else {
-            Box::new(
-                executions
-                    .iter()
-                    .map(|item| item.map(Some).map_err(StoreError::from)),
-            )
+            Box::new(items.map(|item| item.map(Some).map_err(StoreError::from)))
         };
     let mut out = Vec::new();
     for record in records {
