@@ -2,7 +2,7 @@
 #
 # The stephost daemon in a container: built from source in a Rust image,
 # run from a slim Debian image as a non-root user, with the data dir on a
-# volume. docs/deployment.md ("Container image") explains every choice.
+# volume. docs/deployment.md ("Run it in a container") explains it.
 #
 # Build:
 #   docker build -t stephost .
