@@ -24,6 +24,10 @@
 // code; any other exception fails it with code `plugin-exception` and the
 // stack, so a bug reads as a failed execution with a reason instead of a
 // bare trap.
+//
+// The codes this module fails a step with are the ones the Rust and Python
+// SDKs report for the same condition (`docs/errors.md` in the stephost
+// repository lists them; a test there checks all three).
 
 import { register } from 'stephost:plugin/callbacks@0.1.0';
 import { send as hostSend } from 'stephost:plugin/http@0.1.0';
@@ -67,9 +71,18 @@ export function complete(doc) {
   return { tag: 'complete', val: doc };
 }
 
-/** Go on to the next step with `value` as a JSON document. */
+/**
+ * Go on to the next step with `value` as a JSON document; fails the step
+ * with code `invalid-output` if `value` cannot be written as JSON.
+ */
 export function completeJson(value) {
-  return complete(jsonDocument(value));
+  let doc;
+  try {
+    doc = jsonDocument(value);
+  } catch (e) {
+    return fail('invalid-output', `output is not JSON: ${e.message}`);
+  }
+  return complete(doc);
 }
 
 /** Fail the execution; the remaining steps do not run. */
@@ -119,9 +132,25 @@ export function utf8(bytes) {
   return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
 }
 
-/** The body of `doc` parsed as JSON, whatever its content type says. */
+/**
+ * The body of `doc` parsed as JSON, whatever its content type says; throws
+ * if it is not (see `parsed`).
+ */
 export function parseJson(doc) {
-  return JSON.parse(utf8(doc.body));
+  return parsed(doc.body);
+}
+
+// Bytes parsed as JSON. What it throws is the usual SyntaxError (or
+// TypeError, for bytes that are not UTF-8) to a step that catches it; it
+// carries the `invalid-json` failure the step fails with if it lets the
+// error escape, as a Rust step that propagates a serde error with `?`.
+function parsed(bytes) {
+  try {
+    return JSON.parse(utf8(bytes));
+  } catch (e) {
+    e.failure = new Failure('invalid-json', e.message);
+    throw e;
+  }
 }
 
 /**
@@ -210,9 +239,9 @@ export class Callback {
     return header(this.headers, name);
   }
 
-  /** The body parsed as JSON; throws if it is not. */
+  /** The body parsed as JSON; throws if it is not (see `parsed`). */
   json() {
-    return JSON.parse(utf8(this.body));
+    return parsed(this.body);
   }
 }
 
@@ -247,9 +276,9 @@ export class Response {
     return header(this.headers, name);
   }
 
-  /** The body parsed as JSON; throws if it is not. */
+  /** The body parsed as JSON; throws if it is not (see `parsed`). */
   json() {
-    return JSON.parse(utf8(this.body));
+    return parsed(this.body);
   }
 
   /** The body as text (invalid UTF-8 replaced), cut to `maxChars` with an ellipsis, for messages. */
@@ -270,7 +299,10 @@ const HTTP_ERRORS = {
 /**
  * Send one request through the host and wait for the complete response.
  * `headers` is an array of [name, value] pairs; `body` a string or bytes.
- * Throws `Failure('http-error')` when no response could be had.
+ * When no response could be had, throws `Failure('egress-denied')` if the
+ * host refused the target, `Failure('body-too-large')` if the response
+ * exceeded the host's limit, and `Failure('http-error')` otherwise (bad
+ * request, timeout, no connection): the codes the Rust SDK gives.
  */
 export function send({ method, url, headers = [], body = '', timeoutMs, validateTls = true }) {
   const request = {
@@ -290,7 +322,14 @@ export function send({ method, url, headers = [], body = '', timeoutMs, validate
     if (err === undefined) {
       throw e;
     }
-    throw new Failure('http-error', HTTP_ERRORS[err.tag](err.val));
+    const message = HTTP_ERRORS[err.tag](err.val);
+    if (err.tag === 'denied') {
+      throw new Failure('egress-denied', message);
+    }
+    if (err.tag === 'body-too-large') {
+      throw new Failure('body-too-large', message);
+    }
+    throw new Failure('http-error', message);
   }
 }
 
@@ -396,6 +435,9 @@ function guard(call) {
   } catch (e) {
     if (e instanceof Failure) {
       return e.outcome();
+    }
+    if (e && e.failure instanceof Failure) {
+      return e.failure.outcome();
     }
     return fail('plugin-exception', e && e.stack ? `${e}\n${e.stack}` : String(e));
   }

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use stephost::Config;
 use stephost::bindings::stephost::plugin::signing::HmacAlg;
-use stephost_tests::{Partner, PartnerRequest, TestDaemon, call_back, events};
+use stephost_tests::{
+    Partner, PartnerRequest, TestDaemon, call_back, closing_server, events, raw_server,
+};
 
 /// The signing key, known to the daemon's config and the partner only.
 const KEY: &str = "partner-shared-key-7f3a";
@@ -88,24 +90,71 @@ fn signature_is_valid(req: &PartnerRequest) -> bool {
     req.header("x-signature") == Some(format!("sha256={}", hex(&mac)).as_str())
 }
 
-/// A daemon with `plugin` loaded from `wasm`, granted secret `k` (the key)
-/// and loopback; secret `other` exists but is not granted to it.
-async fn daemon_with(plugin: &str, wasm: &Path, data_dir: &Path) -> TestDaemon {
+/// A daemon with `plugin` loaded from `wasm` (or built in, without), granted
+/// secret `k` (the key), loopback, and the cloud metadata address, which
+/// the daemon's address policy refuses all the same; responses are capped
+/// at [`MAX_BODY`]. Secret `other` exists but is not granted to it.
+async fn daemon_with(plugin: &str, wasm: Option<&Path>, data_dir: &Path) -> TestDaemon {
+    let path = wasm.map_or(String::new(), |wasm| {
+        format!("path = \"{}\"", wasm.display())
+    });
     let config = Config::from_toml(&format!(
         r#"
         [plugins.{plugin}]
-        path = "{}"
+        {path}
         secrets = ["k"]
-        allowed_hosts = ["http://127.0.0.1:*"]
+        allowed_hosts = ["http://127.0.0.1:*", "http://169.254.169.254:*"]
+        max_body_bytes = {MAX_BODY}
 
         [secrets]
         k = {{ value = "{KEY}" }}
         other = {{ value = "not-for-this-plugin" }}
-        "#,
-        wasm.display()
+        "#
     ))
     .unwrap();
     TestDaemon::start(config, data_dir).await
+}
+
+/// The largest response body the plugins under test may receive.
+const MAX_BODY: usize = 4096;
+
+/// What every language's SDK must report alike when `http.send` gets no
+/// response (`docs/errors.md`): `egress-denied` for a target the host
+/// refuses, by its address policy or by the plugin's grant;
+/// `body-too-large` for a response over the plugin's `max_body_bytes`;
+/// `http-error` for a partner that closes the connection. `plugin` reads
+/// `url` from its config and sends its input there.
+async fn unanswered_requests_fail_with_the_codes_of_every_sdk(daemon: &TestDaemon, plugin: &str) {
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n\"{}\"",
+        MAX_BODY * 2 + 2,
+        "x".repeat(MAX_BODY * 2)
+    );
+    let (big, _) = raw_server(Some(big)).await;
+    let (closing, _) = closing_server().await;
+    for (url, code, text) in [
+        // Granted, but link-local: the address policy refuses it.
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "egress-denied",
+            "link-local",
+        ),
+        // Not granted to the plugin.
+        ("http://192.0.2.1/orders", "egress-denied", "allowed_hosts"),
+        (big.as_str(), "body-too-large", "4096"),
+        (closing.as_str(), "http-error", "connection"),
+    ] {
+        let config = json!({"url": url, "secret": "k"});
+        let id = daemon
+            .start_execution(json!({"plugin": plugin, "config": config, "input": order()}))
+            .await;
+        let exec = daemon.wait_for(&id, "failed").await;
+        assert_eq!(exec["error"]["code"], code, "{plugin}, {url}: {exec:#}");
+        assert!(
+            exec["error"]["text"].as_str().unwrap().contains(text),
+            "{plugin}, {url}: the text says why: {exec:#}"
+        );
+    }
 }
 
 /// Every scenario of the sign-and-forward step on one daemon.
@@ -120,7 +169,7 @@ async fn sign_and_forward_end_to_end(plugin: &str, wasm: &Path) {
         }
     })
     .await;
-    let daemon = daemon_with(plugin, wasm, dir.path()).await;
+    let daemon = daemon_with(plugin, Some(wasm), dir.path()).await;
     let config = json!({"url": format!("{}/orders", partner.base), "secret": "k"});
 
     // `describe` answered when the daemon loaded the file.
@@ -247,6 +296,7 @@ async fn sign_and_forward_end_to_end(plugin: &str, wasm: &Path) {
     assert!(events(&exec).contains(&"timeout".to_owned()));
     assert_eq!(partner.requests().len(), 2);
 
+    unanswered_requests_fail_with_the_codes_of_every_sdk(&daemon, plugin).await;
     daemon.stop().await;
 }
 
@@ -260,6 +310,17 @@ async fn python_plugin_signs_forwards_suspends_and_merges_the_callback() {
 async fn js_plugin_signs_forwards_suspends_and_merges_the_callback() {
     let wasm = built(&JS, "js-sign-and-forward");
     sign_and_forward_end_to_end("js-sign-and-forward", wasm).await;
+}
+
+/// The Rust counterpart of the sign-and-forward examples: the built-in
+/// `wait-for-callback` sends its input with the Rust SDK and lets the SDK's
+/// error become its failure, as the examples do in their languages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_plugin_fails_unanswered_requests_with_the_same_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_with("wait-for-callback", None, dir.path()).await;
+    unanswered_requests_fail_with_the_codes_of_every_sdk(&daemon, "wait-for-callback").await;
+    daemon.stop().await;
 }
 
 /// The figures in `docs/writing-plugins.md`: component size; how much

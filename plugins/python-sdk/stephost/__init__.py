@@ -22,6 +22,10 @@ A plugin runs in a fresh sandbox for every call: nothing survives between
 `retry_after`. Raising `Failure` anywhere in a step fails it with that code;
 any other exception fails it with code `plugin-exception` and the traceback,
 so a bug reads as a failed execution with a reason instead of a bare trap.
+
+The codes this package fails a step with are the ones the Rust and
+JavaScript SDKs report for the same condition (`docs/errors.md` in the
+stephost repository lists them; a test there checks all three).
 """
 
 import json
@@ -57,6 +61,16 @@ class Failure(Exception):
         )
 
 
+class JsonFailure(Failure, ValueError):
+    """What the JSON helpers raise for bytes that are not JSON: a plain
+    `ValueError` to a step that catches it, and the `invalid-json` failure
+    if the step lets it escape, as a Rust step that propagates a serde error
+    with `?` does."""
+
+    def __str__(self):
+        return self.text
+
+
 # ---------------------------------------------------------------- outcomes
 
 
@@ -66,8 +80,13 @@ def complete(doc):
 
 
 def complete_json(value):
-    """Go on to the next step with `value` as a JSON document."""
-    return complete(json_document(value))
+    """Go on to the next step with `value` as a JSON document; fails the
+    step with code `invalid-output` if `value` cannot be written as JSON."""
+    try:
+        doc = json_document(value)
+    except (TypeError, ValueError) as e:
+        return fail("invalid-output", f"output is not JSON: {e}")
+    return complete(doc)
 
 
 def fail(code, text, document_status=None, technical_status=None):
@@ -104,8 +123,15 @@ def json_document(value):
 
 def parse_json(doc):
     """The body of `doc` parsed as JSON, whatever its content type says.
-    Raises `ValueError` if it is not JSON."""
-    return json.loads(bytes(doc.body).decode("utf-8"))
+    Raises `JsonFailure` (a `ValueError`) if it is not JSON."""
+    return _parse(doc.body)
+
+
+def _parse(data):
+    try:
+        return json.loads(bytes(data).decode("utf-8"))
+    except ValueError as e:
+        raise JsonFailure("invalid-json", str(e)) from None
 
 
 def canonical_json(value):
@@ -199,8 +225,9 @@ class Callback:
         return _header(self.headers, name)
 
     def json(self):
-        """The body parsed as JSON; raises `ValueError` if it is not."""
-        return json.loads(self.body.decode("utf-8"))
+        """The body parsed as JSON; raises `JsonFailure` (a `ValueError`)
+        if it is not."""
+        return _parse(self.body)
 
 
 class Event:
@@ -237,8 +264,9 @@ class Response:
         return _header(self.headers, name)
 
     def json(self):
-        """The body parsed as JSON; raises `ValueError` if it is not."""
-        return json.loads(self.body.decode("utf-8"))
+        """The body parsed as JSON; raises `JsonFailure` (a `ValueError`)
+        if it is not."""
+        return _parse(self.body)
 
     def text(self, max_chars=None):
         """The body as text (invalid UTF-8 replaced), cut to `max_chars`
@@ -260,13 +288,21 @@ _HTTP_ERRORS = {
 
 def send(method, url, headers=(), body=b"", timeout_ms=None, validate_tls=True):
     """Send one request through the host and wait for the complete response.
-    `headers` is a list of (name, value) pairs. Raises
-    `Failure("http-error")` when no response could be had."""
+    `headers` is a list of (name, value) pairs. When no response could be
+    had, raises `Failure("egress-denied")` if the host refused the target,
+    `Failure("body-too-large")` if the response exceeded the host's limit,
+    and `Failure("http-error")` otherwise (bad request, timeout, no
+    connection): the codes the Rust SDK gives."""
     request = _http.Request(method, url, list(headers), bytes(body), timeout_ms, validate_tls)
     try:
         return Response(_http.send(request))
     except Err as e:
-        message = _HTTP_ERRORS[type(e.value)](getattr(e.value, "value", None))
+        error = e.value
+        message = _HTTP_ERRORS[type(error)](getattr(error, "value", None))
+        if isinstance(error, _http.HttpError_Denied):
+            raise Failure("egress-denied", message) from None
+        if isinstance(error, _http.HttpError_BodyTooLarge):
+            raise Failure("body-too-large", message) from None
         raise Failure("http-error", message) from None
 
 
