@@ -15,6 +15,7 @@ use crate::daemon::{Daemon, shutdown_signals};
 
 mod executions;
 mod local_run;
+pub mod partner;
 mod recorder;
 mod remote;
 mod tokens;
@@ -64,6 +65,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// A partner to try steps with: prints what steps send it and calls
+    /// back on the callback URL it finds (one JSON object per line).
+    Partner(partner::PartnerArgs),
     /// Run one plugin or workflow locally on a document and print the
     /// outcome and every HTTP request it made (exit 0 completed, 1 failed,
     /// 3 not ended).
@@ -282,6 +286,34 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             Ok(0)
         }
         Command::Run(args) => local_run::run_locally(args, out).await,
+        Command::Partner(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listen on {}", args.listen))?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+            let emit: partner::Emit = std::sync::Arc::new(move |event| {
+                let _ = tx.send(event);
+            });
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let mut server = tokio::spawn(partner::serve(listener, args, emit, shutdown));
+            loop {
+                tokio::select! {
+                    Some(event) = rx.recv() => {
+                        writeln!(out, "{event}")?;
+                        out.flush()?;
+                    }
+                    done = &mut server => {
+                        done.context("the partner task")??;
+                        while let Ok(event) = rx.try_recv() {
+                            writeln!(out, "{event}")?;
+                        }
+                        return Ok(0);
+                    }
+                }
+            }
+        }
         Command::Token(cmd) => tokens::execute(cmd, out).await,
         Command::Executions(cmd) => executions::execute(cmd, out).await,
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
