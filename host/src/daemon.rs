@@ -218,6 +218,12 @@ impl Daemon {
                 .run_retention(self.config.retention.clone()),
         );
         tracing::info!(%local, recovered, "stephost serving");
+        if self.config.public_url.is_none() && local.ip().is_unspecified() {
+            tracing::warn!(
+                public_url = %self.config.public_url(),
+                "listening on every address without public_url: callback URLs name an address partners cannot call; set public_url (or --public-url) to the URL partners reach this daemon on"
+            );
+        }
         if self.config.auth.enabled && self.workflows.store().token_count().await? == 0 {
             tracing::warn!(
                 "no API tokens exist yet; create one with `stephost token create --data-dir {} --name admin --permission admin` (while the daemon is stopped)",

@@ -270,3 +270,30 @@ async fn stephost_config_names_the_file_and_flags_override_it() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn listening_on_every_address_without_public_url_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("daemon.log");
+    let port = free_port().port();
+    let any = format!("0.0.0.0:{port}");
+    let data = dir.path().join("data");
+    let mut daemon = spawn(
+        &[
+            "serve",
+            "--listen",
+            &any,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        &log,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    wait_for_log(&log, "listening on every address without public_url").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(&format!("http://0.0.0.0:{port}")), "{text}");
+    daemon.term();
+    daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
+}

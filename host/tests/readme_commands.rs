@@ -153,4 +153,25 @@ async fn the_readme_try_it_commands_run_as_written() {
     daemon.term();
     let status = daemon.wait_exit(Duration::from_secs(15)).await.unwrap();
     assert_eq!(status.code(), Some(0));
+
+    // Whatever the daemon wrote while it served is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut dirs = vec![cwd.path().join("stephost-data")];
+        let mut files = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files += 1;
+                }
+            }
+        }
+        assert!(files > 3, "{files} files");
+    }
 }

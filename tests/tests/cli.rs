@@ -449,8 +449,28 @@ async fn a_first_start_leaves_an_admin_token_in_a_private_file() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // Everything the first start wrote, the compiled-component cache
+        // included, is its owner's only. (sled's own files under db/ are
+        // covered by the daemon process's umask: readme_commands.rs.)
+        let mut dirs = vec![dir.path().join("data")];
+        let mut cached = 0;
+        while let Some(d) = dirs.pop() {
+            assert_eq!(mode(&d) & 0o077, 0, "{}", d.display());
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let p = entry.unwrap().path();
+                cached += usize::from(p.extension().is_some_and(|e| e == "cwasm"));
+                if p.ends_with("db") {
+                    assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+                } else if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+                }
+            }
+        }
+        assert!(cached > 0, "the first start compiled the built-in plugins");
     }
     let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
     let store = daemon.workflows().store().clone();

@@ -269,6 +269,10 @@ pub fn describe_error(e: &anyhow::Error, debug: bool) -> String {
 pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => {
+            // Everything the daemon creates (sled's files while it serves,
+            // the compiled cache) is its owner's only, like the data dir.
+            #[cfg(unix)]
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
             let config = args.config()?;
             let listen = config.listen;
             let daemon = Daemon::open(config).await?;

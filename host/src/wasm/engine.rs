@@ -183,6 +183,16 @@ impl std::hash::Hasher for Sha256Hasher {
     }
 }
 
+/// Writes a new file only its owner can read (`0600`).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
 /// A hex digest of the engine's precompile compatibility hash.
 pub fn compatibility_key(engine: &Engine) -> String {
     use std::hash::Hash as _;
@@ -195,7 +205,13 @@ impl ComponentCache {
     /// A cache in `dir` (created if missing); without a usable directory
     /// the cache is off and every load compiles.
     pub fn new(engine: Engine, dir: Option<std::path::PathBuf>) -> Self {
-        let dir = dir.and_then(|dir| match std::fs::create_dir_all(&dir) {
+        // Private like the data dir: whoever can write an entry here runs
+        // code in the daemon (its digest sits beside it).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        let dir = dir.and_then(|dir| match builder.create(&dir) {
             Ok(()) => Some(dir),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "compiled-component cache is off: cannot create its directory");
@@ -287,8 +303,8 @@ impl ComponentCache {
         let tmp = dir.join(format!("entry{unique}"));
         let tmp_digest = dir.join(format!("digest{unique}"));
         let result = (|| {
-            std::fs::write(&tmp, &serialized).context("write the entry")?;
-            std::fs::write(&tmp_digest, &digest).context("write its digest")?;
+            write_private(&tmp, &serialized).context("write the entry")?;
+            write_private(&tmp_digest, digest.as_bytes()).context("write its digest")?;
             std::fs::rename(&tmp_digest, digest_path(path)).context("rename its digest")?;
             std::fs::rename(&tmp, path).context("rename the entry")?;
             anyhow::Ok(())

@@ -50,6 +50,8 @@ pub(super) fn skip(exec: Execution, reads: &Reads, ctx: &Ctx<'_>) -> Result<Tran
         next.log_at(ctx.now_ms, from, "skipped", None);
         return Ok(Transition::write(from, next));
     }
+    // Running again before the log line, so that it reads failed → running.
+    next.state = ExecState::Running;
     next.log_at(ctx.now_ms, from, "skipped", None);
     start_next_step(&mut next, reads, ctx).map_err(Refusal::UnknownPlugin)?;
     let mut t = Transition::write(from, next);

@@ -32,6 +32,19 @@ async fn skip_hands_the_input_to_the_next_step_or_completes_with_it() {
     assert_eq!((exec.state, exec.step_index), (ExecState::Running, 1));
     assert_eq!(exec.document, input);
     assert_eq!(exec.steps[1].plugin_hash.as_deref(), Some("b-v1"));
+    // The log says what happened: the failed step was skipped (failed →
+    // running), then the next one started.
+    let moves: Vec<_> = exec.status_log[exec.status_log.len() - 2..]
+        .iter()
+        .map(|e| (e.event.as_str(), e.from, e.to))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("skipped", ExecState::Failed, ExecState::Running),
+            ("started", ExecState::Running, ExecState::Running)
+        ]
+    );
 
     let w = World::new();
     w.start(&["a"]).await;
