@@ -71,7 +71,7 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape() {
     let (status, _, body) = call(&daemon, reqwest::Method::GET, "/v1/executions/", admin).await;
     assert_eq!(status, 200, "{body}");
     let listed: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(listed, json!({"executions": []}));
+    assert_eq!(listed, json!({"executions": [], "next_cursor": null}));
 
     // What the table does not list takes `admin` to be told about, but a
     // wrong method on an open endpoint is answered to anyone.

@@ -419,6 +419,10 @@ async fn a_body_that_stops_arriving_is_answered_408() {
     );
     let (status, listed) = daemon.get("/v1/executions").await;
     assert_eq!(status, 200);
-    assert_eq!(listed, json!({"executions": []}), "nothing was started");
+    assert_eq!(
+        listed,
+        json!({"executions": [], "next_cursor": null}),
+        "nothing was started"
+    );
     daemon.stop().await;
 }
