@@ -352,3 +352,80 @@ fn trap_text(e: &wasmtime::Error) -> String {
     }
     text
 }
+
+/// `Failure::HOST_CODES` lists every code the host records: tested here,
+/// above both the failures and the step calls whose codes it lists.
+#[cfg(test)]
+mod host_codes {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::model::Failure;
+
+    /// One failure of every kind the host records. The matches are
+    /// exhaustive so that a new variant of `Failure` or `StepError` does
+    /// not compile here until it is listed, and then checked.
+    fn every_host_failure() -> Vec<Failure> {
+        let calls = [
+            StepError::TimeLimit {
+                limit_ms: 1,
+                after_ms: 2,
+            },
+            StepError::MemoryLimit(1),
+            StepError::Trap(String::new()),
+            StepError::Instantiate(String::new()),
+        ];
+        for call in &calls {
+            match call {
+                StepError::TimeLimit { .. }
+                | StepError::MemoryLimit(_)
+                | StepError::Trap(_)
+                | StepError::Instantiate(_) => {}
+            }
+        }
+        let mut all = vec![
+            Failure::PluginUnavailable,
+            Failure::CallbackTimeout,
+            Failure::StepFailed,
+            Failure::StateTooLarge,
+            Failure::BodyTooLarge,
+            Failure::InvalidSuspension,
+            Failure::InvalidOutcome,
+            Failure::Cancelled,
+        ];
+        for failure in &all {
+            match failure {
+                Failure::PluginUnavailable
+                | Failure::CallbackTimeout
+                | Failure::StepFailed
+                | Failure::StateTooLarge
+                | Failure::BodyTooLarge
+                | Failure::InvalidSuspension
+                | Failure::InvalidOutcome
+                | Failure::Cancelled => {}
+                // A step's own code, and the call codes listed above.
+                Failure::Step(_) | Failure::Call(_) => {}
+            }
+        }
+        all.extend(calls.iter().map(|call| Failure::Call(call.code())));
+        all
+    }
+
+    #[test]
+    fn host_codes_are_exactly_the_codes_the_host_records() {
+        let produced: BTreeSet<String> = every_host_failure()
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        let listed: BTreeSet<String> = Failure::HOST_CODES
+            .iter()
+            .map(|(code, _)| (*code).to_owned())
+            .collect();
+        assert_eq!(
+            listed.len(),
+            Failure::HOST_CODES.len(),
+            "a code is listed twice"
+        );
+        assert_eq!(produced, listed);
+    }
+}
