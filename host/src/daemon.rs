@@ -94,14 +94,27 @@ impl Daemon {
                 tracing::warn!(plugin = %name, source = fixed.as_str(), "an uploaded plugin is not used: the config file or the binary provides this name");
                 continue;
             }
-            let bytes = store
-                .component(&hash)
-                .await?
-                .with_context(|| format!("uploaded plugin {name}: component {hash} is missing"))?;
-            registry
-                .load(&name, &bytes, Source::Upload)
-                .await
-                .with_context(|| format!("reload uploaded plugin {name}"))?;
+            // One uploaded plugin that no longer loads (its bytes lost, or
+            // refused by this build) must not keep the daemon, and every
+            // other plugin, from serving: it is reported and left out, and
+            // an upload under its name replaces it.
+            let loaded = match store.component(&hash).await? {
+                Some(bytes) => registry
+                    .load(&name, &bytes, Source::Upload)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+                None => Err(anyhow::anyhow!(
+                    "its component {hash} is missing from the store"
+                )),
+            };
+            if let Err(e) = loaded {
+                tracing::error!(
+                    plugin = %name,
+                    error = format!("{e:#}"),
+                    "an uploaded plugin could not be loaded and is left out: its executions fail with plugin-unavailable when they reach it; upload a working version under the same name with POST /v1/plugins?name={name}"
+                );
+            }
         }
         // A section without `path` grants by name, whatever provides the
         // code: it may name a plugin that has yet to be uploaded.
