@@ -6,7 +6,9 @@
 //! crate, can reach them through `stephost_guest::bindings`.
 
 wit_bindgen::generate!({
-    path: "../wit",
+    // The crate's own copy of wit/stephost.wit (kept identical by a test in
+    // the host), so that the published and the vendored crate carry it.
+    path: "wit",
     world: "step-plugin",
     // Plain data everywhere, so equality is cheap to offer and makes the
     // outcomes of a step easy to assert on in tests.

@@ -1,8 +1,8 @@
 //! Write stephost step plugins in Rust.
 //!
 //! A step plugin is a WebAssembly component that implements the
-//! `stephost:plugin/step-plugin` world (see `wit/` in the stephost
-//! repository). This crate holds the generated bindings for that world and
+//! `stephost:plugin/step-plugin` world (`wit/stephost.wit`, shipped in this
+//! crate). This crate holds the generated bindings for that world and
 //! thin, typed helpers around them, so that a plugin is one type that
 //! implements [`Step`] plus one [`export_step!`] line:
 //!
@@ -39,6 +39,9 @@
 //! the Python and JavaScript SDKs report for the same condition; the
 //! stephost repository's `docs/errors.md` lists them.
 #![deny(missing_docs)]
+// Stand-alone lints rather than the stephost workspace's: the crate is
+// also built outside it (published, or vendored into a plugin project).
+#![deny(unsafe_code)]
 
 // wit-bindgen's output lowers values through raw pointers and does not
 // document its plumbing; both are confined to this one module.
