@@ -11,12 +11,14 @@ mod codes;
 mod error;
 mod executions;
 mod health;
+mod openapi;
 mod plugins;
 mod tokens;
 
 pub use codes::ApiCode;
 pub use error::ApiError;
 pub use executions::{StartRequest, execution_view, parse_start, wait_view};
+pub use openapi::document as openapi_document;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +95,7 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
     let open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1/callbacks/{id}", post(callbacks::receive))
         .method_not_allowed_fallback(method_not_allowed);
     let read = Router::new()
