@@ -31,6 +31,10 @@ stephost repository lists them; a test there checks all three).
 import json
 import traceback
 
+# The version of the contract this package speaks (`stephost:plugin@0.1.0`);
+# pyproject.toml says the same, and a test keeps the two equal.
+__version__ = "0.1.0"
+
 from componentize_py_types import Err
 from wit_world.imports import callbacks as _callbacks
 from wit_world.imports import http as _http
