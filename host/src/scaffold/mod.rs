@@ -4,19 +4,24 @@
 //! `stephost.toml` that loads it for `stephost run`.
 //!
 //! Everything is embedded in the binary — the templates under
-//! `host/templates/`, the Python and JavaScript helper layers from
-//! `plugins/python-sdk` and `plugins/js-sdk`, and `wit/stephost.wit` — so
-//! the project a binary writes always matches the contract that binary
-//! speaks, and no checkout is needed for Python or JavaScript.
+//! `host/templates/`, the SDKs ([`sdk`]) and `wit/stephost.wit` — so the
+//! project a binary writes always matches the contract that binary speaks,
+//! and the binary alone is enough: a Rust project gets the SDK crate
+//! vendored under `vendor/stephost-guest/` (a path dependency inside the
+//! project; the crate's own dependencies come from crates.io as usual),
+//! a Python or JavaScript project the SDK module next to its step. No file
+//! written names a path outside the project.
+
+mod sdk;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::Context as _;
 
 /// The contract, for the bindings generators of Python and JavaScript.
-const WIT: &str = include_str!("../../wit/stephost.wit");
+const WIT: &str = include_str!("../../../wit/stephost.wit");
 
 /// The language of a new plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,56 +82,60 @@ const fn script(path: &'static str, text: &'static str) -> File {
 const COMMON: &[File] = &[
     file(
         "stephost.toml",
-        include_str!("../templates/common/stephost.toml"),
+        include_str!("../../templates/common/stephost.toml"),
     ),
-    file("step.json", include_str!("../templates/common/step.json")),
-    file("input.json", include_str!("../templates/common/input.json")),
+    file(
+        "step.json",
+        include_str!("../../templates/common/step.json"),
+    ),
+    file(
+        "input.json",
+        include_str!("../../templates/common/input.json"),
+    ),
     // Not `.gitignore` in the source tree, where git would obey it.
-    file(".gitignore", include_str!("../templates/common/gitignore")),
+    file(
+        ".gitignore",
+        include_str!("../../templates/common/gitignore"),
+    ),
 ];
 
 const RUST: &[File] = &[
     file(
         "Cargo.toml",
-        include_str!("../templates/rust/Cargo.toml.in"),
+        include_str!("../../templates/rust/Cargo.toml.in"),
     ),
-    file("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
-    script("build.sh", include_str!("../templates/rust/build.sh")),
-    file("README.md", include_str!("../templates/rust/README.md")),
+    file(
+        "src/lib.rs",
+        include_str!("../../templates/rust/src/lib.rs"),
+    ),
+    script("build.sh", include_str!("../../templates/rust/build.sh")),
+    file("README.md", include_str!("../../templates/rust/README.md")),
 ];
 
 const PYTHON: &[File] = &[
-    file("app.py", include_str!("../templates/python/app.py")),
-    file(
-        "stephost/__init__.py",
-        include_str!("../../plugins/python-sdk/stephost/__init__.py"),
-    ),
+    file("app.py", include_str!("../../templates/python/app.py")),
     file("wit/stephost.wit", WIT),
-    script("build.sh", include_str!("../templates/python/build.sh")),
-    file("README.md", include_str!("../templates/python/README.md")),
+    script("build.sh", include_str!("../../templates/python/build.sh")),
+    file(
+        "README.md",
+        include_str!("../../templates/python/README.md"),
+    ),
 ];
 
 const JS: &[File] = &[
-    file("index.js", include_str!("../templates/js/index.js")),
-    file(
-        "stephost.js",
-        include_str!("../../plugins/js-sdk/stephost.js"),
-    ),
+    file("index.js", include_str!("../../templates/js/index.js")),
     file("wit/stephost.wit", WIT),
-    script("build.sh", include_str!("../templates/js/build.sh")),
-    file("README.md", include_str!("../templates/js/README.md")),
+    script("build.sh", include_str!("../../templates/js/build.sh")),
+    file("README.md", include_str!("../../templates/js/README.md")),
 ];
 
-/// Where a Rust project finds `stephost-guest`, which is not on crates.io:
-/// `STEPHOST_GUEST_SDK` if set, else the `guest-sdk/` of the checkout this
-/// binary was built from.
-fn guest_sdk() -> PathBuf {
-    std::env::var_os("STEPHOST_GUEST_SDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let host = Path::new(env!("CARGO_MANIFEST_DIR"));
-            host.parent().unwrap_or(host).join("guest-sdk")
-        })
+/// Where a language's SDK goes in the project, and its files.
+fn sdk_files(lang: Lang) -> (&'static str, &'static [sdk::Embedded]) {
+    match lang {
+        Lang::Rust => ("vendor/stephost-guest", sdk::RUST),
+        Lang::Python => ("", sdk::PYTHON),
+        Lang::Js => ("", sdk::JS),
+    }
 }
 
 /// A plugin name that is also a valid daemon plugin name, crate name and
@@ -150,8 +159,8 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 /// `./build.sh` in the project writes `NAME.wasm`, and `stephost.toml`
 /// there loads it: `stephost run --plugin NAME --config
 /// stephost.toml --step-config step.json --input input.json` runs the sample
-/// step. A Rust project depends on `stephost-guest` by path (see
-/// [`guest_sdk`]: `STEPHOST_GUEST_SDK`, else this binary's checkout).
+/// step. A Rust project depends on its vendored `stephost-guest` by path
+/// and version (drop the path to take the crate from a registry instead).
 pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
     check_name(name)?;
     if dir.exists() {
@@ -163,32 +172,39 @@ pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let guest_sdk = guest_sdk();
     let vars = [
         ("{{name}}", name.to_owned()),
         ("{{crate}}", name.replace('-', "_")),
-        ("{{guest_sdk}}", guest_sdk.display().to_string()),
+        ("{{sdk_version}}", sdk::rust_version().to_owned()),
     ];
-    let files = match lang {
+    let templates = match lang {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Js => JS,
     };
-    for file in COMMON.iter().chain(files) {
+    for file in COMMON.iter().chain(templates) {
         let text = vars
             .iter()
             .fold(file.text.to_owned(), |text, (key, value)| {
                 text.replace(key, value)
             });
-        let path = dir.join(file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-        if file.executable {
-            make_executable(&path)?;
-        }
+        write(&dir.join(file.path), &text, file.executable)?;
+    }
+    // The SDK is copied as it is: its files are code, not templates.
+    let (under, files) = sdk_files(lang);
+    for (path, text) in files {
+        write(&dir.join(under).join(path), text, false)?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str, executable: bool) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    if executable {
+        make_executable(path)?;
     }
     Ok(())
 }
@@ -258,6 +274,17 @@ mod tests {
         }
         let cargo = std::fs::read_to_string(root.path().join("rust/Cargo.toml")).unwrap();
         assert!(cargo.contains("name = \"my-step\""), "{cargo}");
+        assert!(
+            cargo.contains(&format!(
+                "stephost-guest = {{ path = \"vendor/stephost-guest\", version = \"{}\" }}",
+                sdk::rust_version()
+            )),
+            "{cargo}"
+        );
+        let vendored = root.path().join("rust/vendor/stephost-guest");
+        for (path, text) in sdk::RUST {
+            assert_eq!(&std::fs::read_to_string(vendored.join(path)).unwrap(), text);
+        }
         let py = root.path().join("python");
         assert!(py.join("stephost/__init__.py").is_file());
         assert_eq!(
@@ -267,7 +294,24 @@ mod tests {
         assert!(root.path().join("js/stephost.js").is_file());
     }
 
-    fn walk(dir: &Path) -> Vec<PathBuf> {
+    /// The binary alone makes the project: nothing written points back
+    /// at the checkout the binary was built from.
+    #[test]
+    fn no_file_names_the_checkout() {
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let checkout = checkout.to_str().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let dir = root.path().join(lang.to_string());
+            new_plugin(&dir, "my-step", lang).unwrap();
+            for entry in walk(&dir) {
+                let text = std::fs::read_to_string(&entry).unwrap();
+                assert!(!text.contains(checkout), "{}", entry.display());
+            }
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
