@@ -20,7 +20,7 @@ use crate::bindings::{PluginInfo, StepPluginPre};
 use crate::capabilities::{Grant, StepState};
 use crate::config::Config;
 use crate::store::Store;
-use crate::wasm::engine::ComponentCache;
+use crate::wasm::engine::{CacheOutcome, ComponentCache};
 use crate::wasm::executor::Executor;
 
 /// Why a plugin could not be loaded. Each names the problem so an operator
@@ -98,6 +98,9 @@ pub struct LoadedPlugin {
     pub grant: Arc<Grant>,
     /// Ready to instantiate.
     pub pre: StepPluginPre<StepState>,
+    /// Whether it was read from the compiled-component cache or compiled
+    /// (`stephost run` reports it).
+    pub compiled: CacheOutcome,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -339,6 +342,7 @@ impl Registry {
             source,
             grant,
             pre,
+            compiled: from,
         })
     }
 

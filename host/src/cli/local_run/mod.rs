@@ -1,6 +1,10 @@
 //! `stephost run`: one plugin or workflow on a document, in a throw-away
 //! daemon on a temporary data dir, so the step behaves exactly as in
 //! production, callbacks included; prints the outcome and every request.
+//! Compiled components outlive the run in a per-user cache ([`cache`]), so
+//! an unchanged plugin is not compiled again on the next run.
+
+mod cache;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use super::{listen_address, load_config, read_json, recorder};
 use crate::auth::Permission;
 use crate::daemon::Daemon;
 use crate::model::{Doc, ExecState};
+use crate::wasm::engine::CacheOutcome;
 use crate::workflow::Target;
 
 /// Exit code of `run` when it stopped waiting (`--timeout-secs`, Ctrl-C)
@@ -57,6 +62,11 @@ pub struct RunArgs {
     /// Let plugins reach this internal address range (CIDR; repeatable).
     #[arg(long = "egress-allow", value_name = "CIDR")]
     pub egress_allow: Vec<String>,
+    /// Compile every component afresh, and neither read nor write the
+    /// per-user compiled-component cache ($XDG_CACHE_HOME/stephost, else
+    /// ~/.cache/stephost; the config's compiled_cache_dir is not used).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// A daemon config that is a step's JSON config was given the old way
@@ -88,6 +98,19 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
     )
     .context("make the temporary data dir private")?;
     config.data_dir = data.path().to_owned();
+    // A daemon's cache is that daemon's (it runs what it finds there), so
+    // even a config that names one gets the user's own cache here; without
+    // it, a cache in the temporary data dir, which dies with it.
+    let user_cache = if args.no_cache {
+        None
+    } else {
+        cache::user_dir()
+    };
+    config.compiled_cache_dir = Some(
+        user_cache
+            .clone()
+            .unwrap_or_else(|| data.path().join("cache")),
+    );
     config.public_url = args.public_url.clone().or(config.public_url);
     config
         .egress_allow
@@ -109,7 +132,9 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
     };
 
     let recorder = std::sync::Arc::new(recorder::Recorder::new(args.dry_run));
+    let used = used_plugins(&config, &target);
     let daemon = Daemon::open_with(config, recorder.clone()).await?;
+    let compiled = compiled_report(&daemon, &used, user_cache.as_deref());
     // The local API stays locked (it listens for callbacks, which carry
     // secrets of their own); a token nobody sees keeps the daemon from
     // asking for one.
@@ -175,7 +200,55 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
         "dry_run": args.dry_run,
         "requests": sent,
         "status_log": view["status_log"],
+        "cache": compiled,
     });
     writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     Ok(code)
+}
+
+/// The plugins `target` runs (those of a workflow that names unknown
+/// plugins fail when it starts, not here).
+fn used_plugins(config: &crate::config::Config, target: &Target) -> Vec<String> {
+    let mut names: Vec<String> = match target {
+        Target::Plugin { name, .. } => vec![name.clone()],
+        Target::Workflow(workflow) => config
+            .workflows
+            .get(workflow)
+            .map(|w| w.steps.iter().map(|s| s.plugin.clone()).collect())
+            .unwrap_or_default(),
+    };
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// For the report: where the compiled components of `used` came from
+/// (`hit`: read from the per-user cache; `compiled`: compiled now and
+/// stored there; `uncached`: compiled, and the cache could not be
+/// written), or `null` without the cache. Marks their entries as used and
+/// prunes the cache.
+fn compiled_report(daemon: &Daemon, used: &[String], dir: Option<&Path>) -> Value {
+    let Some(dir) = dir else {
+        return Value::Null;
+    };
+    let registry = daemon.workflows().registry();
+    let mut plugins = serde_json::Map::new();
+    let mut hashes = Vec::new();
+    for name in used {
+        if let Some(plugin) = registry.current(name) {
+            let outcome = match plugin.compiled {
+                CacheOutcome::Hit => "hit",
+                CacheOutcome::Compiled => "compiled",
+                CacheOutcome::Uncached => "uncached",
+            };
+            plugins.insert(name.clone(), json!(outcome));
+            hashes.push(plugin.hash.clone());
+        }
+    }
+    cache::touch(dir, &hashes);
+    let removed = cache::prune(dir, cache::KEEP_BYTES, &hashes);
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "pruned the least recently used compiled components");
+    }
+    json!({"dir": dir, "plugins": plugins})
 }
