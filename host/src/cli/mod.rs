@@ -16,6 +16,7 @@ use crate::daemon::{Daemon, shutdown_signals};
 mod executions;
 mod local_run;
 pub mod partner;
+mod plugin_add;
 mod recorder;
 mod remote;
 mod tokens;
@@ -140,7 +141,9 @@ pub enum PluginCommand {
         dir: Option<PathBuf>,
     },
     /// Load a component into a running daemon (uploaded, kept across
-    /// restarts; new executions use it).
+    /// restarts; new executions use it); prints its version and grant, and
+    /// what the daemon's config lacks for the grant the project's
+    /// stephost.toml gives it.
     Add {
         /// How to reach the daemon.
         #[command(flatten)]
@@ -149,6 +152,10 @@ pub enum PluginCommand {
         name: String,
         /// The component file (`.wasm`).
         file: PathBuf,
+        /// The project's config, whose [plugins.NAME] grant to compare
+        /// with the daemon's [default: stephost.toml beside FILE, if any].
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Delete an uploaded plugin from a running daemon (refused while an
     /// execution still needs it, and for built-in or configured plugins).
@@ -330,18 +337,12 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             )?;
             Ok(0)
         }
-        Command::Plugin(PluginCommand::Add { remote, name, file }) => {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("read the component {}", file.display()))?;
-            call(
-                &remote,
-                reqwest::Method::POST,
-                &format!("/v1/plugins?name={name}"),
-                Some(bytes),
-                out,
-            )
-            .await
-        }
+        Command::Plugin(PluginCommand::Add {
+            remote,
+            name,
+            file,
+            config,
+        }) => plugin_add::add(&remote, &name, &file, config.as_deref(), out).await,
         Command::Plugin(PluginCommand::Remove { remote, name }) => {
             call(
                 &remote,
