@@ -270,3 +270,61 @@ async fn real_answers_validate_against_the_description() {
     check(doc, "GET", "/v1/executions", status, &body);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_shows_each_steps_plugin_version_and_an_early_callback_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let doc = stephost::api::openapi_document();
+    let (partner, release) = stephost_tests::gated_partner((202, json!({}))).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    // The step's request is held: the step has not suspended yet.
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+    let resp = stephost_tests::client()
+        .post(&url)
+        .header("X-Api-Key", "s3cret-from-the-partner")
+        .header("X-Link-Status", "Ok")
+        .body(r#"{"early": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "stored early");
+
+    let path = format!("/v1/executions/{id}");
+    let (status, shown) = daemon.get(&path).await;
+    check(doc, "GET", "/v1/executions/{id}", status, &shown);
+    let hash = stephost::wasm::plugins::content_hash(
+        stephost::builtin::component("wait-for-callback").unwrap(),
+    );
+    assert_eq!(
+        shown["steps"],
+        json!([{"name": "wait-for-callback", "plugin": "wait-for-callback", "plugin_hash": hash}])
+    );
+    let callback = &shown["callbacks"][0];
+    assert_eq!(callback["state"], "received", "{shown:#}");
+    let received = &callback["received"];
+    assert_eq!(received["body"], r#"{"early": true}"#);
+    let headers = received["headers"].as_array().unwrap();
+    assert!(
+        headers.contains(&json!(["x-api-key", "***"])),
+        "{received:#}"
+    );
+    assert!(
+        headers.contains(&json!(["x-link-status", "Ok"])),
+        "{received:#}"
+    );
+    assert!(!shown.to_string().contains("s3cret-from-the-partner"));
+
+    release.add_permits(1);
+    let done = daemon.wait_for(&id, "completed").await;
+    assert_eq!(done["output"], json!({"early": true}));
+    let (status, shown) = daemon.get(&path).await;
+    check(doc, "GET", "/v1/executions/{id}", status, &shown);
+    assert_eq!(shown["callbacks"][0]["state"], "delivered", "{shown:#}");
+    assert_eq!(shown["callbacks"][0]["received"], Value::Null);
+    daemon.stop().await;
+}

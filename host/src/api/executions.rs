@@ -46,7 +46,8 @@ pub(super) async fn start(
     ))
 }
 
-/// `GET /v1/executions/{id}`: the execution and its result delivery.
+/// `GET /v1/executions/{id}`: the execution, its current wait, its result
+/// delivery, the plugin version of each step and its callbacks.
 pub(super) async fn show(
     State(api): State<Shared>,
     Param(id): Param,
@@ -60,6 +61,12 @@ pub(super) async fn show(
     let mut view = execution_view(&exec);
     view["wait"] = wait_view(&exec, &api.public_url);
     view["delivery"] = crate::delivery::view(&store.deliveries_of(&id).await?);
+    view["steps"] = super::detail::steps_view(&exec);
+    let mut callbacks = Vec::new();
+    for cid in store.callbacks_of(&id).await? {
+        callbacks.extend(store.callback(&cid).await?);
+    }
+    view["callbacks"] = super::detail::callbacks_view(callbacks);
     Ok(json_response(StatusCode::OK, &view))
 }
 

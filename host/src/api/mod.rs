@@ -8,6 +8,7 @@
 mod auth;
 mod callbacks;
 mod codes;
+mod detail;
 mod error;
 mod executions;
 mod health;
