@@ -199,9 +199,25 @@ async fn real_answers_validate_against_the_description() {
     )
     .await;
     call(M::GET, "/v1/executions?limit=1".into(), "/v1/executions").await;
+
     call(M::GET, "/v1/executions?state=nope".into(), "/v1/executions").await;
     let echo_id = echo["id"].as_str().unwrap();
     daemon.wait_for(echo_id, "completed").await;
+    let (_, counts) = call(
+        M::GET,
+        "/v1/executions/counts".into(),
+        "/v1/executions/counts",
+    )
+    .await;
+    assert_eq!(counts["by_state"]["completed"], 2, "{counts}");
+    assert_eq!(counts["total"], 2, "{counts}");
+    let (status, _) = call(
+        M::GET,
+        "/v1/executions/counts?workflow=x".into(),
+        "/v1/executions/counts",
+    )
+    .await;
+    assert_eq!(status, 400);
     let (status, _) = call(
         M::POST,
         format!("/v1/executions/{echo_id}/retry"),

@@ -70,6 +70,29 @@ pub(super) async fn show(
     Ok(json_response(StatusCode::OK, &view))
 }
 
+/// `GET /v1/executions/counts`: how many executions are in each state,
+/// from counters the store keeps with every write (never a scan).
+pub(super) async fn counts(
+    State(api): State<Shared>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if let Some((key, _)) = query_pairs(query.as_deref()).into_iter().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {key:?}: counts are by state, over every workflow"
+        )));
+    }
+    let counts = api.workflows.store().count_executions_by_state().await?;
+    let by_state: serde_json::Map<String, Value> = counts
+        .iter()
+        .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
+        .collect();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"by_state": by_state, "total": total}),
+    ))
+}
+
 /// `GET /v1/executions?state=&workflow=&limit=`.
 pub(super) async fn list(
     State(api): State<Shared>,

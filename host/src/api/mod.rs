@@ -101,6 +101,7 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     let read = Router::new()
         .route("/v1/executions", get(executions::list))
+        .route("/v1/executions/counts", get(executions::counts))
         .route("/v1/executions/{id}", get(executions::show))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}", get(plugins::show));
