@@ -1,6 +1,6 @@
 //! Builds plugins written in other languages by running their build
 //! scripts, exactly as an author would. Shared by `other_languages` and
-//! `scaffold`; a module of each test binary rather than harness code,
+//! `sdk_codes`; a module of each test binary rather than harness code,
 //! because only these two need it.
 //!
 //! The scripts install their toolchain (componentize-py, componentize-js)
