@@ -8,6 +8,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use stephost_tests::{Partner, TestDaemon, call_back};
 
+mod openapi_check;
+use openapi_check::check;
+
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// (METHOD, path) of every `.route(…)` in the router's source.
@@ -76,39 +79,6 @@ fn the_description_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(
         doc["components"]["schemas"]["ErrorCode"]["enum"],
         json!(codes)
-    );
-}
-
-/// Validates what `method path_template` answered against the document.
-fn check(doc: &Value, method: &str, template: &str, status: u16, body: &Value) {
-    let operation = &doc["paths"][template][method.to_lowercase()];
-    assert!(
-        operation.is_object(),
-        "{method} {template} is not documented"
-    );
-    let response = &operation["responses"][status.to_string()];
-    assert!(
-        response.is_object(),
-        "{method} {template} answered {status}, which is not documented: {body}"
-    );
-    let schema = &response["content"]["application/json"]["schema"];
-    // The schema with the document's components at its root, so that its
-    // `#/components/schemas/…` references resolve.
-    let wrapper = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "components": doc["components"],
-        "allOf": [schema],
-    });
-    let validator = jsonschema::validator_for(&wrapper).unwrap_or_else(|e| {
-        panic!("{method} {template} {status}: the schema does not compile: {e}")
-    });
-    let errors: Vec<String> = validator
-        .iter_errors(body)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {template} {status}: {errors:#?}\n{body:#}"
     );
 }
 

@@ -6,6 +6,7 @@
 //! state beyond what the daemon hands in.
 
 mod auth;
+mod bulk;
 mod callbacks;
 mod codes;
 mod detail;
@@ -107,6 +108,8 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .route("/v1/plugins/{name}", get(plugins::show));
     let write = Router::new().route("/v1/executions", post(executions::start));
     let admin = Router::new()
+        .route("/v1/executions/cancel", post(bulk::cancel))
+        .route("/v1/executions/retry", post(bulk::retry))
         .route("/v1/executions/{id}/retry", post(executions::retry))
         .route("/v1/executions/{id}/skip", post(executions::skip))
         .route("/v1/executions/{id}/cancel", post(executions::cancel))
