@@ -614,7 +614,8 @@ pub async fn gated_partner(reply: Reply) -> (Partner, Arc<tokio::sync::Semaphore
 
 /// Runs the `stephost` command line in this process with `args` (without
 /// the program name) and returns its exit code and its JSON output. `run`
-/// gets `--egress-allow` for loopback, where every test partner lives.
+/// gets `--egress-allow` for loopback, where every test partner lives, and
+/// `--no-cache`.
 pub async fn run_cli(args: &[&str]) -> (i32, Value) {
     use clap::Parser as _;
     let mut argv: Vec<&str> = std::iter::once("stephost")
@@ -622,6 +623,11 @@ pub async fn run_cli(args: &[&str]) -> (i32, Value) {
         .collect();
     if args.first() == Some(&"run") {
         argv.extend(["--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"]);
+        // Tests leave the user's compiled-component cache alone (the cache
+        // itself is tested in host/tests/plugin_from_zero.rs).
+        if !args.contains(&"--no-cache") {
+            argv.push("--no-cache");
+        }
     }
     let cli = stephost::cli::Cli::try_parse_from(argv).expect("arguments parse");
     let mut out = Vec::new();

@@ -106,7 +106,13 @@ async fn the_partner_calls_back_a_link_step_with_the_headers_it_is_given() {
         "{received}"
     );
     let called = printed.iter().find_map(|e| e.get("called_back")).unwrap();
-    assert_eq!(called["status"], 200, "{called}");
+    // At once: the callback may beat the step's suspension (stored, 202)
+    // or find it waiting (200); either way the execution completed above.
+    assert!(
+        [200, 202].contains(&called["status"].as_u64().unwrap())
+            && called["answer"]["accepted"] == true,
+        "{called}"
+    );
     let _ = stop.send(());
     daemon.stop().await;
 }
