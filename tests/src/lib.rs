@@ -110,6 +110,20 @@ impl TestDaemon {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /v1/plugins?name={name}` with a component's bytes, as an
+    /// admin; returns status and JSON body (`null` if not JSON).
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let resp = client()
+            .post(format!("{}/v1/plugins?name={name}", self.base))
+            .bearer_auth(&self.token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// `method {base}{path}` with bearer `token` (none: no header);
     /// returns status and JSON body (`null` if the body is not JSON).
     pub async fn call(

@@ -3,32 +3,20 @@
 //! and serves every other plugin, and an upload under the same name
 //! replaces it.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use stephost::store::ComponentStore as _;
-use stephost_tests::{TestDaemon, client};
+use stephost_tests::TestDaemon;
 
 /// A test component no other plugin is made of.
 fn lone_bytes() -> Vec<u8> {
     std::fs::read(format!("{}/hostile.wasm", env!("TEST_PLUGIN_DIR"))).unwrap()
 }
 
-async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{}/v1/plugins?name={name}", daemon.base))
-        .bearer_auth(&daemon.token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_no_longer_loads_is_left_out_and_the_daemon_serves_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (status, body) = upload(&daemon, "shout", lone_bytes()).await;
+    let (status, body) = daemon.upload("shout", lone_bytes()).await;
     assert_eq!(status, 201, "{body}");
     let data_dir = daemon.data_dir.clone();
     daemon.stop().await;
@@ -57,7 +45,7 @@ async fn an_upload_that_no_longer_loads_is_left_out_and_the_daemon_serves_the_re
 
     // An upload under its name replaces it.
     let echo = stephost::builtin::component("echo").unwrap().to_vec();
-    let (status, body) = upload(&daemon, "shout", echo).await;
+    let (status, body) = daemon.upload("shout", echo).await;
     assert_eq!(status, 201, "{body}");
     let id = daemon
         .start_execution(json!({"plugin": "shout", "input": {"n": 2}}))

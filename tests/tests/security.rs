@@ -173,18 +173,6 @@ async fn internal_addresses_are_refused_after_resolution_unless_the_operator_all
     open.stop().await;
 }
 
-async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{}/v1/plugins?name={name}", daemon.base))
-        .bearer_auth(&daemon.token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_components_are_refused_with_the_reason_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,7 +206,7 @@ async fn bad_components_are_refused_with_the_reason_and_change_nothing() {
         ),
     ];
     for (name, bytes, code, names) in cases {
-        let (status, body) = upload(&daemon, name, bytes).await;
+        let (status, body) = daemon.upload(name, bytes).await;
         assert_eq!(status, 422, "{name}: {body}");
         assert_eq!(body["error"]["code"], code, "{name}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
@@ -227,31 +215,22 @@ async fn bad_components_are_refused_with_the_reason_and_change_nothing() {
             "{name}: the error names the problem: {message}"
         );
     }
-    let (status, body) = upload(
-        &daemon,
-        "Bad Name",
-        std::fs::read(test_plugin("hostile")).unwrap(),
-    )
-    .await;
+    let (status, body) = daemon
+        .upload("Bad Name", std::fs::read(test_plugin("hostile")).unwrap())
+        .await;
     assert_eq!(status, 422, "{body}");
-    let (status, _) = upload(
-        &daemon,
-        "echo",
-        std::fs::read(test_plugin("hostile")).unwrap(),
-    )
-    .await;
+    let (status, _) = daemon
+        .upload("echo", std::fs::read(test_plugin("hostile")).unwrap())
+        .await;
     assert_eq!(status, 409, "a built-in name cannot be taken over");
     let (_, after) = daemon.get("/v1/plugins").await;
     assert_eq!(before, after, "refused uploads change nothing");
 
     // A good upload is kept across restarts, and an uploaded plugin has
     // no network unless the operator grants hosts.
-    let (status, body) = upload(
-        &daemon,
-        "uploaded",
-        std::fs::read(test_plugin("hostile")).unwrap(),
-    )
-    .await;
+    let (status, body) = daemon
+        .upload("uploaded", std::fs::read(test_plugin("hostile")).unwrap())
+        .await;
     assert_eq!(status, 201, "{body}");
     daemon.stop().await;
     let daemon = TestDaemon::start_default(dir.path()).await;

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 use stephost::Config;
 use stephost::store::ComponentStore as _;
-use stephost_tests::{Partner, TestDaemon, call_back, client};
+use stephost_tests::{Partner, TestDaemon, call_back};
 
 /// The reference `wait-for-callback` component: posts its input to
 /// `config.url` and waits for the callback.
@@ -32,18 +32,6 @@ fn hostile_bytes() -> Vec<u8> {
 
 fn hash_of(bytes: &[u8]) -> String {
     stephost::wasm::plugins::content_hash(bytes)
-}
-
-async fn upload(daemon: &TestDaemon, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(format!("{}/v1/plugins?name={name}", daemon.base))
-        .bearer_auth(&daemon.token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn delete(daemon: &TestDaemon, name: &str, token: &str) -> (u16, Value) {
@@ -82,7 +70,7 @@ async fn a_config_section_without_path_grants_an_uploaded_plugin_of_that_name() 
     let (status, _) = daemon.get("/v1/plugins/waiter").await;
     assert_eq!(status, 404, "nothing is uploaded yet");
 
-    let (status, body) = upload(&daemon, "waiter", waiter_bytes()).await;
+    let (status, body) = daemon.upload("waiter", waiter_bytes()).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["source"], "upload");
     let (status, view) = daemon.get("/v1/plugins/waiter").await;
@@ -128,7 +116,7 @@ async fn an_uploaded_plugin_without_a_section_has_no_network_and_is_told_why() {
     let partner = Partner::accepting().await;
     // Loopback is allowed by the address policy: only the grant refuses.
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (status, body) = upload(&daemon, "waiter", waiter_bytes()).await;
+    let (status, body) = daemon.upload("waiter", waiter_bytes()).await;
     assert_eq!(status, 201, "{body}");
     let (_, view) = daemon.get("/v1/plugins/waiter").await;
     assert_eq!(view["grant"]["section"], Value::Null, "{view:#}");
@@ -188,7 +176,7 @@ async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_up
     assert_eq!(builtin["source"], "builtin");
     assert_eq!(builtin["builtin"], true);
 
-    let (status, body) = upload(&daemon, "waiter", hostile_bytes()).await;
+    let (status, body) = daemon.upload("waiter", hostile_bytes()).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "plugin-from-config");
     let message = body["error"]["message"].as_str().unwrap();
@@ -196,7 +184,7 @@ async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_up
         message.contains(&path) && message.contains("[plugins.waiter]"),
         "the refusal says where the code comes from: {message}"
     );
-    let (status, body) = upload(&daemon, "echo", hostile_bytes()).await;
+    let (status, body) = daemon.upload("echo", hostile_bytes()).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "plugin-from-config");
     assert!(
@@ -208,9 +196,9 @@ async fn uploads_cannot_replace_configured_or_built_in_plugins_and_the_newest_up
     );
 
     // Other names: the newest upload is the current version.
-    let (status, body) = upload(&daemon, "shout", hostile_bytes()).await;
+    let (status, body) = daemon.upload("shout", hostile_bytes()).await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = upload(&daemon, "shout", echo_bytes()).await;
+    let (status, body) = daemon.upload("shout", echo_bytes()).await;
     assert_eq!(status, 201, "{body}");
 
     daemon.stop().await;
@@ -246,7 +234,7 @@ async fn an_execution_suspended_on_an_older_upload_resumes_on_it_after_a_restart
     let dir = tempfile::tempdir().unwrap();
     let partner = Partner::accepting().await;
     let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
-    let (status, _) = upload(&daemon, "waiter", waiter_bytes()).await;
+    let (status, _) = daemon.upload("waiter", waiter_bytes()).await;
     assert_eq!(status, 201);
     let old = daemon
         .start_execution(start_waiter(&partner, "waiter"))
@@ -254,7 +242,7 @@ async fn an_execution_suspended_on_an_older_upload_resumes_on_it_after_a_restart
     daemon.wait_for(&old, "suspended").await;
     let url = partner.wait_for_requests(1).await[0].callback_url();
 
-    let (status, _) = upload(&daemon, "waiter", echo_bytes()).await;
+    let (status, _) = daemon.upload("waiter", echo_bytes()).await;
     assert_eq!(status, 201);
     let new = daemon
         .start_execution(json!({"plugin": "waiter", "input": {"new": true}}))
@@ -285,7 +273,7 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
     let dir = tempfile::tempdir().unwrap();
     let (partner, release) = stephost_tests::gated_partner((202, json!({"accepted": true}))).await;
     let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
-    let (status, _) = upload(&daemon, "waiter", waiter_bytes()).await;
+    let (status, _) = daemon.upload("waiter", waiter_bytes()).await;
     assert_eq!(status, 201);
 
     // Running: the step waits for the partner's answer.
@@ -305,7 +293,7 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
     // Suspended on v1 while v2 is current: v1 is still needed.
     release.add_permits(1);
     daemon.wait_for(&id, "suspended").await;
-    let (status, _) = upload(&daemon, "waiter", hostile_bytes()).await;
+    let (status, _) = daemon.upload("waiter", hostile_bytes()).await;
     assert_eq!(status, 201);
     let (status, body) = delete(&daemon, "waiter", &daemon.token).await;
     assert_eq!(status, 409, "{body}");
@@ -385,7 +373,7 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
 async fn a_plugin_a_configured_workflow_uses_cannot_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (status, _) = upload(&daemon, "shout", echo_bytes()).await;
+    let (status, _) = daemon.upload("shout", echo_bytes()).await;
     assert_eq!(status, 201);
     daemon.stop().await;
     let config = Config::from_toml("[workflows.loud]\nsteps = [{ plugin = \"shout\" }]\n").unwrap();
@@ -450,8 +438,8 @@ async fn an_admin_retry_runs_the_current_version_while_a_suspended_execution_res
     let daemon = TestDaemon::start(waiter_granted(), dir.path()).await;
     // v1 of `waiter` waits for a callback; v1 of `flaky` fails (the hostile
     // test plugin refuses an unknown mode).
-    assert_eq!(upload(&daemon, "waiter", waiter_bytes()).await.0, 201);
-    assert_eq!(upload(&daemon, "flaky", hostile_bytes()).await.0, 201);
+    assert_eq!(daemon.upload("waiter", waiter_bytes()).await.0, 201);
+    assert_eq!(daemon.upload("flaky", hostile_bytes()).await.0, 201);
     let suspended = daemon
         .start_execution(start_waiter(&partner, "waiter"))
         .await;
@@ -466,8 +454,8 @@ async fn an_admin_retry_runs_the_current_version_while_a_suspended_execution_res
     assert_eq!(exec["error"]["code"], "invalid-config", "{exec:#}");
 
     // v2 of both is the echo component.
-    assert_eq!(upload(&daemon, "waiter", echo_bytes()).await.0, 201);
-    assert_eq!(upload(&daemon, "flaky", echo_bytes()).await.0, 201);
+    assert_eq!(daemon.upload("waiter", echo_bytes()).await.0, 201);
+    assert_eq!(daemon.upload("flaky", echo_bytes()).await.0, 201);
 
     let (status, body) = daemon
         .post(&format!("/v1/executions/{failed}/retry"), json!({}))
@@ -510,14 +498,14 @@ async fn a_refused_upload_says_why_with_its_code_and_changes_nothing() {
     let big = hostile_bytes();
     assert!(big.len() > 150_000, "hostile is {} bytes", big.len());
 
-    let (status, body) = upload(&daemon, "Bad Name", echo.clone()).await;
+    let (status, body) = daemon.upload("Bad Name", echo.clone()).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (422, &json!("invalid-name")),
         "{body}"
     );
 
-    let (status, body) = upload(&daemon, "big", big).await;
+    let (status, body) = daemon.upload("big", big).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (413, &json!("body-too-large")),
@@ -533,7 +521,7 @@ async fn a_refused_upload_says_why_with_its_code_and_changes_nothing() {
 
     // `[plugins.tiny]` gives it 1 MiB of memory, less than the component's
     // own initial memory: describing it fails.
-    let (status, body) = upload(&daemon, "tiny", echo.clone()).await;
+    let (status, body) = daemon.upload("tiny", echo.clone()).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (422, &json!("describe-failed")),
