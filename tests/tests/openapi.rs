@@ -232,6 +232,8 @@ async fn real_answers_validate_against_the_description() {
     assert_eq!(status, 400);
 
     // Plugins and tokens.
+    let (status, me) = call(M::GET, "/v1/whoami".into(), "/v1/whoami").await;
+    assert_eq!((status, &me["name"]), (200, &json!("test-admin")));
     call(M::GET, "/v1/plugins".into(), "/v1/plugins").await;
     call(M::GET, "/v1/plugins/echo".into(), "/v1/plugins/{name}").await;
     call(M::GET, "/v1/plugins/nope".into(), "/v1/plugins/{name}").await;

@@ -1,6 +1,7 @@
 //! API tokens an admin can see and revoke (`docs/api.md`, "Tokens"): the
 //! list never shows a token, a revoked token is refused from the answer
 //! on, and the last admin token is kept unless revoking it is forced.
+//! Any token can ask what it is (`GET /v1/whoami`).
 
 use serde_json::{Value, json};
 use stephost_tests::TestDaemon;
@@ -337,4 +338,46 @@ async fn the_token_commands_work_through_a_running_daemon_and_say_so_when_it_hol
     let (code, list) = stephost_tests::run_cli(&["token", "list", "--data-dir", &data_dir]).await;
     assert_eq!(code, 0, "{list}");
     assert_eq!(list["tokens"].as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_valid_token_is_told_what_it_is_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let (viewer, viewer_id) = create(&daemon, "viewer", &["executions:read"]).await;
+    let (sender, _) = create(&daemon, "partner", &["callbacks:send"]).await;
+
+    let (status, me) = call(&daemon, reqwest::Method::GET, "/v1/whoami", &viewer).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (&me["id"], &me["name"], &me["permissions"], &me["auth"]),
+        (
+            &json!(viewer_id),
+            &json!("viewer"),
+            &json!(["executions:read"]),
+            &json!(true)
+        )
+    );
+    assert!(
+        me.get("token").is_none() && me.get("sha256").is_none(),
+        "{me}"
+    );
+    // Even a token that may only send callbacks may ask about itself.
+    let (status, me) = call(&daemon, reqwest::Method::GET, "/v1/whoami", &sender).await;
+    assert_eq!(
+        (status, &me["permissions"]),
+        (200, &json!(["callbacks:send"]))
+    );
+
+    let (status, _) = daemon.call(reqwest::Method::GET, "/v1/whoami", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = call(
+        &daemon,
+        reqwest::Method::GET,
+        "/v1/whoami",
+        "sht_not-a-token",
+    )
+    .await;
+    assert_eq!(status, 401);
+    daemon.stop().await;
 }

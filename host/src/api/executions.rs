@@ -93,7 +93,9 @@ pub(super) async fn counts(
     ))
 }
 
-/// `GET /v1/executions?state=&workflow=&limit=`.
+/// `GET /v1/executions?state=&workflow=&limit=`. Each item names its
+/// current step's plugin, so that a client can tell which executions wait
+/// on which plugin without reading each one.
 pub(super) async fn list(
     State(api): State<Shared>,
     RawQuery(query): RawQuery,
@@ -109,7 +111,8 @@ pub(super) async fn list(
         .iter()
         .map(|e| {
             json!({"id": e.id, "workflow": e.workflow, "state": e.state.as_str(),
-                   "step": e.step().name, "updated_ms": e.updated_ms})
+                   "step": e.step().name, "plugin": e.step().plugin,
+                   "updated_ms": e.updated_ms})
         })
         .collect();
     Ok(json_response(

@@ -99,6 +99,8 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1/callbacks/{id}", post(callbacks::receive))
+        // Any valid token may ask what it is; the handler checks it.
+        .route("/v1/whoami", get(tokens::whoami))
         .method_not_allowed_fallback(method_not_allowed);
     let read = Router::new()
         .route("/v1/executions", get(executions::list))

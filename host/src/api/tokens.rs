@@ -1,11 +1,13 @@
 //! API tokens, for admins: `POST /v1/tokens` creates one (the token is in
 //! that answer only; the store keeps its hash, `crate::auth`), `GET` lists
 //! them (never a token), `DELETE /v1/tokens/{id}` revokes one.
+//! `GET /v1/whoami` tells any token's holder what it is, so that a client
+//! (the console) shows only the actions the token may take.
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
@@ -19,6 +21,28 @@ pub(super) async fn list(State(api): State<Shared>) -> Result<Response, ApiError
     let tokens = crate::auth::list_tokens(api.workflows.store().as_ref()).await?;
     let tokens: Vec<_> = tokens.iter().map(|t| t.public_view()).collect();
     Ok(json_response(StatusCode::OK, &json!({ "tokens": tokens })))
+}
+
+/// `GET /v1/whoami`: the calling token's public view, whatever its
+/// permissions (any valid token may ask about itself). Without auth, no
+/// token is needed and every permission applies, so the answer says so.
+pub(super) async fn whoami(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let view = match super::auth::caller(&api, &headers).await? {
+        Some(record) => {
+            let mut view = record.public_view();
+            view["auth"] = json!(api.auth.enabled);
+            view
+        }
+        None if api.auth.enabled => return Err(crate::auth::AuthError::Missing.into()),
+        None => json!({
+            "id": null, "name": null, "permissions": [Permission::Admin],
+            "created_ms": null, "expires_ms": null, "last_used_ms": null, "auth": false,
+        }),
+    };
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `DELETE /v1/tokens/{id}[?force=true]`: the token is refused from the
