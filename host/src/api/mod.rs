@@ -9,6 +9,7 @@ mod auth;
 mod bulk;
 mod callbacks;
 mod codes;
+mod console;
 mod detail;
 mod error;
 mod executions;
@@ -101,6 +102,7 @@ fn router(state: Shared, body_timeout: Duration) -> Router {
         .route("/v1/callbacks/{id}", post(callbacks::receive))
         // Any valid token may ask what it is; the handler checks it.
         .route("/v1/whoami", get(tokens::whoami))
+        .merge(console::routes())
         .method_not_allowed_fallback(method_not_allowed);
     let read = Router::new()
         .route("/v1/executions", get(executions::list))
