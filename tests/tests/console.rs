@@ -235,9 +235,38 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
         .await;
     assert!(echo.contains("no suspended execution"), "{echo}");
 
-    // Partners' markup, in a callback body and in callback headers.
+    // Partners' markup, in a callback body and in callback headers: as
+    // the step's output and error, and as a callback received early.
     let xss_body = xss_in_body(&daemon).await;
     let xss_headers = xss_in_headers(&daemon).await;
+    let (early, _gated, release) = xss_received_early(&daemon).await;
+    page.client
+        .goto(&format!("{base}/ui#/executions/{early}"))
+        .await
+        .unwrap();
+    let received = page.wait_for_text(".received", "x-partner-note").await;
+    assert!(
+        received.contains(SCRIPT) && received.contains(IMG),
+        "{received}"
+    );
+    assert!(
+        received.contains("***") && !received.contains("partner-key"),
+        "{received}"
+    );
+    assert_eq!(
+        page.count("main script, main img").await,
+        0,
+        "markup became elements"
+    );
+    assert_nothing_ran(&page).await;
+    page.js("document.querySelector('.received').scrollIntoView()")
+        .await;
+    shots.push(
+        page.screenshot(&shots_dir, "partner-markup-as-text.png")
+            .await,
+    );
+    release.add_permits(1);
+    daemon.wait_for(&early, "completed").await;
     page.client
         .goto(&format!("{base}/ui#/executions/{xss_body}"))
         .await
@@ -245,6 +274,7 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
     page.wait_for_text("[data-testid=output]", SCRIPT).await;
     page.wait_for_text("[data-testid=output]", "<img src=x onerror=")
         .await;
+    assert_nothing_ran(&page).await;
     page.client
         .goto(&format!("{base}/ui#/executions/{xss_headers}"))
         .await
@@ -333,6 +363,15 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
     shots
 }
 
+/// No markup a partner sent has run in the page.
+async fn assert_nothing_ran(page: &Page) {
+    assert_eq!(
+        page.js("return window.__pwned ?? null").await,
+        serde_json::Value::Null,
+        "a partner's markup ran in the console"
+    );
+}
+
 /// An execution whose output is a partner's callback body full of markup.
 async fn xss_in_body(daemon: &TestDaemon) -> String {
     let partner = Partner::accepting().await;
@@ -348,6 +387,29 @@ async fn xss_in_body(daemon: &TestDaemon) -> String {
     assert_eq!(status, 200, "{answer}");
     daemon.wait_for(&id, "completed").await;
     id
+}
+
+/// A running execution with a callback that arrived before its step
+/// suspended (the partner holds the step's request until `release`), with
+/// markup in its headers and body, and a credential header the API masks.
+async fn xss_received_early(daemon: &TestDaemon) -> (String, Partner, Arc<tokio::sync::Semaphore>) {
+    let (partner, release) = stephost_tests::gated_partner((202, json!({}))).await;
+    let id = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": partner.base}, "input": {}}),
+        )
+        .await;
+    let url = partner.wait_for_requests(1).await[0].callback_url();
+    let resp = client()
+        .post(&url)
+        .header("X-Partner-Note", format!("{SCRIPT}{IMG}"))
+        .header("X-Api-Key", "partner-key")
+        .body(json!({"note": format!("{IMG}{SCRIPT}")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "stored early");
+    (id, partner, release)
 }
 
 /// An execution failed by a partner's callback headers full of markup

@@ -193,7 +193,7 @@ impl Page {
     pub async fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join(name);
+        let path = dir.canonicalize().unwrap().join(name);
         std::fs::write(&path, png).unwrap();
         path
     }

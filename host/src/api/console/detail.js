@@ -31,6 +31,8 @@ export function detailPage(ctx, id) {
       if (ctx.onAuthLost(e)) return;
       fill(view, h("p", { class: "flash error", role: "alert" }, `Could not load execution ${id}: ${e.message}`));
     }
+    // One timer at a time, also when an action refreshed meanwhile.
+    clearTimeout(timer);
     if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
   }
 
