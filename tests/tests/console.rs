@@ -234,6 +234,7 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
         .wait_for_text("[data-testid=plugin][data-name=echo]", "Version")
         .await;
     assert!(echo.contains("no suspended execution"), "{echo}");
+    shots.push(page.screenshot(&shots_dir, "plugins-1280x800.png").await);
 
     // Partners' markup, in a callback body and in callback headers: as
     // the step's output and error, and as a callback received early.
@@ -323,6 +324,12 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
     page.set_viewport(400, 800).await;
     page.wait_for_text("tbody", &suspended).await;
     shots.push(page.screenshot(&shots_dir, "list-400.png").await);
+    page.client
+        .goto(&format!("{base}/ui#/executions/{xss_headers}"))
+        .await
+        .unwrap();
+    page.wait_for_text("[data-testid=error]", "E-XSS").await;
+    shots.push(page.screenshot(&shots_dir, "detail-400.png").await);
     page.set_viewport(1280, 800).await;
 
     // A read-only token, typed into the sign-in form: no action anywhere.
