@@ -73,6 +73,71 @@ pub enum StoreError {
     /// this caller (it panicked or was cancelled).
     #[error("storage error: {0}")]
     Abandoned(&'static str),
+    /// The PostgreSQL URL could not be parsed (its text is not repeated:
+    /// it may hold a password).
+    #[error("invalid PostgreSQL URL: {source}")]
+    InvalidUrl {
+        /// The parser's complaint.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL server could not be reached (refused, timed out, no
+    /// such host), or the connection to it broke.
+    #[error("cannot reach PostgreSQL at {target}: {source}")]
+    Unreachable {
+        /// `user@host:port/database`, without the password.
+        target: String,
+        /// Why not.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The server refused the login: wrong password, unknown user, or no
+    /// `pg_hba.conf` line that lets it in.
+    #[error(
+        "PostgreSQL at {target} refused the login (check the user and password in the URL): {source}"
+    )]
+    LoginRefused {
+        /// `user@host:port/database`, without the password.
+        target: String,
+        /// What the server said.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The server has no database of the name the URL gives.
+    #[error("PostgreSQL at {target} has no such database (create it, or fix the URL): {source}")]
+    NoDatabase {
+        /// `user@host:port/database`, without the password.
+        target: String,
+        /// What the server said.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database's schema was migrated by a newer stephost, to a layout
+    /// this one does not know: writing it could corrupt it.
+    #[error(
+        "the database {target} has schema version {found}, written by a newer stephost; this one knows schema version {supported} and older (upgrade stephost, or use another database)"
+    )]
+    NewerSchema {
+        /// `user@host:port/database`, without the password.
+        target: String,
+        /// Its schema version.
+        found: u64,
+        /// The newest schema version this build knows.
+        supported: u64,
+    },
+    /// No connection of the pool came free in time (every one is busy, or
+    /// new ones cannot be made).
+    #[error("no PostgreSQL connection to {target}: {source}")]
+    Pool {
+        /// `user@host:port/database`, without the password.
+        target: String,
+        /// The pool's complaint.
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    /// PostgreSQL failed a statement (disk full, a constraint, a bug).
+    #[error("database error: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {source}")]
     Corrupt {
