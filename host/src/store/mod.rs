@@ -1,8 +1,9 @@
 //! Durable state behind small traits. The workflow state machine speaks
-//! only to these, so a shared database can back several daemons later
-//! without touching it; [`SledStore`] is the embedded implementation and
-//! [`MemoryStore`] the one tests use, and [`conformance`] is the suite of
-//! tests every implementation passes.
+//! only to these, so a shared database can back several daemons without
+//! touching it; [`SledStore`] is the embedded implementation,
+//! [`PgStore`] the one on a PostgreSQL database several daemons can
+//! share, [`MemoryStore`] the one tests use, and [`conformance`] is the
+//! suite of tests every implementation passes.
 //!
 //! Every state transition is one [`Change`]: whole new records whose
 //! `version` is one more than the stored one. The store applies a change
@@ -20,6 +21,7 @@
 pub mod conformance;
 mod error;
 mod memory;
+mod postgres;
 mod sled;
 
 use std::future::Future;
@@ -28,6 +30,7 @@ use std::pin::Pin;
 pub use self::sled::SledStore;
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use postgres::{PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 
 use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
