@@ -19,6 +19,10 @@ mod json;
 mod migrations;
 mod secrets;
 mod stats;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod tokens;
 
