@@ -1,8 +1,9 @@
 //! [`ExecutionStore::apply`](crate::store::ExecutionStore::apply) as one
 //! transaction of compare-and-swaps, the contract sled keeps: a record at
 //! version 1 is inserted only if absent (`ON CONFLICT DO NOTHING`), any
-//! later version replaces only the version before it (`WHERE version =
-//! $n - 1`); a statement that touches no row means another writer moved
+//! later version replaces only the version before it (`WHERE version + 1
+//! = $n`: written so, not `version = $n - 1`, because PostgreSQL would
+//! type a parameter in `$n - 1` as an `integer`); a statement that touches no row means another writer moved
 //! on, and the whole transaction is rolled back and refused as
 //! [`StoreError::Conflict`]. READ COMMITTED is enough: an `UPDATE` that
 //! waited for a concurrent writer re-checks its `WHERE` against the
@@ -116,7 +117,7 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), Failed> {
             run(tx, sql, &[id, &c.execution_id, &version, &record]).await?
         } else {
             let sql = "UPDATE callbacks SET execution_id = $2, version = $3, record = $4
-                       WHERE correlation_id = $1 AND version = $3 - 1";
+                       WHERE correlation_id = $1 AND version + 1 = $3";
             run(tx, sql, &[id, &c.execution_id, &version, &record]).await?
         };
         if written == 0 {
@@ -171,7 +172,7 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), Failed> {
             run(tx, sql, &params).await?
         } else {
             let sql = "UPDATE deliveries SET execution_id = $2, seq = $3, version = $4, record = $5
-                       WHERE key = $1 AND version = $4 - 1";
+                       WHERE key = $1 AND version + 1 = $4";
             run(tx, sql, &params).await?
         };
         if written == 0 {
@@ -211,7 +212,7 @@ async fn write_execution(
     let sql = "UPDATE executions AS e
                SET version = $2, state = $3, workflow = $4, updated_ms = $5, record = $6
                FROM executions AS old
-               WHERE e.id = $1 AND e.version = $2 - 1 AND old.id = e.id
+               WHERE e.id = $1 AND e.version + 1 = $2 AND old.id = e.id
                RETURNING old.state";
     let Some(row) = query_opt(tx, sql, &params).await? else {
         return Err(refused("execution", &e.id, e.version));
