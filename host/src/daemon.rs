@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 use crate::auth::Permission;
 use crate::capabilities::HostServices;
 use crate::config::Config;
-use crate::store::{SledStore, Store, StoreError};
+use crate::config::StoreLocation;
+use crate::store::{PgStore, SledStore, Store, StoreError};
 use crate::wasm::executor::Executor;
 use crate::wasm::plugins::{Registry, Source};
 use crate::workflow::{DurableRegistrar, Workflows};
@@ -54,7 +55,7 @@ impl Daemon {
         // recovery has begun re-running steps.
         config.delivery.signing_key().map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
-        let store: Arc<dyn Store> = Arc::new(open_store(&config.data_dir)?);
+        let store = open_store(&config.store_location()?).await?;
         let engine = crate::wasm::engine::new_engine(&config)?;
         let ticker = crate::wasm::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
@@ -215,6 +216,23 @@ impl Daemon {
         };
         self.registrar.set_public_url(public_url.clone());
         let recovered = self.workflows.recover(self.interrupted.clone());
+        // On a shared store: this node's first heartbeat is written before
+        // it takes any work, and then every third of the lease, with the
+        // take-over of what stopped nodes left running.
+        let membership = if self.workflows.store().is_shared() {
+            let lease_ms = self.config.cluster.lease_ms;
+            self.workflows
+                .store()
+                .heartbeat(self.workflows.node())
+                .await
+                .context("write this node's first heartbeat")?;
+            tracing::info!(node = %self.workflows.node(), lease_ms, "joined the daemons sharing the store");
+            Some(tokio::spawn(
+                self.workflows.clone().run_membership(lease_ms),
+            ))
+        } else {
+            None
+        };
         // Not a tracked step task: shutdown stops it at once rather than
         // waiting out the grace period for a loop that never ends.
         let timers = self.workflows.clone();
@@ -222,7 +240,9 @@ impl Daemon {
             &self.config,
             self.workflows.clone(),
         )?);
-        let timer_loop = tokio::spawn(async move { crate::timers::run(timers, deliverer).await });
+        let claim_ms = self.config.cluster.lease_ms;
+        let timer_loop =
+            tokio::spawn(async move { crate::timers::run(timers, deliverer, claim_ms).await });
         // Like the timer loop, stopped at once on shutdown: a removal cut
         // short is simply made again.
         let retention = tokio::spawn(
@@ -313,6 +333,11 @@ impl Daemon {
         self.workflows
             .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await;
+        if let Some(membership) = membership {
+            membership.abort();
+            let _ = membership.await;
+            self.workflows.leave().await;
+        }
         self.ticker.abort();
         self.workflows.store().flush().await?;
         tracing::info!("stopped");
@@ -320,9 +345,23 @@ impl Daemon {
     }
 }
 
+/// Opens the store a configuration names: sled in the data dir, or a
+/// PostgreSQL database (its schema brought up to date).
+pub async fn open_store(location: &StoreLocation) -> anyhow::Result<Arc<dyn Store>> {
+    match location {
+        StoreLocation::Sled(dir) => Ok(Arc::new(open_sled(dir)?)),
+        StoreLocation::Postgres(pg) => {
+            let store = PgStore::open_with(&pg.url, pg.password.as_deref(), pg.pool_size)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Opens the data dir, explaining the usual reason it cannot be: another
 /// daemon holds it.
-pub fn open_store(dir: &std::path::Path) -> anyhow::Result<SledStore> {
+pub fn open_sled(dir: &std::path::Path) -> anyhow::Result<SledStore> {
     SledStore::open(dir).map_err(|e| match e {
         StoreError::Locked { .. } => anyhow::Error::new(e).context(format!(
             "the data dir {} is in use by another stephost process (stop it, or use its HTTP API)",

@@ -30,12 +30,15 @@ pub trait DeliveryTimers: Send + Sync {
     fn fire_delivery(self: Arc<Self>, timer: Timer) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 
-/// Fires due timers until the task is aborted.
-pub async fn run(workflows: Arc<Workflows>, deliveries: Arc<dyn DeliveryTimers>) {
+/// Fires due timers until the task is aborted. On a store several daemons
+/// share, each timer is claimed for `claim_ms` by the node that fires it
+/// ([`crate::store::TimerStore::claim_due_timers`]).
+pub async fn run(workflows: Arc<Workflows>, deliveries: Arc<dyn DeliveryTimers>, claim_ms: u64) {
     let wake = workflows.timer_wake();
     loop {
         let now = now_ms();
-        let due = match workflows.store().due_timers(now, BATCH).await {
+        let claimed = workflows.store().claim_due_timers(now, BATCH, claim_ms);
+        let due = match claimed.await {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read timers; retrying");

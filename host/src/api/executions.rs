@@ -240,6 +240,7 @@ pub fn execution_view(exec: &Execution) -> Value {
         "created_ms": exec.created_ms,
         "updated_ms": exec.updated_ms,
         "status_log": exec.status_log,
+        "node": exec.owner,
     })
 }
 

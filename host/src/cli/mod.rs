@@ -99,6 +99,15 @@ pub struct ServeArgs {
     /// Base URL partners call back on [default: http://<listen>].
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Where state lives: `sled` (in the data dir) or
+    /// postgres://user@host:port/database, shared by several daemons
+    /// [env: STEPHOST_STORE]. Its password goes in STEPHOST_STORE_PASSWORD
+    /// or --store-password-file, never on the command line.
+    #[arg(long, value_name = "sled|URL")]
+    pub store: Option<String>,
+    /// A file whose first line is the PostgreSQL password.
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
     /// Let plugins reach this internal address range (CIDR; repeatable),
     /// e.g. 127.0.0.0/8 for partners on this machine.
     #[arg(long = "egress-allow", value_name = "CIDR")]
@@ -117,6 +126,19 @@ impl ServeArgs {
         }
         if let Some(url) = &self.public_url {
             config.public_url = Some(url.clone());
+        }
+        // Read here rather than by clap's `env`, so that a password is
+        // refused only where it came from the command line.
+        if let Some(store) = &self.store {
+            crate::config::store::refuse_password_in_argument(store)?;
+            config.store = Some(store.clone());
+        } else if let Ok(store) = std::env::var("STEPHOST_STORE")
+            && !store.is_empty()
+        {
+            config.store = Some(store);
+        }
+        if let Some(file) = &self.store_password_file {
+            config.store_password_file = Some(file.clone());
         }
         config
             .egress_allow
@@ -378,8 +400,8 @@ mod tests {
     #[test]
     fn a_held_data_dir_is_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = crate::daemon::open_store(dir.path()).unwrap();
-        let err = crate::daemon::open_store(dir.path()).unwrap_err();
+        let _held = crate::daemon::open_sled(dir.path()).unwrap();
+        let err = crate::daemon::open_sled(dir.path()).unwrap_err();
         let text = describe_error(&err, false);
         assert!(
             text.starts_with("error: the data dir")

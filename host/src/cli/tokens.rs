@@ -12,7 +12,6 @@ use serde_json::json;
 
 use super::remote::{Remote, call};
 use crate::auth::Permission;
-use crate::daemon::open_store;
 use crate::model::now_ms;
 use crate::store::StoreError;
 
@@ -86,7 +85,7 @@ pub(super) async fn execute(command: TokenCommand, out: &mut dyn Write) -> anyho
         };
         return through_daemon(&remote, &command, out).await;
     }
-    let store = open_data_dir(at)?;
+    let store = open_data_dir(at).await?;
     match command {
         TokenCommand::Create {
             name,
@@ -96,18 +95,18 @@ pub(super) async fn execute(command: TokenCommand, out: &mut dyn Write) -> anyho
         } => {
             let expires_ms = expires_in.map(|d| now_ms().saturating_add(millis(d)));
             let (token, record) =
-                crate::auth::create_token(&store, &name, &permissions, expires_ms).await?;
+                crate::auth::create_token(store.as_ref(), &name, &permissions, expires_ms).await?;
             let mut view = record.public_view();
             view["token"] = json!(token);
             writeln!(out, "{view}")?;
         }
         TokenCommand::List { .. } => {
-            let tokens = crate::auth::list_tokens(&store).await?;
+            let tokens = crate::auth::list_tokens(store.as_ref()).await?;
             let tokens: Vec<_> = tokens.iter().map(|t| t.public_view()).collect();
             writeln!(out, "{}", json!({ "tokens": tokens }))?;
         }
         TokenCommand::Revoke { force, id, .. } => {
-            let revoked = crate::auth::revoke_token(&store, &id, force).await?;
+            let revoked = crate::auth::revoke_token(store.as_ref(), &id, force).await?;
             writeln!(
                 out,
                 "{}",
@@ -120,13 +119,23 @@ pub(super) async fn execute(command: TokenCommand, out: &mut dyn Write) -> anyho
 
 /// The data dir `at` names, opened; a dir a daemon holds is explained with
 /// the way through it.
-fn open_data_dir(at: &Where) -> anyhow::Result<crate::store::SledStore> {
+/// A configuration naming a PostgreSQL store opens that database, which
+/// running daemons share.
+async fn open_data_dir(at: &Where) -> anyhow::Result<std::sync::Arc<dyn crate::store::Store>> {
     let dir = match (&at.data_dir, &at.config) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(config)) => crate::config::Config::from_file(config)?.data_dir,
+        (None, Some(config)) => {
+            let config = crate::config::Config::from_file(config)?;
+            let location = config.store_location()?;
+            if matches!(location, crate::config::StoreLocation::Postgres(_)) {
+                return crate::daemon::open_store(&location).await;
+            }
+            config.data_dir
+        }
         (None, None) => crate::config::Config::default().data_dir,
     };
-    open_store(&dir).map_err(|e| {
+    let sled = crate::config::StoreLocation::Sled(dir.clone());
+    crate::daemon::open_store(&sled).await.map_err(|e| {
         if e.downcast_ref::<StoreError>()
             .is_some_and(|e| matches!(e, StoreError::Locked { .. }))
         {

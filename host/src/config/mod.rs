@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod delivery;
+pub mod store;
 
 pub use delivery::{DeliveryConfig, MAX_DELAY_MS};
+pub use store::{ClusterConfig, PostgresLocation, StoreLocation};
 
 /// Component instances that may be live at once unless configured
 /// otherwise (`max_concurrent_steps`): each running or HTTP-waiting step
@@ -42,11 +44,11 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Everything the daemon can be told.
 /// Upper bound of `max_concurrent_steps`: every slot reserves address
 /// space for two linear memories of the largest plugin's size at start.
 pub const MAX_CONCURRENT_STEPS: u32 = 10_000;
 
+/// Everything the daemon can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -55,8 +57,20 @@ pub struct Config {
     /// Base URL partners use to reach `/v1/callbacks/...`; defaults to
     /// `http://{listen}`. Set it when the daemon sits behind a proxy.
     pub public_url: Option<String>,
-    /// Where sled keeps executions, callbacks and timers.
+    /// Where sled keeps executions, callbacks and timers (and where the
+    /// compiled cache goes by default, whatever the store).
     pub data_dir: PathBuf,
+    /// `"sled"` (the default: in `data_dir`), or the PostgreSQL database
+    /// several daemons share: `postgres://user@host:port/database`.
+    pub store: Option<String>,
+    /// A file whose first line is the PostgreSQL password (when neither
+    /// the URL nor `STEPHOST_STORE_PASSWORD` gives one).
+    pub store_password_file: Option<PathBuf>,
+    /// Connections kept open to PostgreSQL; every transition in flight
+    /// holds one while it commits.
+    pub store_pool_size: usize,
+    /// Daemons sharing a PostgreSQL store (`[cluster]`).
+    pub cluster: ClusterConfig,
     /// Where compiled components are cached (keyed by content hash and
     /// engine settings, checked against a digest on every read); default
     /// `<data_dir>/cache`. Several daemons may share one.
@@ -128,6 +142,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             data_dir: PathBuf::from("./stephost-data"),
+            store: None,
+            store_password_file: None,
+            store_pool_size: store::DEFAULT_POOL_SIZE,
+            cluster: ClusterConfig::default(),
             compiled_cache_dir: None,
             default_callback_timeout_ms: 24 * 60 * 60 * 1000,
             max_callback_timeout_ms: 30 * 24 * 60 * 60 * 1000,
@@ -372,7 +390,27 @@ impl Config {
             }
         }
         self.delivery.validate().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &self.store {
+            store::validate(url)?;
+        }
+        self.cluster.validate()?;
+        if !(1..=1000).contains(&self.store_pool_size) {
+            return invalid(format!(
+                "store_pool_size must be between 1 and 1000, got {}",
+                self.store_pool_size
+            ));
+        }
         Ok(())
+    }
+
+    /// Where durable state lives, with the PostgreSQL password looked up.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        store::resolve(
+            self.store.as_deref(),
+            &self.data_dir,
+            self.store_password_file.as_deref(),
+            self.store_pool_size,
+        )
     }
 
     /// Where compiled components are cached.

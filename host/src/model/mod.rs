@@ -259,6 +259,11 @@ pub struct Execution {
     pub created_ms: u64,
     /// Last write.
     pub updated_ms: u64,
+    /// The daemon driving it while it is `running` (its node id); none
+    /// otherwise. On a store several daemons share, another daemon takes
+    /// a running execution over when its owner stops heartbeating.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub owner: Option<String>,
 }
 
 impl Execution {
@@ -290,6 +295,7 @@ impl Execution {
             status_log: Vec::new(),
             created_ms: now_ms,
             updated_ms: now_ms,
+            owner: None,
         }
     }
 

@@ -94,7 +94,7 @@ pub enum StoreError {
     /// The server refused the login: wrong password, unknown user, or no
     /// `pg_hba.conf` line that lets it in.
     #[error(
-        "PostgreSQL at {target} refused the login (check the user and password in the URL): {source}"
+        "PostgreSQL at {target} refused the login (check the user, and the password: in the URL, STEPHOST_STORE_PASSWORD or store_password_file): {source}"
     )]
     LoginRefused {
         /// `user@host:port/database`, without the password.

@@ -13,7 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
-    SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore, WriteStats,
+    NodeStore, SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore,
+    WriteStats,
 };
 use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
@@ -22,6 +23,7 @@ use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    nodes: super::nodes::LocalNodes,
 }
 
 /// The tables, keyed as the durable stores key them, so that they sort
@@ -349,6 +351,31 @@ impl ComponentStore for MemoryStore {
         tables.plugins.remove(name);
         tables.plugin_versions.retain(|(n, _)| n != name);
         Self::ready(Ok(()))
+    }
+}
+
+impl NodeStore for MemoryStore {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn heartbeat<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        self.nodes.heartbeat(node);
+        Self::ready(Ok(()))
+    }
+
+    fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        self.nodes.leave(node);
+        Self::ready(Ok(()))
+    }
+
+    fn orphaned<'a>(
+        &'a self,
+        node: &'a str,
+        lease_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Execution>> {
+        Box::pin(self.nodes.orphaned(self, node, lease_ms, limit))
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod conformance;
 mod error;
 mod memory;
+mod nodes;
 mod postgres;
 mod sled;
 
@@ -30,6 +31,10 @@ use std::pin::Pin;
 pub use self::sled::SledStore;
 pub use error::StoreError;
 pub use memory::MemoryStore;
+/// A private PostgreSQL server for tests (the daemon's tests start
+/// theirs with it too).
+#[cfg(any(test, feature = "test-postgres"))]
+pub use postgres::testing as pg_testing;
 pub use postgres::{PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 
 use crate::model::TokenRecord;
@@ -152,6 +157,23 @@ pub trait TimerStore: Send + Sync {
     fn due_timers(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Timer>>;
     /// When the earliest timer is due.
     fn next_timer_due(&self) -> StoreFuture<'_, Option<u64>>;
+    /// [`TimerStore::due_timers`], for the timer loop. A store several
+    /// daemons share hands each due timer to one of them at a time: the
+    /// timers returned are claimed for `lease_ms` (by the store's clock,
+    /// which it compares due times against instead of `now_ms`, so that
+    /// nodes whose clocks differ agree), and a timer still stored when its
+    /// claim lapses — its claimer died — is handed out again. Firing a
+    /// timer stays a compare-and-swap, so a claim only saves nodes the
+    /// work of losing that race.
+    fn claim_due_timers(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease_ms: u64,
+    ) -> StoreFuture<'_, Vec<Timer>> {
+        let _ = lease_ms;
+        self.due_timers(now_ms, limit)
+    }
     /// Pending timers in all, and how many of them are due at `now_ms`.
     /// Every `/metrics` scrape asks, so the total must be kept by the
     /// writes that add and remove timers, never counted by a scan; only
@@ -213,6 +235,34 @@ pub trait ComponentStore: Send + Sync {
     fn remove_plugin_ref<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()>;
 }
 
+/// The daemons (nodes) sharing a store: which of them are alive, and the
+/// running executions the dead ones left. A running execution names its
+/// [`owner`](crate::model::Execution::owner); a node writes a heartbeat
+/// every few seconds, and once an owner's heartbeat is older than the
+/// lease, another node takes its executions over — a compare-and-swap
+/// write that moves the version on, so whatever the old owner still
+/// writes is refused (fencing).
+pub trait NodeStore: Send + Sync {
+    /// Whether several daemons may use this store at once. An embedded
+    /// store is held by one process, which re-runs everything left
+    /// running when it starts; only a shared one needs heartbeats.
+    fn is_shared(&self) -> bool;
+    /// Records that `node` is alive, now (by the store's clock).
+    fn heartbeat<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
+    /// Forgets `node`, which stopped: what it left running is free to
+    /// take at once, not a lease later.
+    fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
+    /// Running executions no live node owns — no owner, or one without a
+    /// heartbeat in the last `lease_ms` — but `node` (the caller, which
+    /// knows its own), at most `limit`, lowest id first.
+    fn orphaned<'a>(
+        &'a self,
+        node: &'a str,
+        lease_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Execution>>;
+}
+
 /// Secrets of this data dir (the key callback tickets are derived from).
 pub trait SecretStore: Send + Sync {
     /// A random 32-byte secret under `name`, created (and made durable) on
@@ -246,6 +296,7 @@ pub trait Store:
     + ComponentStore
     + SecretStore
     + StatsStore
+    + NodeStore
     + 'static
 {
 }
@@ -259,6 +310,7 @@ impl<T> Store for T where
         + ComponentStore
         + SecretStore
         + StatsStore
+        + NodeStore
         + 'static
 {
 }

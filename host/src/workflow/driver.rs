@@ -368,6 +368,11 @@ impl Workflows {
             effects,
         } = t;
         let delivering = self.enqueue_on_end(&mut change).await?;
+        // Whoever writes `running` drives it: the owner is this node, and
+        // nobody once it stops running.
+        if let Some(exec) = change.execution.as_mut() {
+            exec.owner = (exec.state == ExecState::Running).then(|| self.node.clone());
+        }
         self.store.apply(&change).await?;
         if let (Some(removed), Some(state)) = (&change.remove, from) {
             self.metrics.removed(state);

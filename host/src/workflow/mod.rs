@@ -31,6 +31,7 @@ mod driver;
 mod ingress;
 mod registrar;
 mod retention;
+mod takeover;
 mod timer;
 pub mod transition;
 mod wake;
@@ -98,6 +99,9 @@ pub struct Workflows {
     limits: transition::Limits,
     /// The key callback tickets are derived under, read once.
     ticket_key: registrar::TicketKey,
+    /// This daemon's node id: the owner it writes on the executions it
+    /// drives, and the name of its heartbeat.
+    node: String,
 }
 
 impl std::fmt::Debug for Workflows {
@@ -109,6 +113,19 @@ impl std::fmt::Debug for Workflows {
 /// A random id (step runs, callbacks of describe calls).
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// A node id: the host's name, so that an operator knows which machine
+/// it was, and a random part, so that a restarted daemon is a new node
+/// (its previous life's executions are taken over, never silently
+/// adopted while that life might still be writing).
+fn new_node_id() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}-{random}")
 }
 
 /// An execution id: a UUIDv7, ordered by creation time, so the store keeps
@@ -141,8 +158,14 @@ impl Workflows {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             limits: transition::Limits::of(&config),
             ticket_key: registrar::TicketKey::default(),
+            node: new_node_id(),
             config,
         }
+    }
+
+    /// This daemon's node id.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Instance slots in use and step calls waiting for one.
@@ -276,7 +299,13 @@ impl Workflows {
     /// The executions that were `running` when the daemon stopped. Read
     /// once at open, before anything can start a new execution, so that
     /// recovery never drives an execution a live caller is driving.
+    /// On a store several daemons share, nothing is read here: the others'
+    /// running executions are theirs, and those of a node that stopped are
+    /// taken over by the heartbeat loop ([`Workflows::run_membership`]).
     pub async fn interrupted(&self) -> Result<Vec<String>, StoreError> {
+        if self.store.is_shared() {
+            return Ok(Vec::new());
+        }
         let running = self
             .store
             .executions(&crate::store::ExecutionFilter {

@@ -10,12 +10,14 @@
 #![doc(hidden)]
 
 mod changes;
+mod nodes;
 mod removal;
 mod tables;
 
 use std::sync::Arc;
 
 pub use self::changes::*;
+pub use self::nodes::*;
 pub use self::removal::*;
 pub use self::tables::*;
 use super::{Change, Store, StoreError};
@@ -77,7 +79,9 @@ macro_rules! store_conformance {
             ended_executions_are_found_by_end_time,
             callbacks_are_found_by_execution,
             a_removal_takes_every_record_of_the_execution,
-            a_removal_racing_writes_is_all_or_nothing
+            a_removal_racing_writes_is_all_or_nothing,
+            orphans_are_the_running_executions_of_dead_nodes,
+            claimed_timers_go_to_one_caller_until_the_claim_lapses
         );
     };
     (@each $backend:expr; $($test:ident),* $(,)?) => {

@@ -156,8 +156,9 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), Failed> {
             deltas.timers(1);
         } else {
             // The same key is the same wait: written again, not counted
-            // again.
-            let sql = "UPDATE timers SET due_ms = $2, record = $3 WHERE key = $1";
+            // again, and free to be claimed anew.
+            let sql = "UPDATE timers SET due_ms = $2, record = $3, claimed_until = NULL
+                       WHERE key = $1";
             run(tx, sql, &[&key, &due, &record]).await?;
         }
     }
@@ -195,11 +196,18 @@ async fn write_execution(
 ) -> Result<(), Failed> {
     let (version, updated, record) = (int(e.version), int(e.updated_ms), Json::of(e));
     let state = e.state.as_str();
-    let params: [&(dyn ToSql + Sync); 6] =
-        [&e.id, &version, &state, &e.workflow, &updated, &record];
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &e.id,
+        &version,
+        &state,
+        &e.workflow,
+        &updated,
+        &record,
+        &e.owner,
+    ];
     if e.version == 1 {
-        let sql = "INSERT INTO executions (id, version, state, workflow, updated_ms, record)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
+        let sql = "INSERT INTO executions (id, version, state, workflow, updated_ms, record, owner)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING";
         if run(tx, sql, &params).await? == 0 {
             return Err(refused("execution", &e.id, e.version));
         }
@@ -210,7 +218,8 @@ async fn write_execution(
     // version still matched once the row was locked, and then no writer
     // came in between, so the joined row is the replaced one.
     let sql = "UPDATE executions AS e
-               SET version = $2, state = $3, workflow = $4, updated_ms = $5, record = $6
+               SET version = $2, state = $3, workflow = $4, updated_ms = $5, record = $6,
+                   owner = $7
                FROM executions AS old
                WHERE e.id = $1 AND e.version + 1 = $2 AND old.id = e.id
                RETURNING old.state";

@@ -10,10 +10,10 @@ use tokio_postgres::error::SqlState;
 
 use crate::store::StoreError;
 
-/// Connections kept open to the database. Every `apply` holds one for its
-/// transaction; a daemon's concurrent transitions beyond this wait in the
-/// pool's queue.
-const POOL_SIZE: usize = 16;
+/// Connections kept open to the database unless configured otherwise.
+/// Every `apply` holds one for its transaction; a daemon's concurrent
+/// transitions beyond this wait in the pool's queue.
+pub(super) const POOL_SIZE: usize = crate::config::store::DEFAULT_POOL_SIZE;
 
 /// How long a connection attempt may take when the URL does not say
 /// (`connect_timeout`): an address that drops packets must end in
@@ -26,10 +26,21 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A pool of connections to the database `url` names, and that database
 /// as messages name it. Makes no connection yet.
-pub(super) fn pool(url: &str) -> Result<(Pool, String), StoreError> {
+pub(super) fn pool(
+    url: &str,
+    password: Option<&str>,
+    size: usize,
+) -> Result<(Pool, String), StoreError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|source| StoreError::InvalidUrl { source })?;
+    // A password in the URL is what its writer meant; the other is the
+    // fallback from the environment or a file.
+    if config.get_password().is_none()
+        && let Some(password) = password
+    {
+        config.password(password);
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -48,7 +59,7 @@ pub(super) fn pool(url: &str) -> Result<(Pool, String), StoreError> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(POOL_SIZE)
+        .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(WAIT_TIMEOUT))
         .build()

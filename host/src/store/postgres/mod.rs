@@ -17,10 +17,11 @@ mod connect;
 mod executions;
 mod json;
 mod migrations;
+mod nodes;
 mod secrets;
 mod stats;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -104,7 +105,17 @@ impl PgStore {
     /// schema up to date (or refuses a newer one). The database must
     /// exist; its tables are created here.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let (pool, target) = connect::pool(url)?;
+        Self::open_with(url, None, connect::POOL_SIZE).await
+    }
+
+    /// [`PgStore::open`] with a password kept out of the URL (from the
+    /// environment or a file), and `pool_size` connections at most.
+    pub async fn open_with(
+        url: &str,
+        password: Option<&str>,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let (pool, target) = connect::pool(url, password, pool_size)?;
         migrations::migrate(&pool, &target).await?;
         let store = Self {
             pool,

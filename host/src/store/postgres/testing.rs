@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, bail};
 
 /// What to do when the server programs are missing.
-pub(crate) const INSTALL_HINT: &str = "PostgreSQL is not installed: the PostgreSQL store's tests need its server programs (initdb, pg_ctl, postgres), looked for on PATH and in /usr/lib/postgresql/*/bin; install them with `apt-get install postgresql`";
+pub const INSTALL_HINT: &str = "PostgreSQL is not installed: the PostgreSQL store's tests need its server programs (initdb, pg_ctl, postgres), looked for on PATH and in /usr/lib/postgresql/*/bin; install them with `apt-get install postgresql`";
 
 /// The user that owns the test database (a superuser).
 const USER: &str = "postgres";
 
 /// A running PostgreSQL server of the tests.
-pub(crate) struct Cluster {
+pub struct Cluster {
     /// Its data, socket and log; removed when it stops.
     dir: PathBuf,
     port: u16,
@@ -42,7 +42,7 @@ pub(crate) struct Cluster {
 
 /// The server every test of this binary shares, started on first use.
 /// Panics, with what went wrong, when it cannot be started.
-pub(crate) fn shared() -> &'static Cluster {
+pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
     match SHARED.get_or_init(|| Cluster::start().map_err(|e| format!("{e:#}"))) {
         Ok(cluster) => cluster,
@@ -51,7 +51,7 @@ pub(crate) fn shared() -> &'static Cluster {
 }
 
 /// The URL of a new, empty database on the [`shared`] server.
-pub(crate) async fn database() -> String {
+pub async fn database() -> String {
     // Starting the server blocks for a few seconds, once.
     let cluster = match tokio::task::spawn_blocking(shared).await {
         Ok(cluster) => cluster,
@@ -67,7 +67,7 @@ pub(crate) async fn database() -> String {
 /// the first `initdb` on `path` (its symlinks resolved, as `pg_ctl` looks
 /// for `postgres` beside itself), else the newest under `lib` (Debian's
 /// `/usr/lib/postgresql/VERSION/bin`, which is not on PATH).
-pub(crate) fn bin_dir(lib: &Path, path: &[PathBuf]) -> anyhow::Result<PathBuf> {
+pub fn bin_dir(lib: &Path, path: &[PathBuf]) -> anyhow::Result<PathBuf> {
     let complete = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
@@ -139,7 +139,7 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 
 impl Cluster {
     /// Creates and starts a new server in a temporary directory.
-    pub(crate) fn start() -> anyhow::Result<Self> {
+    pub fn start() -> anyhow::Result<Self> {
         let lib = Path::new("/usr/lib/postgresql");
         let path: Vec<PathBuf> = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect())
@@ -223,30 +223,35 @@ impl Cluster {
     }
 
     /// The URL of database `name`, with the password.
-    pub(crate) fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         self.url_with_password(name, &self.password)
     }
 
     /// The URL of database `name` with any password (to test a wrong one).
-    pub(crate) fn url_with_password(&self, name: &str, password: &str) -> String {
+    pub fn url_with_password(&self, name: &str, password: &str) -> String {
         format!(
             "postgres://{USER}:{password}@127.0.0.1:{}/{name}",
             self.port
         )
     }
 
+    /// The password of its superuser.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The postmaster's process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// The directory of its data, socket and log.
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// A new, empty database; its URL.
-    pub(crate) async fn fresh_database(&self) -> anyhow::Result<String> {
+    pub async fn fresh_database(&self) -> anyhow::Result<String> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let (client, connection) =

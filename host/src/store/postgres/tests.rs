@@ -265,7 +265,10 @@ async fn an_undecodable_timer_is_quarantined_and_the_others_still_come_due() {
     .unwrap();
     assert_eq!(store.timer_backlog(1_000).await.unwrap(), (2, 2));
 
-    assert_eq!(store.due_timers(1_000, 10).await.unwrap(), std::slice::from_ref(&good));
+    assert_eq!(
+        store.due_timers(1_000, 10).await.unwrap(),
+        std::slice::from_ref(&good)
+    );
     assert_eq!(store.quarantined_timers(), 1);
     assert_eq!(store.timer_backlog(1_000).await.unwrap(), (1, 1));
     assert_eq!(store.next_timer_due().await.unwrap(), Some(200));

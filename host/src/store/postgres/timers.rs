@@ -1,7 +1,10 @@
-//! Timers are rows, read by due time through the `timers_by_due` index
-//! against the `now` the caller gives (the timer loop's clock). A record
-//! that does not decode is moved aside to `timers_quarantine` rather than
-//! stopping every timer due after it.
+//! Timers are rows, read by due time through the `timers_by_due` index.
+//! The timer loop claims them ([`TimerStore::claim_due_timers`]): due by
+//! the database's clock, not yet claimed by another node (or claimed by one
+//! that did not fire them in time), locked with `SKIP LOCKED` so that
+//! nodes claiming at once take different timers instead of queueing on the
+//! same rows. A record that does not decode is moved aside to
+//! `timers_quarantine` rather than stopping every timer due after it.
 
 use super::json::decode;
 use super::{Counters, PgStore, TIMER_COUNT, int, uint};
@@ -14,8 +17,34 @@ impl PgStore {
                    ORDER BY due_ms, key LIMIT $2";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.rows(sql, &[&int(now_ms), &limit]).await?;
+        self.decode_timers(&rows).await
+    }
+
+    async fn claim(&self, limit: usize, lease_ms: u64) -> Result<Vec<Timer>, StoreError> {
+        let sql = "WITH due AS (
+                       SELECT key FROM timers
+                       WHERE due_ms <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                         AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+                       ORDER BY due_ms, key LIMIT $1
+                       FOR UPDATE SKIP LOCKED)
+                   UPDATE timers t
+                   SET claimed_until = clock_timestamp() + $2 * interval '1 millisecond'
+                   FROM due WHERE t.key = due.key
+                   RETURNING t.key, t.record, t.due_ms";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease = int(lease_ms) as f64;
+        let mut rows = self.rows(sql, &[&limit, &lease]).await?;
+        // RETURNING keeps no order.
+        rows.sort_by(|a, b| {
+            (a.get::<_, i64>(2), a.get::<_, Vec<u8>>(0))
+                .cmp(&(b.get::<_, i64>(2), b.get::<_, Vec<u8>>(0)))
+        });
+        self.decode_timers(&rows).await
+    }
+
+    async fn decode_timers(&self, rows: &[tokio_postgres::Row]) -> Result<Vec<Timer>, StoreError> {
         let mut due = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let key: Vec<u8> = row.get(0);
             match decode(row, 1, &String::from_utf8_lossy(&key)) {
                 Ok(timer) => due.push(timer),
@@ -64,7 +93,11 @@ impl PgStore {
     async fn next_due(&self) -> Result<Option<u64>, StoreError> {
         // The key starts with the exact due time (big-endian), even for a
         // timer past the `due_ms` column's cap or one that does not decode.
-        let sql = "SELECT key FROM timers ORDER BY due_ms, key LIMIT 1";
+        // Timers another node has claimed are its to fire: counting them
+        // would wake this node's loop for nothing, again and again.
+        let sql = "SELECT key FROM timers
+                   WHERE claimed_until IS NULL OR claimed_until < clock_timestamp()
+                   ORDER BY due_ms, key LIMIT 1";
         let rows = self.rows(sql, &[]).await?;
         Ok(rows.first().and_then(|row| {
             let key: Vec<u8> = row.get(0);
@@ -86,6 +119,15 @@ impl PgStore {
 impl TimerStore for PgStore {
     fn due_timers(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Timer>> {
         Box::pin(self.due(now_ms, limit))
+    }
+
+    fn claim_due_timers(
+        &self,
+        _now_ms: u64,
+        limit: usize,
+        lease_ms: u64,
+    ) -> StoreFuture<'_, Vec<Timer>> {
+        Box::pin(self.claim(limit, lease_ms))
     }
 
     fn next_timer_due(&self) -> StoreFuture<'_, Option<u64>> {

@@ -61,6 +61,8 @@ pub struct SledStore {
     quarantined: Arc<AtomicU64>,
     commit: Arc<GroupCommit>,
     applier: Arc<Applier>,
+    /// Heartbeats of the daemons in this process (one, but for tests).
+    nodes: Arc<crate::store::nodes::LocalNodes>,
 }
 
 /// sled keeps up to this much of the database in its page cache (its
@@ -242,6 +244,7 @@ impl SledStore {
             quarantined: Arc::default(),
             commit: Arc::new(GroupCommit::default()),
             applier: Arc::default(),
+            nodes: Arc::default(),
             db,
         };
         store.check_format(dir)?;

@@ -8,7 +8,8 @@ use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
 use crate::store::{
     CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
-    SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore, WriteStats,
+    NodeStore, SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore,
+    WriteStats,
 };
 
 /// Executions an [`ExecutionStore::each_execution`] scan hands over at a
@@ -387,6 +388,32 @@ impl ComponentStore for SledStore {
         Box::pin(blocking("plugin removal", move || {
             super::plugin_refs::remove(&db, &name)
         }))
+    }
+}
+
+/// One process holds a data dir, so its nodes are that process's.
+impl NodeStore for SledStore {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn heartbeat<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        self.nodes.heartbeat(node);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+        self.nodes.leave(node);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn orphaned<'a>(
+        &'a self,
+        node: &'a str,
+        lease_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<Execution>> {
+        Box::pin(self.nodes.orphaned(self, node, lease_ms, limit))
     }
 }
 

@@ -106,6 +106,12 @@ pub enum Event {
         /// Retention's cut-off, in milliseconds since the epoch.
         due: Option<u64>,
     },
+    /// The node running the execution at `version` stopped heartbeating:
+    /// this node takes it over and runs its current step again.
+    TakeOver {
+        /// The version the orphan was found at.
+        version: u64,
+    },
 }
 
 /// The records a decision reads besides the execution.
@@ -187,7 +193,7 @@ pub fn needs(exec: &Execution, event: &Event) -> Needs {
             plugins: next_plugin(),
             ..Default::default()
         },
-        Event::PluginUnavailable { .. } => Needs::default(),
+        Event::PluginUnavailable { .. } | Event::TakeOver { .. } => Needs::default(),
         Event::Remove { .. } => Needs {
             owned: true,
             ..Default::default()
@@ -304,7 +310,24 @@ pub fn decide(
         Event::Skip => admin::skip(exec, reads, ctx),
         Event::Cancel => admin::cancel(exec, reads, ctx),
         Event::Remove { due } => admin::remove(exec, *due, reads),
+        Event::TakeOver { version } => Ok(take_over(on_version(exec, *version)?, ctx)),
     }
+}
+
+/// A running execution whose node died, written again at the next version
+/// (so that a late write of the old node is refused) and driven by the
+/// node that commits this: its current step runs again from the last step
+/// boundary, with the same step-run-id and the same pending resume, as
+/// after a restart.
+fn take_over(exec: Execution, ctx: &Ctx<'_>) -> Transition {
+    let mut next = exec;
+    next.owner = None;
+    next.version += 1;
+    next.updated_ms = ctx.now_ms;
+    next.log_at(ctx.now_ms, ExecState::Running, "taken-over", None);
+    let mut t = Transition::write(ExecState::Running, next);
+    t.effects.drive = true;
+    t
 }
 
 /// The first write of an execution: `exec_id` running its first step on

@@ -12,7 +12,9 @@ CREATE TABLE executions (
     state text NOT NULL,
     workflow text COLLATE "C" NOT NULL,
     updated_ms bigint NOT NULL,
-    record json NOT NULL
+    record json NOT NULL,
+    -- The node driving it while it runs (the record's `owner`).
+    owner text COLLATE "C"
 );
 -- Listings by state (recovery reads the running ones) and by workflow.
 CREATE INDEX executions_by_state ON executions (state, id);
@@ -43,10 +45,13 @@ CREATE INDEX deliveries_by_execution ON deliveries (execution_id, seq);
 -- big-endian, then the execution), and by due time for the timer loop.
 -- due_ms is the due time capped at the largest bigint: a timer later
 -- than that is never due anyway, and the key keeps the exact order.
+-- claimed_until: the timer was handed to a node, which fires it; until
+-- then no other node is given it (NULL: unclaimed).
 CREATE TABLE timers (
     key bytea PRIMARY KEY,
     due_ms bigint NOT NULL,
-    record json NOT NULL
+    record json NOT NULL,
+    claimed_until timestamptz
 );
 CREATE INDEX timers_by_due ON timers (due_ms, key);
 
@@ -103,4 +108,13 @@ CREATE TABLE plugin_versions (
 CREATE TABLE secrets (
     name text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL
+);
+
+-- The daemons sharing this database, by the heartbeat each writes every
+-- few seconds (the database's clock): the running executions of a node
+-- whose heartbeat is older than the lease are taken over by another.
+CREATE TABLE nodes (
+    id text COLLATE "C" PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    heartbeat_at timestamptz NOT NULL
 );

@@ -73,3 +73,49 @@ fn needs_names_the_records_each_event_reads() {
     });
     assert_eq!(needs(&exec, &Event::Cancel).callback.as_deref(), Some("c2"));
 }
+
+/// A take-over writes the next version (fencing the old owner), keeps the
+/// step run and its claimed resume, logs `taken-over`, and has the new
+/// owner drive it; it applies only to the running version it was found at.
+#[tokio::test]
+async fn a_take_over_moves_the_version_on_and_keeps_the_claimed_resume() {
+    let w = World::new();
+    let started = w.start(&["a"]).await;
+    w.suspend_on("c1", Some(5_000)).await;
+    w.step(&on_callback("c1", "payload")).await;
+    let version = w.exec().await.version;
+    assert_eq!(
+        w.decide(&Event::TakeOver {
+            version: version - 1
+        })
+        .await
+        .unwrap_err(),
+        Refusal::Lost,
+        "found at an older version: someone moved it since"
+    );
+    let t = w.step(&Event::TakeOver { version }).await;
+    assert!(t.effects.drive, "the node that takes it over drives it");
+    assert_eq!(t.from, Some(ExecState::Running));
+    let exec = w.exec().await;
+    assert_eq!(exec.version, version + 1);
+    assert_eq!(exec.state, ExecState::Running);
+    assert_eq!(exec.step_run_id, started.step_run_id);
+    assert!(
+        exec.pending.is_some(),
+        "the claimed callback is resumed again"
+    );
+    assert_eq!(
+        log_events(&exec).last(),
+        Some(&("taken-over", ExecState::Running, ExecState::Running))
+    );
+
+    // Nothing but a running execution is taken over.
+    let w = World::new();
+    w.start(&["a"]).await;
+    w.suspend_on("c1", None).await;
+    let version = w.exec().await.version;
+    assert_eq!(
+        w.decide(&Event::TakeOver { version }).await.unwrap_err(),
+        Refusal::Lost
+    );
+}

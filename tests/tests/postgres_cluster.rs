@@ -1,0 +1,207 @@
+//! Three daemons on one PostgreSQL database: executions started on one
+//! node, callbacks sent to the others, timeouts and result deliveries
+//! made once cluster-wide, operator actions from any node. (A node killed
+//! under load is host/tests/cluster_kill.rs: that needs real processes.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stephost::Config;
+use stephost::store::pg_testing;
+use stephost_tests::{Partner, TestDaemon, call_back, events};
+
+/// Three daemons on one new database, each with its own data dir.
+async fn cluster(dirs: &[tempfile::TempDir; 3]) -> [TestDaemon; 3] {
+    let mut config = Config::from_toml("[cluster]\nlease_ms = 2000\n").unwrap();
+    config.store = Some(pg_testing::database().await);
+    let a = TestDaemon::start(config.clone(), dirs[0].path()).await;
+    let b = TestDaemon::start(config.clone(), dirs[1].path()).await;
+    let c = TestDaemon::start(config, dirs[2].path()).await;
+    [a, b, c]
+}
+
+/// `url` (a callback URL naming one node) sent to `node` instead.
+fn on(node: &TestDaemon, url: &str) -> String {
+    format!(
+        "{}{}",
+        node.base,
+        &url[url.find("/v1/callbacks/").unwrap()..]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_executions_callbacks_timers_and_deliveries() {
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let nodes = cluster(&dirs).await;
+    let [a, b, c] = &nodes;
+    let partner = Partner::accepting().await;
+    let results = Partner::accepting().await;
+
+    // Started on A, each with a result delivery.
+    const N: usize = 6;
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let (status, started) = a
+            .post(
+                "/v1/executions",
+                json!({
+                    "plugin": "wait-for-callback",
+                    "config": {"url": partner.base},
+                    "input": {"n": n},
+                    "callback_url": results.base,
+                }),
+            )
+            .await;
+        assert_eq!(status, 202, "{started}");
+        ids.push(started["id"].as_str().unwrap().to_owned());
+    }
+    let sent = partner.wait_for_requests(N).await;
+    let mut urls = BTreeMap::new();
+    for req in &sent {
+        urls.insert(
+            req.json()["n"].as_u64().unwrap() as usize,
+            req.callback_url(),
+        );
+    }
+    for id in &ids {
+        a.wait_for(id, "suspended").await;
+    }
+
+    // Callbacks to B and C; the same callback again, to the other node,
+    // resumes nothing.
+    for (n, id) in ids.iter().enumerate() {
+        let (first, second) = if n % 2 == 0 { (b, c) } else { (c, b) };
+        let url = &urls[&n];
+        let (status, body) = call_back(&on(first, url), format!(r#"{{"n": {n}}}"#)).await;
+        assert_eq!(status, 200, "callback {n} to one node: {body}");
+        let (status, body) = call_back(&on(second, url), r#"{"again": true}"#).await;
+        assert_ne!(status, 200, "the same callback on another node: {body}");
+        let exec = a.wait_for(id, "completed").await;
+        assert_eq!(exec["output"], json!({"n": n}));
+        assert_eq!(
+            events(&exec).iter().filter(|e| *e == "callback").count(),
+            1,
+            "{exec:#}"
+        );
+    }
+
+    // Timeouts fire once cluster-wide, whichever node's timer loop claims
+    // them.
+    let operation = Partner::accepting().await;
+    let mut timed = Vec::new();
+    for node in [a, b, c] {
+        timed.push(
+            node.start_execution(json!({
+                "plugin": "async-operation",
+                "config": {"url": operation.base, "timeout_ms": 300},
+                "input": {},
+            }))
+            .await,
+        );
+    }
+    for id in &timed {
+        let exec = c.wait_for(id, "failed").await;
+        assert_eq!(exec["error"]["code"], "callback-timeout");
+        assert_eq!(events(&exec), ["started", "suspended", "timeout", "failed"]);
+    }
+
+    // Every result delivered exactly once (no retries were needed: the
+    // client answers 200), each with its own webhook-id.
+    let delivered = results.wait_for_requests(N).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered_late = results.requests();
+    assert_eq!(delivered_late.len(), N, "one delivery per execution");
+    let mut per_execution = BTreeMap::new();
+    for req in &delivered {
+        *per_execution
+            .entry(req.json()["id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_execution.len(), N);
+    assert!(per_execution.values().all(|n| *n == 1), "{per_execution:?}");
+
+    // Operator actions from any node, on an execution another started.
+    let waiting = a
+        .start_execution(json!({
+            "plugin": "wait-for-callback",
+            "config": {"url": partner.base},
+            "input": {"n": 99},
+        }))
+        .await;
+    b.wait_for(&waiting, "suspended").await;
+    let (status, answer) = c
+        .post(&format!("/v1/executions/{waiting}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = b
+        .post(&format!("/v1/executions/{waiting}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let exec = a.wait_for(&waiting, "suspended").await;
+    assert_eq!(
+        events(&exec),
+        ["started", "suspended", "failed", "retried", "suspended"]
+    );
+
+    // Each node counts the same executions: the counts are the database's.
+    let (_, counts) = b.get("/v1/executions/counts").await;
+    assert_eq!(counts["by_state"]["completed"], N as u64, "{counts}");
+    assert_eq!(counts["by_state"]["failed"], 3, "{counts}");
+    assert_eq!(counts["by_state"]["suspended"], 1, "{counts}");
+
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A node that stops cleanly leaves: an execution it was running when its
+/// grace period ran out is taken over by another node at once, not a
+/// lease later, and runs its step again with the same step-run-id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_mid_step_leaves_its_execution_to_another() {
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let mut config =
+        Config::from_toml("shutdown_grace_ms = 200\n[cluster]\nlease_ms = 60000\n").unwrap();
+    config.store = Some(pg_testing::database().await);
+    // The partner holds the first request until the test lets it go, so
+    // the step is mid-call when its node stops.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = gate.clone();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let partner = Partner::start(move |_req| {
+        let (released, counted) = (released.clone(), counted.clone());
+        async move {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                released.notified().await;
+            }
+            (202, json!({}))
+        }
+    })
+    .await;
+    let a = TestDaemon::start(config.clone(), dirs[0].path()).await;
+    let b = TestDaemon::start(config, dirs[1].path()).await;
+    let id = a
+        .start_execution(json!({
+            "plugin": "wait-for-callback",
+            "config": {"url": partner.base},
+            "input": {"n": 1},
+        }))
+        .await;
+    let first = partner.wait_for_requests(1).await[0].clone();
+    a.stop().await;
+    gate.notify_waiters();
+
+    // B takes it over well before the one-minute lease.
+    let exec = b.wait_for(&id, "suspended").await;
+    let requests = partner.wait_for_requests(2).await;
+    assert_eq!(
+        requests[1].header("x-step-run-id"),
+        first.header("x-step-run-id"),
+        "the step runs again with the same step-run-id"
+    );
+    assert!(events(&exec).contains(&"taken-over".to_owned()), "{exec:#}");
+    let _: &Value = &exec;
+    b.stop().await;
+}
