@@ -29,6 +29,10 @@ pub enum AuthError {
     /// A valid token without the permission (403).
     #[error("the API token lacks the permission {0}")]
     Forbidden(Permission),
+    /// The tokens could not be read (503): the store is down, which says
+    /// nothing about the token, so it is not refused as unknown.
+    #[error("cannot check the API token: {0}")]
+    Unavailable(String),
 }
 
 /// SHA-256 hex of a token.
@@ -129,7 +133,7 @@ pub async fn authenticate(
         Ok(None) => return Err(AuthError::Invalid),
         Err(e) => {
             tracing::error!(error = %e, "token lookup failed");
-            return Err(AuthError::Invalid);
+            return Err(AuthError::Unavailable(e.to_string()));
         }
     };
     let now = now_ms();
@@ -155,7 +159,7 @@ pub async fn still_valid(store: &dyn TokenStore, admitted: &TokenRecord) -> Resu
         Ok(None) => Err(AuthError::Revoked(admitted.id.clone())),
         Err(e) => {
             tracing::error!(error = %e, "token lookup failed");
-            Err(AuthError::Invalid)
+            Err(AuthError::Unavailable(e.to_string()))
         }
     }
 }

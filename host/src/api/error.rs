@@ -128,6 +128,11 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden(_) => {
                 Self::new(StatusCode::FORBIDDEN, ApiCode::Forbidden, e.to_string())
             }
+            AuthError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiCode::Storage,
+                e.to_string(),
+            ),
         }
     }
 }

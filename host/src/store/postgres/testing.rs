@@ -36,6 +36,10 @@ pub struct Cluster {
     password: String,
     /// The postmaster's process id.
     pid: u32,
+    /// Where initdb, pg_ctl and postgres are.
+    bin: PathBuf,
+    /// Whether the server runs as `postgres` (this process is root).
+    as_postgres: bool,
     /// Stops the server when dropped.
     _guard: Guard,
 }
@@ -96,6 +100,24 @@ pub fn bin_dir(lib: &Path, path: &[PathBuf]) -> anyhow::Result<PathBuf> {
         Some((_, bin)) => Ok(bin),
         None => bail!("{INSTALL_HINT}"),
     }
+}
+
+/// `pg_ctl start` of the server in `dir` on `port`, fsync on, its socket
+/// in `dir`, logging to `dir/server.log`.
+fn pg_ctl_start(as_postgres: bool, bin: &Path, dir: &Path, port: u16) -> anyhow::Result<()> {
+    let mut pg_ctl = command(as_postgres, &bin.join("pg_ctl"), dir);
+    pg_ctl
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-w", "-t", "60", "-o"])
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300",
+            dir.display()
+        ))
+        .arg("start");
+    run(pg_ctl, "pg_ctl start")
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -186,19 +208,7 @@ impl Cluster {
             // Another process may take the free port before the server
             // binds it: try another.
             let port = free_port()?;
-            let mut pg_ctl = command(as_postgres, &bin.join("pg_ctl"), &dir);
-            pg_ctl
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.join("server.log"))
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300",
-                    dir.display()
-                ))
-                .arg("start");
-            match run(pg_ctl, "pg_ctl start") {
+            match pg_ctl_start(as_postgres, &bin, &dir, port) {
                 Ok(()) => break port,
                 Err(e) if tries >= 2 => {
                     let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
@@ -218,8 +228,26 @@ impl Cluster {
             port,
             password,
             pid,
+            bin,
+            as_postgres,
             _guard: guard,
         })
+    }
+
+    /// Stops the server (`-m fast`: sessions are cut), keeping its data,
+    /// as a database restart or outage would.
+    pub fn stop_server(&self) -> anyhow::Result<()> {
+        let mut pg_ctl = command(self.as_postgres, &self.bin.join("pg_ctl"), &self.dir);
+        pg_ctl
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run(pg_ctl, "pg_ctl stop")
+    }
+
+    /// Starts the stopped server again, on its port.
+    pub fn start_server(&self) -> anyhow::Result<()> {
+        pg_ctl_start(self.as_postgres, &self.bin, &self.dir, self.port)
     }
 
     /// The URL of database `name`, with the password.
@@ -240,7 +268,8 @@ impl Cluster {
         &self.password
     }
 
-    /// The postmaster's process id.
+    /// The postmaster's process id, as first started ([`Cluster::start_server`]
+    /// makes another).
     pub fn pid(&self) -> u32 {
         self.pid
     }
