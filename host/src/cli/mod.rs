@@ -15,6 +15,7 @@ use crate::daemon::{Daemon, shutdown_signals};
 
 mod executions;
 mod local_run;
+mod migrate;
 pub mod partner;
 mod plugin_add;
 mod recorder;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Move a stopped sled daemon's state into a PostgreSQL database
+    /// (docs/scale-out.md).
+    Migrate(migrate::MigrateArgs),
     /// Inspect and repair executions of a running daemon.
     #[command(subcommand)]
     Executions(ExecutionsCommand),
@@ -130,7 +134,7 @@ impl ServeArgs {
         // Read here rather than by clap's `env`, so that a password is
         // refused only where it came from the command line.
         if let Some(store) = &self.store {
-            crate::config::store::refuse_password_in_argument(store)?;
+            crate::config::store::refuse_password_in_argument("--store", store)?;
             config.store = Some(store.clone());
         } else if let Ok(store) = std::env::var("STEPHOST_STORE")
             && !store.is_empty()
@@ -348,6 +352,7 @@ pub async fn execute(command: Command, out: &mut dyn Write) -> anyhow::Result<i3
             }
         }
         Command::Token(cmd) => tokens::execute(cmd, out).await,
+        Command::Migrate(args) => migrate::execute(args, out).await,
         Command::Executions(cmd) => executions::execute(cmd, out).await,
         Command::Plugin(PluginCommand::New { name, lang, dir }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));

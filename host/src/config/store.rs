@@ -114,14 +114,14 @@ pub fn validate(store: &str) -> Result<(), ConfigError> {
 
 /// Refuses a password typed on the command line: every user of the
 /// machine can read a process's arguments.
-pub fn refuse_password_in_argument(url: &str) -> Result<(), ConfigError> {
+pub fn refuse_password_in_argument(flag: &str, url: &str) -> Result<(), ConfigError> {
     let has_password = url
         .parse::<tokio_postgres::Config>()
         .is_ok_and(|c| c.get_password().is_some());
     if has_password {
         return Err(ConfigError::Invalid(format!(
-            "--store carries a password, which every user of this machine can read in the process list; \
-             give it in {PASSWORD_ENV}, in store_password_file, or in the store URL of the config file or of STEPHOST_STORE"
+            "{flag} carries a password, which every user of this machine can read in the process list; \
+             give it in {PASSWORD_ENV} or a password file instead"
         )));
     }
     Ok(())
@@ -229,8 +229,8 @@ mod tests {
 
     #[test]
     fn a_password_on_the_command_line_is_refused() {
-        refuse_password_in_argument("postgres://app@db/x").unwrap();
-        let e = refuse_password_in_argument("postgres://app:pw@db/x")
+        refuse_password_in_argument("--store", "postgres://app@db/x").unwrap();
+        let e = refuse_password_in_argument("--store", "postgres://app:pw@db/x")
             .unwrap_err()
             .to_string();
         assert!(e.contains(PASSWORD_ENV) && !e.contains("pw@"), "{e}");

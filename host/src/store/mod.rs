@@ -35,7 +35,7 @@ pub use memory::MemoryStore;
 /// theirs with it too).
 #[cfg(any(test, feature = "test-postgres"))]
 pub use postgres::testing as pg_testing;
-pub use postgres::{PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION};
+pub use postgres::{Import, PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 
 use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};

@@ -39,7 +39,7 @@ mod wit;
 
 pub use admin::AdminError;
 pub use ingress::{CallbackError, CallbackReply};
-pub use registrar::{DurableRegistrar, Locator};
+pub use registrar::{DurableRegistrar, Locator, TICKET_KEY};
 pub use wake::TimerWake;
 use wit::{step_context, to_wit_doc, to_wit_event};
 

@@ -57,7 +57,7 @@ impl TicketKey {
 pub(super) const DERIVED_REGISTRATIONS: u32 = 64;
 
 /// The name of the data dir's secret tickets are derived under.
-const TICKET_KEY: &str = "callback-tickets";
+pub const TICKET_KEY: &str = "callback-tickets";
 
 /// Where a derived ticket comes from, as its URL names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

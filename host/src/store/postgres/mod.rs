@@ -15,6 +15,7 @@ mod apply;
 mod components;
 mod connect;
 mod executions;
+mod import;
 mod json;
 mod migrations;
 mod nodes;
@@ -33,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
+pub use self::import::Import;
 pub use self::migrations::SCHEMA_VERSION;
 use crate::model::ExecState;
 use crate::store::StoreError;
