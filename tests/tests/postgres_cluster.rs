@@ -205,3 +205,55 @@ async fn a_node_that_stops_mid_step_leaves_its_execution_to_another() {
     let _: &Value = &exec;
     b.stop().await;
 }
+
+/// A plugin uploaded through one node is offered by the others within a
+/// few seconds (the store has it; they look), and one removed through a
+/// node is no longer offered by the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_uploaded_through_one_node_is_offered_by_the_others() {
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let mut config = Config::from_toml("[cluster]\nlease_ms = 2000\n").unwrap();
+    config.store = Some(pg_testing::database().await);
+    let a = TestDaemon::start(config.clone(), dirs[0].path()).await;
+    let b = TestDaemon::start(config, dirs[1].path()).await;
+    let echo = stephost::builtin::component("echo").unwrap().to_vec();
+    let (status, body) = a.upload("shared-echo", echo).await;
+    assert_eq!(status, 201, "{body}");
+
+    // B takes it up at its next look (every few seconds).
+    let start = json!({"plugin": "shared-echo", "input": {"on": "b"}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (status, body) = b.post("/v1/executions", start.clone()).await;
+        if status == 201 {
+            break body["id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(body["error"]["code"], "unknown-plugin", "{body}");
+        assert!(std::time::Instant::now() < deadline, "B never offered it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let exec = b.wait_for(&id, "completed").await;
+    assert_eq!(exec["output"], json!({"on": "b"}));
+
+    // Removed through A: B stops offering it.
+    let (status, body) = a
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/plugins/shared-echo",
+            Some(&a.token),
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = b.post("/v1/executions", start.clone()).await;
+        if status != 201 {
+            assert_eq!(body["error"]["code"], "unknown-plugin", "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B still offers it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

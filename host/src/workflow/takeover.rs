@@ -16,6 +16,10 @@ use super::*;
 /// Orphans taken over per look.
 const BATCH: usize = 64;
 
+/// Every this many looks for orphans, the uploaded plugins are compared
+/// with the store's (what another node uploaded or removed).
+const UPLOAD_LOOKS: u64 = 3;
+
 impl Workflows {
     /// Takes over the running executions no live node owns; returns how
     /// many this node took (another node may win some: their
@@ -58,7 +62,8 @@ impl Workflows {
         Ok(taken)
     }
 
-    /// Writes this node's heartbeat every third of the lease, and looks
+    /// Writes this node's heartbeat every third of the lease, takes up
+    /// plugins uploaded through other nodes every few seconds, and looks
     /// for orphans every second (a node that left cleanly frees its
     /// executions at once; a cheap indexed read finds them), until the
     /// task is aborted. A heartbeat that cannot be written is logged and
@@ -68,6 +73,7 @@ impl Workflows {
         let beat_every = Duration::from_millis((lease_ms / 3).max(1));
         let look_every = beat_every.min(Duration::from_secs(1));
         let mut last_beat = Instant::now();
+        let mut looks = 0u64;
         loop {
             tokio::time::sleep(look_every).await;
             if last_beat.elapsed() + look_every / 2 >= beat_every {
@@ -81,6 +87,12 @@ impl Workflows {
             }
             if let Err(e) = self.take_over_orphans(lease_ms).await {
                 tracing::error!(node = %self.node, error = %e, "cannot look for executions of stopped nodes; retrying");
+            }
+            looks += 1;
+            if looks.is_multiple_of(UPLOAD_LOOKS)
+                && let Err(e) = self.registry.sync_uploads().await
+            {
+                tracing::error!(node = %self.node, error = %e, "cannot read the uploaded plugins; retrying");
             }
         }
     }

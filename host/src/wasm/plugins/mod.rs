@@ -10,6 +10,7 @@
 //! use is granted by name (`[plugins.NAME]`), whatever its source.
 
 mod removal;
+mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
