@@ -10,6 +10,12 @@
 //! half the best rate (latency at half load). Everything runs in this
 //! process: the daemon on a runtime of its own, client and partner on
 //! another, all sharing the machine's cores.
+//!
+//! On PostgreSQL (`--store`), `--nodes N` runs N daemons on that runtime,
+//! each with its own listener, on one fresh database: starts go to the
+//! nodes round robin, and each callback to the node after the one that
+//! started it (a load balancer that never sends a callback back where the
+//! execution began: the case the shared store exists for).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -56,6 +62,18 @@ pub struct Args {
     /// stored and the RSS this often during the run, and print them.
     #[arg(long, default_value_t = 10)]
     sample_secs: u64,
+    /// The store: a PostgreSQL server's URL (`postgres://user@host:port/db`;
+    /// the run makes a fresh database on that server, and drops it at the
+    /// end). Default: sled in a temporary data dir.
+    #[arg(long)]
+    store: Option<String>,
+    /// Daemons in this process, all on the `--store` database (more than
+    /// one needs PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Keep the fresh PostgreSQL database after the run.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 /// What the partner saw when it called back.
@@ -67,8 +85,13 @@ struct CallbackSeen {
 
 type Waiters = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<CallbackSeen>>>>;
 
-/// The partner: answers the step's POST at once, then calls back.
-async fn partner(waiters: Waiters, http: reqwest::Client) -> anyhow::Result<String> {
+/// The partner: answers the step's POST at once, then calls back (to the
+/// node after the one whose URL it got, when there are several).
+async fn partner(
+    waiters: Waiters,
+    http: reqwest::Client,
+    bases: Arc<Vec<String>>,
+) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -79,17 +102,19 @@ async fn partner(waiters: Waiters, http: reqwest::Client) -> anyhow::Result<Stri
             let _ = stream.set_nodelay(true);
             let waiters = waiters.clone();
             let http = http.clone();
+            let bases = bases.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let waiters = waiters.clone();
                         let http = http.clone();
+                        let bases = bases.clone();
                         async move {
                             let url = req
                                 .headers()
                                 .get("x-callback-url")
                                 .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
+                                .map(|url| other_node(&bases, url));
                             let body = req
                                 .into_body()
                                 .collect()
@@ -115,6 +140,18 @@ async fn partner(waiters: Waiters, http: reqwest::Client) -> anyhow::Result<Stri
         }
     });
     Ok(format!("http://{addr}/partner"))
+}
+
+/// The callback URL `url` (on one node's base) on the next node's base.
+fn other_node(bases: &[String], url: &str) -> String {
+    for (i, base) in bases.iter().enumerate() {
+        if let Some(path) = url.strip_prefix(base.as_str())
+            && path.starts_with('/')
+        {
+            return format!("{}{path}", bases[(i + 1) % bases.len()]);
+        }
+    }
+    url.to_owned()
 }
 
 async fn call_back(http: reqwest::Client, waiters: Waiters, url: String, cycle: u64) {
@@ -143,12 +180,16 @@ async fn call_back(http: reqwest::Client, waiters: Waiters, url: String, cycle: 
 }
 
 struct Bench {
-    base: String,
+    /// Each node's base URL; starts go to them round robin.
+    bases: Arc<Vec<String>>,
     partner_url: String,
     http: reqwest::Client,
     waiters: Waiters,
     next: AtomicU64,
-    workflows: Arc<stephost::workflow::Workflows>,
+    /// Each node's state machine.
+    workflows: Vec<Arc<stephost::workflow::Workflows>>,
+    /// The PostgreSQL server's processes, when it runs on this machine.
+    server: Option<crate::pg::Server>,
 }
 
 /// One finished cycle.
@@ -166,7 +207,10 @@ impl Bench {
         let t = Instant::now();
         let resp = self
             .http
-            .post(format!("{}/v1/executions", self.base))
+            .post(format!(
+                "{}/v1/executions",
+                self.bases[k as usize % self.bases.len()]
+            ))
             .json(&json!({
                 "plugin": "wait-for-callback",
                 "config": {"url": self.partner_url},
@@ -200,9 +244,10 @@ impl Bench {
         })
     }
 
-    /// Executions by state, straight from the daemon's store.
+    /// Executions by state, straight from the (first) daemon's store: on
+    /// PostgreSQL, the counts of every node.
     async fn states(&self) -> HashMap<String, u64> {
-        self.workflows
+        self.workflows[0]
             .store()
             .count_executions_by_state()
             .await
@@ -229,16 +274,28 @@ struct Usage {
     writes: WriteStats,
     /// Bytes written to storage (`/proc/self/io`).
     written: u64,
+    /// The PostgreSQL server's processes (none on sled, or when the server
+    /// is not on this machine).
+    server: Option<crate::pg::ServerUsage>,
 }
 
 impl Usage {
     fn now(bench: &Bench) -> Self {
         let (user, system) = cpu_times();
+        let mut writes = WriteStats::default();
+        for w in &bench.workflows {
+            let s = w.store().write_stats();
+            writes.changes += s.changes;
+            writes.transactions += s.transactions;
+            writes.flush_requests += s.flush_requests;
+            writes.disk_flushes += s.disk_flushes;
+        }
         Self {
             user,
             system,
-            writes: bench.workflows.store().write_stats(),
+            writes,
             written: io_write_bytes(),
+            server: bench.server.as_ref().map(crate::pg::Server::usage),
         }
     }
 
@@ -253,6 +310,13 @@ impl Usage {
                 disk_flushes: self.writes.disk_flushes - before.writes.disk_flushes,
             },
             written: self.written.saturating_sub(before.written),
+            server: match (self.server, before.server) {
+                (Some(a), Some(b)) => Some(crate::pg::ServerUsage {
+                    cpu: a.cpu.saturating_sub(b.cpu),
+                    written: a.written.saturating_sub(b.written),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -290,8 +354,14 @@ impl Row {
             .count();
         let n = self.cycles.len().max(1) as f64;
         let u = &self.usage;
+        let (server_cpu, server_written) = u.server.map_or(("—".into(), "—".into()), |s| {
+            (
+                format!("{:.0} µs", s.cpu.as_secs_f64() * 1e6 / n),
+                format!("{:.1} KB", s.written as f64 / n / 1024.0),
+            )
+        });
         println!(
-            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} | {:.0} µs | {:.0}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} KB |",
+            "| {label} | {} | {:.0} | {} | {} | {} | {} | {early} | {} | {:.0} µs | {:.0}% | {server_cpu} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} KB | {server_written} |",
             self.cycles.len(),
             self.rate(),
             fmt(total.median()),
@@ -377,28 +447,37 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .thread_name("client")
         .enable_all()
         .build()?;
-    let dir = tempfile::tempdir()?;
-    let mut config = stephost::Config {
-        data_dir: dir.path().join("data"),
-        egress_allow: vec!["127.0.0.0/8".into()],
-        ..Default::default()
+    // A fresh database on the server `--store` names.
+    let database = match &args.store {
+        Some(url) => Some(daemon_rt.block_on(crate::pg::fresh_database(url, "cycles"))?),
+        None => None,
     };
-    config.auth.enabled = false;
-    if let Some(ms) = args.retention_ms {
-        config.retention.completed_ms = ms;
-    }
-    let data_dir = config.data_dir.clone();
-    let (base, stop, served, workflows) = daemon_rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let daemon = stephost::Daemon::open(config).await?;
-        let workflows = daemon.workflows().clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(daemon.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        anyhow::Ok((base, tx, served, workflows))
-    })?;
+    let store_url = database.as_ref().map(|(_, url)| url.clone());
+    let server = match &store_url {
+        Some(url) => daemon_rt.block_on(crate::pg::Server::find(url)),
+        None => None,
+    };
+    let retention_ms = args.retention_ms;
+    let nodes = daemon_rt.block_on(crate::nodes::Nodes::start(
+        args.nodes,
+        store_url.as_deref(),
+        |config| {
+            if let Some(ms) = retention_ms {
+                config.retention.completed_ms = ms;
+            }
+        },
+    ))?;
+    let data_dir = nodes.data_dirs[0].clone();
+    let bases = Arc::new(nodes.bases.clone());
+    let workflows = nodes.workflows.clone();
+    let store_label = match (&args.store, &database) {
+        (Some(url), Some((name, _))) => format!(
+            "PostgreSQL ({}, fresh database {name}), {} daemon(s)",
+            crate::pg::redact(url),
+            args.nodes
+        ),
+        _ => "sled (temporary data dir), 1 daemon".to_owned(),
+    };
 
     let result = client_rt.block_on(async {
         let http = reqwest::Client::builder()
@@ -407,14 +486,15 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(60))
             .build()?;
         let waiters: Waiters = Arc::default();
-        let partner_url = partner(waiters.clone(), http.clone()).await?;
+        let partner_url = partner(waiters.clone(), http.clone(), bases.clone()).await?;
         let bench = Arc::new(Bench {
-            base,
+            bases,
             partner_url,
             http,
             waiters,
             next: AtomicU64::new(0),
             workflows,
+            server,
         });
         // Warm up connections and code paths.
         for _ in 0..50 {
@@ -422,11 +502,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         println!("# Figure 3: start -> suspend -> callback -> completed, wait-for-callback over HTTP on loopback");
         println!("machine: {}", machine());
+        println!("store: {store_label}");
         println!();
         println!(
-            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors | CPU per cycle | of it system | changes per cycle | transactions per cycle | flush requests per cycle | disk flushes per cycle | bytes written per cycle |"
+            "| load | cycles | cycles/s | cycle median | cycle p99 | callback->resumed median | callback->resumed p99 | early callbacks (202) | errors | CPU per cycle | of it system | DB server CPU per cycle | changes per cycle | transactions per cycle | flush requests per cycle | disk flushes per cycle | bytes written per cycle | DB server bytes written per cycle |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let samples: Arc<Mutex<Vec<String>>> = Arc::default();
         let sampler = args.retention_ms.map(|_| {
             tokio::spawn(sample(
@@ -484,10 +565,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     });
-    let _ = stop.send(());
-    daemon_rt.block_on(async {
-        let _ = tokio::time::timeout(Duration::from_secs(30), served).await;
-    });
+    daemon_rt.block_on(nodes.stop());
+    if let (Some(url), Some((name, _))) = (&args.store, &database) {
+        if args.keep_database {
+            println!("\nkept database {name}");
+        } else {
+            daemon_rt.block_on(crate::pg::drop_database(url, name))?;
+        }
+    }
     result
 }
 

@@ -7,6 +7,8 @@
 mod cycles;
 mod dispatch;
 mod load;
+mod nodes;
+mod pg;
 mod scale;
 mod stats;
 mod store;

@@ -7,6 +7,12 @@
 //! not), and disk per pending execution. The open-time scans (recovery's
 //! search for `running` executions, the metrics' count by state) are timed
 //! on their own first.
+//!
+//! With `--store postgres://…` the same records go into a fresh PostgreSQL
+//! database, by the same `apply` the daemon's suspensions use (one
+//! transaction each, many writers at once so that the server's group
+//! commit batches their WAL flushes), and the daemon is started on it:
+//! nothing is written that the daemon would not write itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use stephost::model::{CallbackRecord, CallbackState, ExecState, Timer, TimerKind, Waiting};
-use stephost::store::{
-    CallbackStore as _, Change, ExecutionFilter, ExecutionStore as _, SledStore, StatsStore as _,
-};
+use stephost::store::{Change, ExecutionFilter, PgStore, SledStore, Store};
 
 use crate::stats::{Samples, disk_usage, fmt, machine};
 
@@ -34,6 +38,14 @@ pub struct Args {
     /// Keep the data here (reused if it already holds the executions).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Write them to PostgreSQL: a fresh database on the server this URL
+    /// names (`postgres://user@host:port/db`), kept after the run.
+    #[arg(long)]
+    store: Option<String>,
+    /// With `--store`: use the URL's database as it is (a database an
+    /// earlier run kept; topped up if it holds fewer executions).
+    #[arg(long)]
+    reuse_database: bool,
 }
 
 fn rss_of(pid: u32) -> u64 {
@@ -57,10 +69,12 @@ fn correlation_id(i: u64) -> String {
     format!("00000000-0000-4000-8000-{i:012x}")
 }
 
-/// Writers of [`populate`]: enough that group apply batches them.
+/// Writers of [`populate`]: enough that group apply (sled) and group
+/// commit (PostgreSQL) batch them.
 const WRITERS: u64 = 64;
 
-async fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
+/// Writes suspensions `from..n`.
+async fn populate(store: &Arc<dyn Store>, from: u64, n: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let threads = WRITERS;
     let due = stephost::model::now_ms() + 24 * 3600 * 1000;
@@ -68,7 +82,7 @@ async fn populate(store: &Arc<SledStore>, n: u64) -> anyhow::Result<Duration> {
         .map(|t| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut i = t;
+                let mut i = from + t;
                 while i < n {
                     let id = uuid::Uuid::now_v7().to_string();
                     let cid = correlation_id(i);
@@ -138,27 +152,49 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         stephost.display()
     );
 
+    // The PostgreSQL database: fresh, or the one given.
+    let pg_url = match &args.store {
+        Some(url) if args.reuse_database => Some(url.clone()),
+        Some(url) => {
+            let (name, url) = rt.block_on(crate::pg::fresh_database(url, "scale"))?;
+            eprintln!("writing to database {name} (kept: reuse it with --reuse-database)");
+            Some(url)
+        }
+        None => None,
+    };
+
+    if pg_url.is_some() {
+        // The daemon's compiled-component cache only.
+        std::fs::create_dir_all(&data)?;
+    }
     println!("# Figure 4: {} suspended executions", args.executions);
     println!("machine: {}", machine());
+    match &pg_url {
+        Some(url) => println!("store: PostgreSQL, {}", crate::pg::redact(url)),
+        None => println!("store: sled, {}", data.display()),
+    }
     println!();
     println!("| measure | value |");
     println!("|---|---:|");
 
     // Write them (or reuse them).
-    let store = Arc::new(SledStore::open(&data)?);
+    let store: Arc<dyn Store> = match &pg_url {
+        Some(url) => Arc::new(rt.block_on(PgStore::open_with(url, None, WRITERS as usize))?),
+        None => Arc::new(SledStore::open(&data)?),
+    };
     let existing = rt
         .block_on(store.count_executions_by_state())?
         .into_iter()
         .find(|(s, _)| *s == ExecState::Suspended)
         .map_or(0, |(_, n)| n);
     if existing < args.executions {
-        let took = rt.block_on(populate(&store, args.executions))?;
+        let took = rt.block_on(populate(&store, existing, args.executions))?;
         rt.block_on(store.flush())?;
+        let written = args.executions - existing;
         println!(
-            "| write {} suspensions through the Store trait ({WRITERS} concurrent writers) | {} ({:.0}/s) |",
-            args.executions,
+            "| write {written} suspensions through the Store trait ({WRITERS} concurrent writers) | {} ({:.0}/s) |",
             fmt(took),
-            args.executions as f64 / took.as_secs_f64()
+            written as f64 / took.as_secs_f64()
         );
     }
 
@@ -203,16 +239,28 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     );
     drop(store);
 
-    let (apparent, allocated) = disk_usage(&data);
-    println!(
-        "| disk: data dir (apparent / allocated) | {} / {} |",
-        mib(apparent),
-        mib(allocated)
-    );
-    println!(
-        "| disk per pending execution (allocated) | {:.0} bytes |",
-        allocated as f64 / args.executions as f64
-    );
+    match &pg_url {
+        Some(url) => {
+            let size = rt.block_on(crate::pg::database_size(url))?;
+            println!("| disk: database (pg_database_size) | {} |", mib(size));
+            println!(
+                "| disk per pending execution (database) | {:.0} bytes |",
+                size as f64 / args.executions as f64
+            );
+        }
+        None => {
+            let (apparent, allocated) = disk_usage(&data);
+            println!(
+                "| disk: data dir (apparent / allocated) | {} / {} |",
+                mib(apparent),
+                mib(allocated)
+            );
+            println!(
+                "| disk per pending execution (allocated) | {:.0} bytes |",
+                allocated as f64 / args.executions as f64
+            );
+        }
+    }
 
     rt.block_on(async {
         let http = reqwest::Client::builder()
@@ -229,12 +277,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             };
             let base = format!("http://127.0.0.1:{port}");
             let t = Instant::now();
-            let mut child = tokio::process::Command::new(&stephost)
+            let mut command = tokio::process::Command::new(&stephost);
+            command
                 .arg("serve")
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--data-dir")
-                .arg(&data)
+                .arg(&data);
+            if let Some(url) = &pg_url {
+                command.arg("--store").arg(url);
+            }
+            let mut child = command
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -288,12 +341,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    let (apparent, allocated) = disk_usage(&data);
-    println!(
-        "| disk after the daemon ran (apparent / allocated) | {} / {} |",
-        mib(apparent),
-        mib(allocated)
-    );
+    if pg_url.is_none() {
+        let (apparent, allocated) = disk_usage(&data);
+        println!(
+            "| disk after the daemon ran (apparent / allocated) | {} / {} |",
+            mib(apparent),
+            mib(allocated)
+        );
+    }
     Ok(())
 }
 
