@@ -8,6 +8,7 @@ mod cycles;
 mod dispatch;
 mod load;
 mod nodes;
+mod partner;
 mod pg;
 mod scale;
 mod stats;
