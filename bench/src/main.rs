@@ -36,14 +36,16 @@ enum Figure {
     /// Figure 2: plugin load from the compiled-component cache versus
     /// compiling.
     Load(load::Args),
-    /// Figure 3 (and 5): start -> suspend -> callback -> completed cycles of
-    /// `wait-for-callback` through the daemon over HTTP on loopback.
+    /// Figure 3 (and 5, 8): start -> suspend -> callback -> completed cycles
+    /// of `wait-for-callback` through the daemon over HTTP on loopback, on
+    /// sled or PostgreSQL, with one daemon or several.
     Cycles(cycles::Args),
     /// Figure 3b: durable transitions through the store alone, with and
     /// without group commit.
     Store(store::Args),
-    /// Figure 4: many suspended executions in the store: RSS, callback
-    /// lookup, restart-to-serving, disk per execution.
+    /// Figure 4 (and 8): many suspended executions in the store (sled or
+    /// PostgreSQL): RSS, callback lookup, restart-to-serving, disk per
+    /// execution.
     Scale(scale::Args),
 }
 

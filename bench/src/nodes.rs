@@ -20,8 +20,8 @@ pub struct Nodes {
     pub data_dirs: Vec<std::path::PathBuf>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     served: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// Holds the data dirs.
-    _dir: tempfile::TempDir,
+    /// Where the data dirs are (removed when this is dropped).
+    dir: tempfile::TempDir,
 }
 
 impl Nodes {
@@ -46,11 +46,11 @@ impl Nodes {
             data_dirs: Vec::new(),
             stops: Vec::new(),
             served: Vec::new(),
-            _dir: dir,
+            dir,
         };
         for i in 0..n {
             let mut config = stephost::Config {
-                data_dir: nodes._dir.path().join(format!("node-{i}")),
+                data_dir: nodes.dir.path().join(format!("node-{i}")),
                 egress_allow: vec!["127.0.0.0/8".into()],
                 store: store.map(str::to_owned),
                 ..Default::default()
