@@ -57,8 +57,7 @@ pub struct Config {
     /// Base URL partners use to reach `/v1/callbacks/...`; defaults to
     /// `http://{listen}`. Set it when the daemon sits behind a proxy.
     pub public_url: Option<String>,
-    /// Where sled keeps executions, callbacks and timers (and where the
-    /// compiled cache goes by default, whatever the store).
+    /// sled's state, and the compiled cache by default, whatever the store.
     pub data_dir: PathBuf,
     /// `"sled"` (the default: in `data_dir`), or the PostgreSQL database
     /// several daemons share: `postgres://user@host:port/database`.
