@@ -160,7 +160,7 @@ impl Server {
                 t += num(13).unwrap_or(0) + num(14).unwrap_or(0);
             }
             usage.cpu += ticks * u32::try_from(t).unwrap_or(u32::MAX);
-            usage.written += write_bytes(pid);
+            usage.written += crate::stats::proc_write_bytes(&pid.to_string());
         }
         usage
     }
@@ -171,15 +171,4 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     Some(after.split_whitespace().map(str::to_owned).collect())
-}
-
-fn write_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes:"))
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

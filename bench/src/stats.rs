@@ -85,7 +85,13 @@ pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
 /// are dirtied, so a flush that follows adds nothing twice); zero where
 /// the kernel does not say.
 pub fn io_write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+    proc_write_bytes("self")
+}
+
+/// `write_bytes` of `/proc/{process}/io` (`self`, or a process id); zero
+/// where the kernel does not say.
+pub fn proc_write_bytes(process: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/io"))
         .ok()
         .and_then(|s| {
             s.lines()
