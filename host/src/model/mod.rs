@@ -81,7 +81,7 @@ impl Doc {
 }
 
 /// Where an execution stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecState {
     /// A step is being run or resumed (or will be, after a restart).

@@ -145,9 +145,7 @@ impl ExecutionStore for MemoryStore {
             Box::new(tables.executions.values())
         };
         let found = all
-            .filter(|e| filter.is_past(&e.id))
-            .filter(|e| filter.state.is_none_or(|s| s == e.state))
-            .filter(|e| filter.workflow.as_ref().is_none_or(|w| *w == e.workflow))
+            .filter(|e| filter.is_past(&e.id) && filter.matches(e))
             .take(filter.limit.unwrap_or(usize::MAX))
             .cloned()
             .collect();
@@ -406,6 +404,21 @@ impl StatsStore for MemoryStore {
             (state, n.count() as u64)
         })
         .collect();
+        Self::ready(Ok(counts))
+    }
+
+    fn count_executions_by_workflow<'a>(
+        &'a self,
+        workflow: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<(String, ExecState, u64)>> {
+        // A scan: this store holds what one test writes.
+        let mut counts = std::collections::BTreeMap::new();
+        for e in self.tables().executions.values() {
+            if workflow.is_none_or(|w| w == e.workflow) {
+                *counts.entry((e.workflow.clone(), e.state)).or_insert(0) += 1;
+            }
+        }
+        let counts = counts.into_iter().map(|((w, s), n)| (w, s, n)).collect();
         Self::ready(Ok(counts))
     }
 

@@ -80,13 +80,22 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What store operations return.
 pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 
-/// Filters of [`ExecutionStore::executions`].
+/// Filters of [`ExecutionStore::executions`]. Every store serves them from
+/// indexes: by state, by workflow and state, by the current step's plugin
+/// and state, and by id for the creation times (ids are UUIDv7, so a time
+/// range is an id range), so that a page costs the page, not the store.
 #[derive(Debug, Default, Clone)]
 pub struct ExecutionFilter {
     /// Only executions in this state.
     pub state: Option<ExecState>,
     /// Only executions of this workflow.
     pub workflow: Option<String>,
+    /// Only executions whose current step runs on this plugin.
+    pub plugin: Option<String>,
+    /// Only executions created at or after this time (ms since the epoch).
+    pub created_after_ms: Option<u64>,
+    /// Only executions created before this time (ms since the epoch).
+    pub created_before_ms: Option<u64>,
     /// At most this many.
     pub limit: Option<usize>,
     /// Highest id first (execution ids are UUIDv7: newest first) instead
@@ -97,6 +106,12 @@ pub struct ExecutionFilter {
     pub past: Option<String>,
 }
 
+/// How far an execution's id time may stand from its `created_ms` (both
+/// are read from the clock when it starts, one after the other): the id
+/// range of a creation-time filter is widened by this much, and the
+/// records in the margin are checked by `created_ms` itself.
+pub const ID_CLOCK_MARGIN_MS: u64 = 1_000;
+
 impl ExecutionFilter {
     /// Whether `id` comes after [`past`](Self::past) in this order.
     pub fn is_past(&self, id: &str) -> bool {
@@ -106,6 +121,40 @@ impl ExecutionFilter {
             Some(past) => id > past.as_str(),
         }
     }
+
+    /// Whether `exec` passes every filter but the cursor and the limit.
+    pub fn matches(&self, exec: &Execution) -> bool {
+        self.state.is_none_or(|s| s == exec.state)
+            && self.workflow.as_ref().is_none_or(|w| *w == exec.workflow)
+            && self.plugin.as_ref().is_none_or(|p| {
+                exec.steps
+                    .get(exec.step_index)
+                    .is_some_and(|s| s.plugin == *p)
+            })
+            && self.created_after_ms.is_none_or(|t| exec.created_ms >= t)
+            && self.created_before_ms.is_none_or(|t| exec.created_ms < t)
+    }
+
+    /// The ids this filter's creation times can select, as string bounds
+    /// (inclusive lower, exclusive upper): the prefix of a UUIDv7 made at
+    /// that time, widened by [`ID_CLOCK_MARGIN_MS`].
+    pub fn id_bounds(&self) -> (Option<String>, Option<String>) {
+        let lower = self
+            .created_after_ms
+            .map(|t| uuid_v7_prefix(t.saturating_sub(ID_CLOCK_MARGIN_MS)));
+        let upper = self
+            .created_before_ms
+            .map(|t| uuid_v7_prefix(t.saturating_add(ID_CLOCK_MARGIN_MS)));
+        (lower, upper)
+    }
+}
+
+/// The first characters of every UUIDv7 made at `ms` (its 48-bit time, in
+/// lowercase hex as the hyphenated form writes it): ids made earlier sort
+/// below it, ids made at or after it above.
+pub fn uuid_v7_prefix(ms: u64) -> String {
+    let ms = ms.min((1 << 48) - 1);
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
 }
 
 /// Executions, and the one write path of every transition: [`Change`]s,
@@ -278,6 +327,14 @@ pub trait StatsStore: Send + Sync {
     /// How many executions are in each state; read once at open to seed
     /// the metrics gauges, which transitions then keep current.
     fn count_executions_by_state(&self) -> StoreFuture<'_, Vec<(ExecState, u64)>>;
+    /// How many executions of each workflow are in each state (only
+    /// `workflow`'s, if given): (workflow, state, count), by workflow,
+    /// without the states none is in. From counters every write keeps, so
+    /// its cost is the workflows, not the executions.
+    fn count_executions_by_workflow<'a>(
+        &'a self,
+        workflow: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<(String, ExecState, u64)>>;
     /// Timer records the store could not decode and moved aside since it
     /// was opened (each is logged with its key).
     fn quarantined_timers(&self) -> u64;

@@ -10,6 +10,7 @@
 #![doc(hidden)]
 
 mod changes;
+mod listing;
 mod nodes;
 mod removal;
 mod tables;
@@ -17,6 +18,7 @@ mod tables;
 use std::sync::Arc;
 
 pub use self::changes::*;
+pub use self::listing::*;
 pub use self::nodes::*;
 pub use self::removal::*;
 pub use self::tables::*;
@@ -70,6 +72,8 @@ macro_rules! store_conformance {
             timers_come_due_in_order,
             deliveries_are_found_by_key_and_by_execution,
             executions_are_listed_filtered_and_visited,
+            listings_follow_filters_transitions_and_removals,
+            counts_by_workflow_follow_transitions,
             tokens_are_stored_by_hash,
             components_are_kept_by_hash,
             plugin_refs_list_every_version_until_removed,

@@ -4,7 +4,7 @@
 use tokio_postgres::types::ToSql;
 
 use super::json::decode;
-use super::{Counters, PgStore, int};
+use super::{Counters, PgStore, STATES, int};
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution};
 use crate::store::{
     CallbackStore, Change, DeliveryStore, ExecutionFilter, ExecutionStore, StoreError, StoreFuture,
@@ -27,34 +27,87 @@ impl PgStore {
 
     /// The executions `filter` selects. The statement is built from the
     /// filters given (a handful of shapes, each cached), so that every one
-    /// is a range of an index rather than a scan that checks each row.
+    /// is a range of an index rather than a scan that checks each row: a
+    /// workflow's or a plugin's executions in any state are one range per
+    /// state, each ordered and limited, which PostgreSQL merges (as sled's
+    /// listing does).
     async fn list(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>, StoreError> {
-        let state = filter.state.map(ExecState::as_str);
         let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut sql = String::from("SELECT id, record FROM executions WHERE true");
+        let (lower, upper) = filter.id_bounds();
+        let (after, before) = (
+            filter.created_after_ms.map(int),
+            filter.created_before_ms.map(int),
+        );
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        if let Some(state) = &state {
-            params.push(state);
-            sql.push_str(&format!(" AND state = ${}", params.len()));
+        let mut conditions = Vec::new();
+        fn add<'p>(
+            (params, conditions): (&mut Vec<&'p (dyn ToSql + Sync)>, &mut Vec<String>),
+            column: &str,
+            op: &str,
+            value: &'p (dyn ToSql + Sync),
+        ) {
+            params.push(value);
+            conditions.push(format!("{column} {op} ${}", params.len()));
         }
         if let Some(workflow) = &filter.workflow {
-            params.push(workflow);
-            sql.push_str(&format!(" AND workflow = ${}", params.len()));
+            add((&mut params, &mut conditions), "workflow", "=", workflow);
+        }
+        if let Some(plugin) = &filter.plugin {
+            add((&mut params, &mut conditions), "plugin", "=", plugin);
         }
         if let Some(past) = &filter.past {
-            params.push(past);
             let op = if filter.newest_first { "<" } else { ">" };
-            sql.push_str(&format!(" AND id {op} ${}", params.len()));
+            add((&mut params, &mut conditions), "id", op, past);
         }
-        sql.push_str(if filter.newest_first {
+        if let Some(lower) = &lower {
+            add((&mut params, &mut conditions), "id", ">=", lower);
+        }
+        if let Some(upper) = &upper {
+            add((&mut params, &mut conditions), "id", "<", upper);
+        }
+        if let Some(after) = &after {
+            add((&mut params, &mut conditions), "created_ms", ">=", after);
+        }
+        if let Some(before) = &before {
+            add((&mut params, &mut conditions), "created_ms", "<", before);
+        }
+        let order = if filter.newest_first {
             " ORDER BY id DESC"
         } else {
             " ORDER BY id"
-        });
-        if let Some(limit) = &limit {
-            params.push(limit);
-            sql.push_str(&format!(" LIMIT ${}", params.len()));
-        }
+        };
+        let limit_sql = match &limit {
+            Some(limit) => {
+                params.push(limit);
+                format!(" LIMIT ${}", params.len())
+            }
+            None => String::new(),
+        };
+        let select = |state: Option<&str>| {
+            let mut all = conditions.clone();
+            all.extend(state.map(|s| format!("state = '{s}'")));
+            let mut sql = String::from("SELECT id, record FROM executions");
+            if !all.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&all.join(" AND "));
+            }
+            sql
+        };
+        let by_name = filter.workflow.is_some() || filter.plugin.is_some();
+        let sql = match filter.state {
+            Some(state) => format!("{}{order}{limit_sql}", select(Some(state.as_str()))),
+            None if by_name => {
+                let branches: Vec<String> = STATES
+                    .iter()
+                    .map(|s| format!("({}{order}{limit_sql})", select(Some(s.as_str()))))
+                    .collect();
+                format!(
+                    "SELECT id, record FROM ({}) AS page{order}{limit_sql}",
+                    branches.join(" UNION ALL ")
+                )
+            }
+            None => format!("{}{order}{limit_sql}", select(None)),
+        };
         let rows = self.rows(&sql, &params).await?;
         rows.iter()
             .map(|row| decode(row, 1, &row.get::<_, String>(0)))

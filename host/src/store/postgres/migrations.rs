@@ -13,7 +13,10 @@ use crate::store::StoreError;
 
 /// The migrations, oldest first: (version, SQL). Never edit one that was
 /// released; add the next.
-pub(super) const MIGRATIONS: &[(u64, &str)] = &[(1, include_str!("migrations/0001_tables.sql"))];
+pub(super) const MIGRATIONS: &[(u64, &str)] = &[
+    (1, include_str!("migrations/0001_tables.sql")),
+    (2, include_str!("migrations/0002_listing.sql")),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

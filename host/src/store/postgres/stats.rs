@@ -21,6 +21,29 @@ impl StatsStore for PgStore {
         })
     }
 
+    fn count_executions_by_workflow<'a>(
+        &'a self,
+        workflow: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<(String, ExecState, u64)>> {
+        Box::pin(async move {
+            // Kept by a trigger on the executions table (migration 2).
+            let sql = "SELECT workflow, state, sum(n)::bigint FROM workflow_counts
+                       WHERE $1::text IS NULL OR workflow = $1
+                       GROUP BY workflow, state HAVING sum(n) > 0";
+            let rows = self.rows(sql, &[&workflow]).await?;
+            let mut counts: Vec<_> = rows
+                .iter()
+                .filter_map(|row| {
+                    let state = row.get::<_, &str>(1);
+                    let state = STATES.into_iter().find(|s| s.as_str() == state)?;
+                    Some((row.get(0), state, uint(row.get(2))))
+                })
+                .collect();
+            counts.sort();
+            Ok(counts)
+        })
+    }
+
     fn quarantined_timers(&self) -> u64 {
         self.counters.quarantined.load(Ordering::Relaxed)
     }

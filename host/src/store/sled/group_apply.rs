@@ -9,6 +9,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
+use super::listing::{Listed, Stored, workflow_count_key};
 use super::{
     SledStore, TIMER_COUNT_KEY, callback_index_key, count_key, count_value, decode, encode,
     ended_key, storage_only,
@@ -46,6 +47,7 @@ struct PreparedExecution {
     version: u64,
     state: ExecState,
     updated_ms: u64,
+    listed: Listed,
     bytes: Vec<u8>,
 }
 
@@ -57,6 +59,7 @@ impl Prepared {
                 version: e.version,
                 state: e.state,
                 updated_ms: e.updated_ms,
+                listed: Listed::of(e),
                 bytes: encode(e),
             }),
             callbacks: change
@@ -91,14 +94,6 @@ impl Prepared {
 /// own refusal (the inner one): a conflict or a corrupt record refuses one
 /// change of a batch, not the batch.
 type Checked<T> = Result<Result<T, StoreError>, UnabortableTransactionError>;
-
-/// What the indexes need of a stored execution.
-#[derive(serde::Deserialize)]
-struct Stored {
-    version: u64,
-    state: ExecState,
-    updated_ms: u64,
-}
 
 impl Stored {
     /// Its key in the index of ended executions, if it has ended.
@@ -179,7 +174,6 @@ struct Txn<'a> {
     callbacks: &'a TransactionalTree,
     timers: &'a TransactionalTree,
     deliveries: &'a TransactionalTree,
-    running: &'a TransactionalTree,
     counts: &'a TransactionalTree,
     indexes: &'a TransactionalTree,
 }
@@ -222,23 +216,45 @@ impl Txn<'_> {
             let now = count_value(self.counts.get(key)?.as_deref()) + by;
             self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
         };
+        // A workflow's counter that falls to zero goes, so that workflows
+        // long gone leave nothing to read.
+        let bump_workflow = |workflow: &str, state: ExecState, by: i64| {
+            let key = workflow_count_key(workflow, state);
+            let now = count_value(self.counts.get(&key)?.as_deref()) + by;
+            if now == 0 {
+                self.counts.remove(key).map(|_| ())
+            } else {
+                self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
+            }
+        };
         if let Some(e) = &p.execution {
             self.executions
                 .insert(e.id.as_bytes(), e.bytes.as_slice())?;
             let old_state = before.as_ref().map(|b| b.state);
             if old_state != Some(e.state) {
                 bump(e.state, 1)?;
-                if let Some(old) = old_state {
-                    bump(old, -1)?;
+                bump_workflow(&e.listed.workflow, e.state, 1)?;
+                if let Some(old) = &before {
+                    bump(old.state, -1)?;
+                    bump_workflow(&old.workflow, old.state, -1)?;
                 }
-            }
-            if e.state == ExecState::Running {
-                self.running.insert(e.id.as_bytes(), &[])?;
-            } else {
-                self.running.remove(e.id.as_bytes())?;
             }
             if let Some(key) = before.as_ref().and_then(|b| b.ended_key(&e.id)) {
                 self.indexes.remove(key)?;
+            }
+            // Only the entries that move: most transitions keep the
+            // workflow, and many the state and the plugin.
+            let old = before.as_ref().map(|b| b.listed().keys(&e.id));
+            let new = e.listed.keys(&e.id);
+            for key in old.iter().flatten() {
+                if !new.contains(key) {
+                    self.indexes.remove(key.as_slice())?;
+                }
+            }
+            for key in new {
+                if !old.as_ref().is_some_and(|o| o.contains(&key)) {
+                    self.indexes.insert(key, &[])?;
+                }
             }
             if let Some(key) = ended_key(e.state, e.updated_ms, &e.id) {
                 self.indexes.insert(key, &[])?;
@@ -253,7 +269,10 @@ impl Txn<'_> {
         if let Some((r, stored)) = removed {
             self.executions.remove(r.id.as_bytes())?;
             bump(stored.state, -1)?;
-            self.running.remove(r.id.as_bytes())?;
+            bump_workflow(&stored.workflow, stored.state, -1)?;
+            for key in stored.listed().keys(&r.id) {
+                self.indexes.remove(key)?;
+            }
             if let Some(key) = stored.ended_key(&r.id) {
                 self.indexes.remove(key)?;
             }
@@ -306,17 +325,15 @@ impl SledStore {
             &self.callbacks,
             &self.timers,
             &self.deliveries,
-            &self.running,
             &self.counts,
             &self.indexes,
         );
-        let result = trees.transaction(|(e, c, t, d, r, n, x)| {
+        let result = trees.transaction(|(e, c, t, d, n, x)| {
             let txn = Txn {
                 executions: e,
                 callbacks: c,
                 timers: t,
                 deliveries: d,
-                running: r,
                 counts: n,
                 indexes: x,
             };

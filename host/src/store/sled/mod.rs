@@ -12,6 +12,7 @@
 
 mod group_apply;
 mod group_commit;
+mod listing;
 mod plugin_refs;
 mod private;
 mod tables;
@@ -40,15 +41,14 @@ pub struct SledStore {
     components: sled::Tree,
     tokens: sled::Tree,
     deliveries: sled::Tree,
-    /// What retention reads, in one tree (each tree a transaction
+    /// What retention and listings read, in one tree (each tree a transaction
     /// touches costs it): ended executions by state and end time
-    /// ([`ended_key`]), so that what is due is found without a scan, and
+    /// ([`ended_key`]), so that what is due is found without a scan;
     /// callback records by execution ([`callback_index_key`]), so that
-    /// removing an execution finds all of its. Empty values.
+    /// removing an execution finds all of its; and what listings read
+    /// ([`listing`]): executions by state, by workflow and by plugin,
+    /// which also gives recovery the running ones. Empty values.
     indexes: sled::Tree,
-    /// Ids of the executions in state `running` (empty values): recovery
-    /// reads these at open instead of scanning every execution.
-    running: sled::Tree,
     /// Executions per state (state name -> i64, big-endian), and the
     /// number of timers ([`TIMER_COUNT_KEY`]), kept in the same
     /// transaction as every write of those records: counting them at open
@@ -70,8 +70,11 @@ pub struct SledStore {
 /// a gigabyte of RSS after one scan). Lookups touch a handful of pages.
 const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
-/// Marks, in the `meta` tree, that the `running` index is complete.
-const RUNNING_INDEX_MARK: &[u8] = b"index/running/v1";
+/// Marks, in the `meta` tree, that the listing indexes are complete.
+const LISTING_INDEX_MARK: &[u8] = b"index/listing/v1";
+/// The tree of running executions' ids that the listing indexes replaced:
+/// dropped once they are built.
+const OLD_RUNNING_TREE: &str = "executions-running";
 /// Marks, in the `meta` tree, that the per-state counts are complete.
 const COUNTS_MARK: &[u8] = b"index/counts/v1";
 /// Marks, in the `meta` tree, that the timer count is complete.
@@ -90,9 +93,13 @@ const CALLBACK_INDEX_TAG: u8 = b'k';
 /// Absent in data dirs written before it existed (format 1 as well: what
 /// they lack are indexes, which opening builds). A data dir of a higher
 /// format is refused, never misread.
+///
+/// Format 2 has the listing indexes: a build of format 1 would write
+/// executions without moving their entries, so it must refuse such a data
+/// dir rather than leave its listings wrong.
 const FORMAT_KEY: &[u8] = b"format";
 /// The format this build writes, and the newest it reads.
-pub const FORMAT: u64 = 1;
+pub const FORMAT: u64 = 2;
 
 /// The key of an ended execution in `indexes`: a byte for the
 /// state, the end time (big-endian, so that keys sort by it) and the id.
@@ -238,7 +245,6 @@ impl SledStore {
             tokens: db.open_tree("tokens")?,
             deliveries: db.open_tree("deliveries")?,
             indexes: db.open_tree("indexes")?,
-            running: db.open_tree("executions-running")?,
             counts: db.open_tree("execution-counts")?,
             quarantine: db.open_tree("timers-quarantine")?,
             quarantined: Arc::default(),
@@ -274,15 +280,11 @@ impl SledStore {
         Ok(())
     }
 
-    /// Builds the `running` index and the counts once, for a data dir
-    /// written before they existed: one scan, then never again.
+    /// Builds the indexes and the counts once, for a data dir written
+    /// before they existed: one scan each, then never again.
     fn build_indexes(&self) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta")?;
         let mut built = false;
-        if !meta.contains_key(FORMAT_KEY)? {
-            meta.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
-            built = true;
-        }
         if !meta.contains_key(CALLBACK_INDEX_MARK)? {
             #[derive(serde::Deserialize)]
             struct Owner {
@@ -331,40 +333,63 @@ impl SledStore {
             meta.insert(TIMER_COUNT_MARK, &[])?;
             built = true;
         }
-        let running_done = meta.contains_key(RUNNING_INDEX_MARK)?;
+        let listing_done = meta.contains_key(LISTING_INDEX_MARK)?;
         let counts_done = meta.contains_key(COUNTS_MARK)?;
-        if running_done && counts_done {
-            if built {
-                self.db.flush()?;
+        if !(listing_done && counts_done) {
+            if !listing_done {
+                for tag in listing::TAGS {
+                    clear_prefix(&self.indexes, &[tag])?;
+                }
+                clear_prefix(&self.counts, &listing::workflow_counts_prefix(None))?;
             }
-            return Ok(());
-        }
-        #[derive(serde::Deserialize)]
-        struct StateOnly {
-            state: ExecState,
-        }
-        if !running_done {
-            self.running.clear()?;
-        }
-        let mut counts = [0i64; STATES.len()];
-        for item in self.executions.iter() {
-            let (key, bytes) = item?;
-            let StateOnly { state } = decode(&key, &bytes)?;
-            if !running_done && state == ExecState::Running {
-                self.running.insert(key, &[])?;
+            let mut counts = [0i64; STATES.len()];
+            let mut by_workflow = std::collections::BTreeMap::<_, i64>::new();
+            for item in self.executions.iter() {
+                let (key, bytes) = item?;
+                let stored: listing::Stored = decode(&key, &bytes)?;
+                if !listing_done {
+                    for k in stored.listed().keys(&String::from_utf8_lossy(&key)) {
+                        self.indexes.insert(k, &[])?;
+                    }
+                    let key = listing::workflow_count_key(&stored.workflow, stored.state);
+                    *by_workflow.entry(key).or_default() += 1;
+                }
+                if let Some(i) = STATES.iter().position(|s| *s == stored.state) {
+                    counts[i] += 1;
+                }
             }
-            if let Some(i) = STATES.iter().position(|s| *s == state) {
-                counts[i] += 1;
+            if !counts_done {
+                for (state, n) in STATES.iter().zip(counts) {
+                    self.counts.insert(count_key(*state), &n.to_be_bytes())?;
+                }
             }
-        }
-        if !counts_done {
-            for (state, n) in STATES.iter().zip(counts) {
-                self.counts.insert(count_key(*state), &n.to_be_bytes())?;
+            for (key, n) in by_workflow {
+                self.counts.insert(key, &n.to_be_bytes())?;
             }
+            meta.insert(LISTING_INDEX_MARK, &[])?;
+            meta.insert(COUNTS_MARK, &[])?;
+            built = true;
         }
-        meta.insert(RUNNING_INDEX_MARK, &[])?;
-        meta.insert(COUNTS_MARK, &[])?;
-        self.db.flush()?;
+        if self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == OLD_RUNNING_TREE.as_bytes())
+        {
+            self.db.drop_tree(OLD_RUNNING_TREE)?;
+            built = true;
+        }
+        let format = meta
+            .get(FORMAT_KEY)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        if format != Some(FORMAT) {
+            meta.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+            built = true;
+        }
+        if built {
+            self.db.flush()?;
+        }
         Ok(())
     }
 

@@ -27,62 +27,6 @@ fn get<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// The executions `filter` selects, read on a blocking thread.
-fn scan_executions(
-    executions: &sled::Tree,
-    running: &sled::Tree,
-    filter: &ExecutionFilter,
-) -> Result<Vec<Execution>, StoreError> {
-    // Running ones come from the index (cost by the running executions,
-    // not all of them); anything else is a scan.
-    type Record = (sled::IVec, sled::IVec);
-    let tree = if filter.state == Some(ExecState::Running) {
-        running
-    } else {
-        executions
-    };
-    // Ids are keys: the order and the cursor are a range of the tree.
-    type Items = Box<dyn Iterator<Item = sled::Result<Record>>>;
-    let items: Items = match (&filter.past, filter.newest_first) {
-        (None, false) => Box::new(tree.iter()),
-        (None, true) => Box::new(tree.iter().rev()),
-        (Some(past), false) => Box::new(tree.range::<&[u8], _>((
-            std::ops::Bound::Excluded(past.as_bytes()),
-            std::ops::Bound::Unbounded,
-        ))),
-        (Some(past), true) => Box::new(tree.range::<&[u8], _>(..past.as_bytes()).rev()),
-    };
-    let records: Box<dyn Iterator<Item = Result<Option<Record>, StoreError>>> =
-        if filter.state == Some(ExecState::Running) {
-            Box::new(items.map(|item| {
-                let (key, _) = item?;
-                Ok(executions.get(&key)?.map(|b| (key, b)))
-            }))
-        } else {
-            Box::new(items.map(|item| item.map(Some).map_err(StoreError::from)))
-        };
-    let mut out = Vec::new();
-    for record in records {
-        let Some((key, bytes)) = record? else {
-            continue;
-        };
-        let exec: Execution = decode(&key, &bytes)?;
-        if filter.state.is_some_and(|s| s != exec.state)
-            || filter
-                .workflow
-                .as_ref()
-                .is_some_and(|w| *w != exec.workflow)
-        {
-            continue;
-        }
-        out.push(exec);
-        if filter.limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-    }
-    Ok(out)
-}
-
 impl ExecutionStore for SledStore {
     fn execution<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Execution>> {
         let found = get(&self.executions, id);
@@ -90,13 +34,13 @@ impl ExecutionStore for SledStore {
     }
 
     fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>> {
-        let (executions, running, filter) = (
+        let (executions, indexes, filter) = (
             self.executions.clone(),
-            self.running.clone(),
+            self.indexes.clone(),
             filter.clone(),
         );
-        Box::pin(blocking("execution scan", move || {
-            scan_executions(&executions, &running, &filter)
+        Box::pin(blocking("execution listing", move || {
+            super::listing::list(&executions, &indexes, &filter)
         }))
     }
 
@@ -446,6 +390,30 @@ impl StatsStore for SledStore {
                 Ok((state, count_value(n.as_deref()).max(0) as u64))
             })
             .collect();
+        Box::pin(async move { counts })
+    }
+
+    fn count_executions_by_workflow<'a>(
+        &'a self,
+        workflow: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<(String, ExecState, u64)>> {
+        // Kept by `apply`: a range of the counters, one per workflow and
+        // state any execution is in.
+        let prefix = super::listing::workflow_counts_prefix(workflow);
+        let counts = self
+            .counts
+            .scan_prefix(prefix)
+            .filter_map(|item| match item {
+                Err(e) => Some(Err(StoreError::from(e))),
+                Ok((key, n)) => super::listing::parse_workflow_count_key(&key)
+                    .map(|(w, s)| Ok((w, s, count_value(Some(&n)).max(0) as u64))),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(|mut counts| {
+                // Keys sort states by their tag; the answer by state order.
+                counts.sort();
+                counts
+            });
         Box::pin(async move { counts })
     }
 

@@ -250,7 +250,7 @@ async fn counts(store: &SledStore) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn the_running_index_follows_every_transition_and_is_built_for_old_data() {
+async fn the_listing_indexes_follow_every_transition_and_are_built_for_old_data() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();
@@ -299,17 +299,56 @@ async fn the_running_index_follows_every_transition_and_is_built_for_old_data() 
             .await
             .unwrap();
         assert_eq!(counts(&store).await, [1, 1, 0, 1]);
-        // As if written before the index and the counts existed.
-        store.db.drop_tree("executions-running").unwrap();
+        assert_eq!(
+            by_workflow(&store).await,
+            [
+                ("w".to_owned(), ExecState::Running, 1),
+                ("w".to_owned(), ExecState::Suspended, 1),
+                ("w".to_owned(), ExecState::Failed, 1)
+            ]
+        );
+        // As format 1 left it: a tree of running ids, no listing indexes,
+        // no counts.
+        store
+            .db
+            .open_tree(OLD_RUNNING_TREE)
+            .unwrap()
+            .insert("a", &[])
+            .unwrap();
+        for tag in listing::TAGS {
+            clear_prefix(&store.indexes, &[tag]).unwrap();
+        }
         store.db.drop_tree("execution-counts").unwrap();
         let meta = store.db.open_tree("meta").unwrap();
-        meta.remove(RUNNING_INDEX_MARK).unwrap();
+        meta.remove(LISTING_INDEX_MARK).unwrap();
         meta.remove(COUNTS_MARK).unwrap();
+        meta.insert(FORMAT_KEY, &1u64.to_be_bytes()).unwrap();
         store.db.flush().unwrap();
+        assert!(running(&store).await.is_empty());
     }
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(running(&store).await, ["a"]);
     assert_eq!(counts(&store).await, [1, 1, 0, 1]);
+    assert_eq!(
+        by_workflow(&store).await,
+        [
+            ("w".to_owned(), ExecState::Running, 1),
+            ("w".to_owned(), ExecState::Suspended, 1),
+            ("w".to_owned(), ExecState::Failed, 1)
+        ]
+    );
+    let names = store.db.tree_names();
+    assert!(!names.iter().any(|n| n == OLD_RUNNING_TREE.as_bytes()));
+    let meta = store.db.open_tree("meta").unwrap();
+    assert_eq!(
+        meta.get(FORMAT_KEY).unwrap().as_deref(),
+        Some(&FORMAT.to_be_bytes()[..]),
+        "a format 1 build must refuse the data dir from now on"
+    );
+}
+
+async fn by_workflow(store: &SledStore) -> Vec<(String, ExecState, u64)> {
+    store.count_executions_by_workflow(None).await.unwrap()
 }
 
 async fn running(store: &SledStore) -> Vec<String> {
@@ -358,7 +397,12 @@ async fn the_retention_indexes_are_built_for_old_data() {
         // As the previous release left it.
         store.db.drop_tree("indexes").unwrap();
         let meta = store.db.open_tree("meta").unwrap();
-        for mark in [ENDED_INDEX_MARK, CALLBACK_INDEX_MARK, FORMAT_KEY] {
+        for mark in [
+            ENDED_INDEX_MARK,
+            CALLBACK_INDEX_MARK,
+            LISTING_INDEX_MARK,
+            FORMAT_KEY,
+        ] {
             meta.remove(mark).unwrap();
         }
         store.db.flush().unwrap();
@@ -369,6 +413,7 @@ async fn the_retention_indexes_are_built_for_old_data() {
         ["done"]
     );
     assert_eq!(store.callbacks_of("done").await.unwrap(), ["early"]);
+    assert_eq!(running(&store).await, ["live"]);
     let meta = store.db.open_tree("meta").unwrap();
     assert_eq!(
         meta.get(FORMAT_KEY).unwrap().as_deref(),
