@@ -127,5 +127,23 @@ async fn bulk_cancel_and_retry_act_on_a_filter_and_say_what_they_skipped() {
     assert_eq!(answer["matched"], 1);
     assert_eq!(answer["changed"], 0);
     assert_eq!(answer["skipped_by_code"], json!({"wrong-state": 1}));
+
+    // The plugin and creation-time filters select as the listing does.
+    let (_, answer) = bulk(
+        &daemon,
+        "cancel",
+        json!({"plugin": "wait-for-callback", "created_after": "2020-01-01T00:00:00Z", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(answer["matched"], 5, "{answer:#}");
+    let (_, answer) = bulk(
+        &daemon,
+        "cancel",
+        json!({"plugin": "wait-for-callback", "created_before": 1_000, "dry_run": true}),
+    )
+    .await;
+    assert_eq!(answer["matched"], 0, "{answer:#}");
+    let (status, answer) = bulk(&daemon, "cancel", json!({"created_after": true})).await;
+    assert_eq!(status, 400, "{answer:#}");
     daemon.stop().await;
 }

@@ -612,6 +612,32 @@ async fn executions_list_pages_newest_first_by_workflow() {
     assert_eq!(code, 0);
     assert_eq!(oldest["executions"][0]["id"], echoes[4].as_str());
 
+    // By plugin and creation time: none was created before 2000.
+    let by = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "executions",
+            "list",
+            "--url",
+            &daemon.base,
+            "--token",
+            &daemon.token,
+            "--plugin",
+            "echo",
+        ];
+        args.extend(extra);
+        async move { stephost_tests::run_cli(&args).await }
+    };
+    let (code, recent) = by(&["--created-after", "2000-01-01T00:00:00Z"]).await;
+    assert_eq!(code, 0, "{recent}");
+    assert_eq!(
+        recent["executions"].as_array().unwrap().len(),
+        5,
+        "{recent}"
+    );
+    let (code, old) = by(&["--created-before", "946684800000"]).await;
+    assert_eq!(code, 0, "{old}");
+    assert_eq!(old["executions"], json!([]), "{old}");
+
     let (status, body) = daemon
         .call(
             reqwest::Method::GET,

@@ -151,9 +151,21 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
         .send_keys("wait-for-callback")
         .await
         .unwrap();
+    page.client
+        .find(fantoccini::Locator::Css("#f-plugin"))
+        .await
+        .unwrap()
+        .send_keys("wait-for-callback")
+        .await
+        .unwrap();
     page.click(".filters button[type=submit]").await;
     page.wait_for_text("tbody", &suspended).await;
     assert_eq!(page.count("[data-testid=execution-row]").await, 1);
+    let address = page.client.current_url().await.unwrap().to_string();
+    assert!(address.contains("plugin=wait-for-callback"), "{address}");
+    // The counts are the filter's workflow's.
+    page.wait_for_text("[data-testid=counts]", "of wait-for-callback")
+        .await;
     assert!(!page.text_of("tbody").await.unwrap().contains(&failed));
 
     // Open it: its wait, with the callback's shape but not its secret.

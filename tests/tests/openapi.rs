@@ -181,10 +181,41 @@ async fn real_answers_validate_against_the_description() {
     .await;
     assert_eq!(counts["by_state"]["completed"], 2, "{counts}");
     assert_eq!(counts["total"], 2, "{counts}");
+    let (_, of_echo) = call(
+        M::GET,
+        "/v1/executions/counts?workflow=echo&by=workflow".into(),
+        "/v1/executions/counts",
+    )
+    .await;
+    assert_eq!(of_echo["by_state"]["completed"], 1, "{of_echo}");
+    assert_eq!(of_echo["total"], 1, "{of_echo}");
+    assert_eq!(
+        of_echo["by_workflow"]["echo"]["by_state"]["completed"], 1,
+        "{of_echo}"
+    );
     let (status, _) = call(
         M::GET,
-        "/v1/executions/counts?workflow=x".into(),
+        "/v1/executions/counts?by=plugin".into(),
         "/v1/executions/counts",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, filtered) = call(
+        M::GET,
+        "/v1/executions?plugin=echo&created_after=2020-01-01T00:00:00Z&created_before=4102444800000"
+            .into(),
+        "/v1/executions",
+    )
+    .await;
+    assert_eq!(
+        filtered["executions"].as_array().unwrap().len(),
+        1,
+        "{filtered}"
+    );
+    let (status, _) = call(
+        M::GET,
+        "/v1/executions?created_after=yesterday".into(),
+        "/v1/executions",
     )
     .await;
     assert_eq!(status, 400);

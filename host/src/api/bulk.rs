@@ -30,8 +30,45 @@ const SKIPPED_SHOWN: usize = 100;
 struct BulkRequest {
     state: Option<ExecState>,
     workflow: Option<String>,
+    plugin: Option<String>,
+    /// Milliseconds since the epoch, or an RFC 3339 time in UTC.
+    created_after: Option<Value>,
+    created_before: Option<Value>,
     #[serde(default)]
     dry_run: bool,
+}
+
+impl BulkRequest {
+    fn filter(&self) -> Result<ExecutionFilter, ApiError> {
+        let time = |name: &str, value: &Option<Value>| match value {
+            None => Ok(None),
+            Some(Value::Number(n)) => super::executions::parse_time(name, &n.to_string()).map(Some),
+            Some(Value::String(s)) => super::executions::parse_time(name, s).map(Some),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "{name} must be milliseconds since the Unix epoch or an RFC 3339 time"
+            ))),
+        };
+        let filter = ExecutionFilter {
+            state: self.state,
+            workflow: self.workflow.clone(),
+            plugin: self.plugin.clone(),
+            created_after_ms: time("created_after", &self.created_after)?,
+            created_before_ms: time("created_before", &self.created_before)?,
+            limit: Some(PAGE),
+            ..Default::default()
+        };
+        if filter.state.is_none()
+            && filter.workflow.is_none()
+            && filter.plugin.is_none()
+            && filter.created_after_ms.is_none()
+            && filter.created_before_ms.is_none()
+        {
+            return Err(ApiError::bad_request(
+                "give a filter (state, workflow, plugin, created_after, created_before): an empty one would act on every execution",
+            ));
+        }
+        Ok(filter)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -85,20 +122,10 @@ async fn bulk(
     let body = admitted_body(&api, admitted.as_ref(), body, api.max_body).await?;
     let request: BulkRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "expected {{\"state\": string, \"workflow\": string, \"dry_run\": bool}}: {e}"
+            "expected {{\"state\", \"workflow\", \"plugin\", \"created_after\", \"created_before\", \"dry_run\"}}: {e}"
         ))
     })?;
-    if request.state.is_none() && request.workflow.is_none() {
-        return Err(ApiError::bad_request(
-            "give a filter (state, workflow or both): an empty one would act on every execution",
-        ));
-    }
-    let mut filter = ExecutionFilter {
-        state: request.state,
-        workflow: request.workflow.clone(),
-        limit: Some(PAGE),
-        ..Default::default()
-    };
+    let mut filter = request.filter()?;
     let (mut matched, mut changed) = (0u64, 0u64);
     let mut skipped_by: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut skipped = Vec::new();

@@ -2,6 +2,8 @@
 //! cancel. The request parsing is pure ([`parse_start`], [`list_filter`])
 //! so that it can be fuzzed apart from the handlers.
 
+use std::collections::BTreeMap;
+
 use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -70,30 +72,78 @@ pub(super) async fn show(
     Ok(json_response(StatusCode::OK, &view))
 }
 
-/// `GET /v1/executions/counts`: how many executions are in each state,
-/// from counters the store keeps with every write (never a scan).
+/// `GET /v1/executions/counts[?workflow=NAME][&by=workflow]`: how many
+/// executions are in each state (of one workflow, if named), and with
+/// `by=workflow` the same for every workflow, from counters the store
+/// keeps with every write (never a scan).
 pub(super) async fn counts(
     State(api): State<Shared>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    if let Some((key, _)) = query_pairs(query.as_deref()).into_iter().next() {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {key:?}: counts are by state, over every workflow"
-        )));
+    let (mut workflow, mut by_workflow) = (None, false);
+    for (key, value) in query_pairs(query.as_deref()) {
+        match key.as_str() {
+            "workflow" => workflow = Some(value),
+            "by" if value == "workflow" => by_workflow = true,
+            "by" => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown by={value:?}: counts can be broken down by=workflow"
+                )));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: counts take workflow and by=workflow"
+                )));
+            }
+        }
     }
-    let counts = api.workflows.store().count_executions_by_state().await?;
-    let by_state: serde_json::Map<String, Value> = counts
-        .iter()
-        .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
-        .collect();
-    let total: u64 = counts.iter().map(|(_, n)| n).sum();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"by_state": by_state, "total": total}),
-    ))
+    let store = api.workflows.store();
+    let states = |counts: &mut dyn Iterator<Item = (ExecState, u64)>| {
+        let mut by_state: serde_json::Map<String, Value> = ExecState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), json!(0)))
+            .collect();
+        let mut total = 0;
+        for (state, n) in counts {
+            by_state[state.as_str()] = json!(n);
+            total += n;
+        }
+        (by_state, total)
+    };
+    let per_workflow = if by_workflow || workflow.is_some() {
+        store
+            .count_executions_by_workflow(workflow.as_deref())
+            .await?
+    } else {
+        Vec::new()
+    };
+    let (by_state, total) = match &workflow {
+        Some(_) => states(&mut per_workflow.iter().map(|(_, s, n)| (*s, *n))),
+        None => states(&mut store.count_executions_by_state().await?.into_iter()),
+    };
+    let mut answer = json!({"by_state": by_state, "total": total});
+    if let Some(w) = &workflow {
+        answer["workflow"] = json!(w);
+    }
+    if by_workflow {
+        let mut workflows: BTreeMap<&str, Vec<(ExecState, u64)>> = BTreeMap::new();
+        for (w, s, n) in &per_workflow {
+            workflows.entry(w).or_default().push((*s, *n));
+        }
+        let view: serde_json::Map<String, Value> = workflows
+            .into_iter()
+            .map(|(w, counts)| {
+                let (by_state, total) = states(&mut counts.into_iter());
+                (w.to_owned(), json!({"by_state": by_state, "total": total}))
+            })
+            .collect();
+        answer["by_workflow"] = Value::Object(view);
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
-/// `GET /v1/executions?state=&workflow=&limit=`. Each item names its
+/// `GET /v1/executions?state=&workflow=&plugin=&created_after=&created_before=&limit=&cursor=`.
+/// Each item names its
 /// current step's plugin, so that a client can tell which executions wait
 /// on which plugin without reading each one.
 pub(super) async fn list(
@@ -265,6 +315,9 @@ fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
                 })
             }
             "workflow" => filter.workflow = Some(value),
+            "plugin" => filter.plugin = Some(value),
+            "created_after" => filter.created_after_ms = Some(parse_time(&key, &value)?),
+            "created_before" => filter.created_before_ms = Some(parse_time(&key, &value)?),
             "limit" => {
                 let n: usize = value
                     .parse()
@@ -298,6 +351,25 @@ fn list_filter(query: Option<&str>) -> Result<ExecutionFilter, ApiError> {
         }
     }
     Ok(filter)
+}
+
+/// A time a filter names: milliseconds since the Unix epoch, or an
+/// RFC 3339 time in UTC (`2026-11-29T20:00:00Z`, a fraction allowed).
+pub(super) fn parse_time(name: &str, value: &str) -> Result<u64, ApiError> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("{name} is out of range")));
+    }
+    let time = humantime::parse_rfc3339_weak(value).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{name} must be milliseconds since the Unix epoch or a UTC time such as 2026-11-29T20:00:00Z: {e}"
+        ))
+    })?;
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::bad_request(format!("{name} is before 1970")))?;
+    Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What `POST /v1/executions` asks for.

@@ -22,6 +22,16 @@ pub enum ExecutionsCommand {
         /// Only those of this workflow (a plugin run alone: its name).
         #[arg(long)]
         workflow: Option<String>,
+        /// Only those whose current step runs on this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only those created at or after this time (ms since the epoch,
+        /// or UTC as 2026-11-29T20:00:00Z).
+        #[arg(long)]
+        created_after: Option<String>,
+        /// Only those created before this time.
+        #[arg(long)]
+        created_before: Option<String>,
         /// At most this many (1 to 10000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -82,6 +92,9 @@ pub(super) async fn execute(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyh
             remote,
             state,
             workflow,
+            plugin,
+            created_after,
+            created_before,
             limit,
             cursor,
             oldest_first,
@@ -90,7 +103,14 @@ pub(super) async fn execute(cmd: ExecutionsCommand, out: &mut dyn Write) -> anyh
             query.append_pair("limit", &limit.to_string());
             let order = if *oldest_first { "oldest" } else { "newest" };
             query.append_pair("order", order);
-            for (key, value) in [("state", state), ("workflow", workflow), ("cursor", cursor)] {
+            for (key, value) in [
+                ("state", state),
+                ("workflow", workflow),
+                ("plugin", plugin),
+                ("created_after", created_after),
+                ("created_before", created_before),
+                ("cursor", cursor),
+            ] {
                 if let Some(value) = value {
                     query.append_pair(key, value);
                 }

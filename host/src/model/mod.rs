@@ -95,6 +95,14 @@ pub enum ExecState {
 }
 
 impl ExecState {
+    /// Every state, in the order counts report them.
+    pub const ALL: [ExecState; 4] = [
+        Self::Running,
+        Self::Suspended,
+        Self::Completed,
+        Self::Failed,
+    ];
+
     /// Whether the execution has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed)

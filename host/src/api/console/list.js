@@ -1,11 +1,14 @@
-// The executions list: filters (state, workflow) kept in the address so a
-// view can be shared, counts by state, cursor paging, polling that the
-// operator can pause, and the bulk actions on the current filter.
+// The executions list: filters (state, workflow, plugin, creation time)
+// kept in the address so a view can be shared, counts by state (of the
+// filter's workflow), cursor paging, polling that the operator can pause,
+// and the bulk actions on the current filter.
 
 import * as api from "./api.js";
 import { h, fill, time, badge } from "./dom.js";
 
 const STATES = ["running", "suspended", "completed", "failed"];
+// The list's filters, as the API names them; times are ms since the epoch.
+const FILTERS = ["state", "workflow", "plugin", "created_after", "created_before"];
 const PAGE = 50;
 const REFRESH_MS = 3000;
 
@@ -13,7 +16,8 @@ const REFRESH_MS = 3000;
 let paused = false;
 
 export function listPage(ctx, params) {
-  const filter = { state: params.get("state") ?? "", workflow: params.get("workflow") ?? "" };
+  const filter = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? ""]));
+  const filtered = FILTERS.some((f) => filter[f]);
   // Cursors of the pages before this one, to go back; the current page's.
   const previous = [];
   let cursor = null;
@@ -36,18 +40,31 @@ export function listPage(ctx, params) {
     ...STATES.map((s) => h("option", { value: s }, s)));
   stateSelect.value = filter.state;
   const workflowInput = h("input", { id: "f-workflow", name: "workflow", value: filter.workflow, placeholder: "any workflow", autocomplete: "off", spellcheck: "false" });
+  const pluginInput = h("input", { id: "f-plugin", name: "plugin", value: filter.plugin, placeholder: "any plugin", autocomplete: "off", spellcheck: "false" });
+  // Local time in the inputs, as the operator reads it; ms in the address.
+  const afterInput = h("input", { id: "f-after", name: "created_after", type: "datetime-local", value: localInput(filter.created_after) });
+  const beforeInput = h("input", { id: "f-before", name: "created_before", type: "datetime-local", value: localInput(filter.created_before) });
   const form = h("form", { class: "filters", onsubmit: (e) => {
     e.preventDefault();
-    location.hash = `#/executions${api.query({ state: stateSelect.value, workflow: workflowInput.value.trim() })}`;
+    location.hash = `#/executions${api.query({
+      state: stateSelect.value,
+      workflow: workflowInput.value.trim(),
+      plugin: pluginInput.value.trim(),
+      created_after: fromInput(afterInput.value),
+      created_before: fromInput(beforeInput.value),
+    })}`;
   } },
     h("label", { for: "f-state" }, "State"), stateSelect,
     h("label", { for: "f-workflow" }, "Workflow"), workflowInput,
+    h("label", { for: "f-plugin" }, "Plugin"), pluginInput,
+    h("label", { for: "f-after", title: "created at or after, in local time" }, "Created from"), afterInput,
+    h("label", { for: "f-before", title: "created before, in local time" }, "to"), beforeInput,
     h("button", { type: "submit" }, "Apply"),
-    (filter.state || filter.workflow) ? h("a", { href: "#/executions", class: "button-like" }, "Clear") : null,
+    filtered ? h("a", { href: "#/executions", class: "button-like" }, "Clear") : null,
   );
 
   const bulk = h("div", { class: "bulk" });
-  if (ctx.session.canAct && (filter.state || filter.workflow)) {
+  if (ctx.session.canAct && filtered) {
     bulk.append(
       h("button", { type: "button", class: "danger", onclick: () => bulkAction(ctx, "cancel", filter, refresh) }, "Cancel all matching…"),
       h("button", { type: "button", onclick: () => bulkAction(ctx, "retry", filter, refresh) }, "Retry all matching…"));
@@ -68,7 +85,7 @@ export function listPage(ctx, params) {
     try {
       const [page, byState] = await Promise.all([
         api.get(`/v1/executions${api.query({ ...filter, limit: PAGE, cursor })}`),
-        api.get("/v1/executions/counts"),
+        api.get(`/v1/executions/counts${api.query({ workflow: filter.workflow })}`),
       ]);
       if (stopped) return;
       drawCounts(byState);
@@ -88,9 +105,9 @@ export function listPage(ctx, params) {
 
   function drawCounts(c) {
     fill(counts, ...STATES.map((s) =>
-      h("a", { href: `#/executions${api.query({ state: s, workflow: filter.workflow })}`, class: "count", "data-state": s, "aria-current": filter.state === s ? "true" : null },
+      h("a", { href: `#/executions${api.query({ ...filter, state: s })}`, class: "count", "data-state": s, "aria-current": filter.state === s ? "true" : null },
         h("span", { class: "n" }, String(c.by_state?.[s] ?? 0)), " ", s)),
-    h("span", { class: "count total" }, h("span", { class: "n" }, String(c.total ?? 0)), " in all"));
+    h("span", { class: "count total" }, h("span", { class: "n" }, String(c.total ?? 0)), filter.workflow ? ` of ${filter.workflow}` : " in all"));
   }
 
   function drawRows(items) {
@@ -124,8 +141,9 @@ export function listPage(ctx, params) {
 // will pass over; then the action itself, and what it did.
 async function bulkAction(ctx, action, filter, refresh) {
   const body = { dry_run: true };
-  if (filter.state) body.state = filter.state;
-  if (filter.workflow) body.workflow = filter.workflow;
+  for (const f of FILTERS) {
+    if (filter[f]) body[f] = f.startsWith("created_") ? Number(filter[f]) : filter[f];
+  }
   let dry;
   try {
     dry = await api.post(`/v1/executions/${action}`, body);
@@ -133,7 +151,13 @@ async function bulkAction(ctx, action, filter, refresh) {
     if (!ctx.onAuthLost(e)) ctx.flash(`Could not ask what ${action} would do: ${e.message}`, "error");
     return;
   }
-  const described = [filter.state && `state ${filter.state}`, filter.workflow && `workflow ${filter.workflow}`].filter(Boolean).join(", ");
+  const described = [
+    filter.state && `state ${filter.state}`,
+    filter.workflow && `workflow ${filter.workflow}`,
+    filter.plugin && `plugin ${filter.plugin}`,
+    filter.created_after && `created from ${new Date(Number(filter.created_after)).toLocaleString()}`,
+    filter.created_before && `created before ${new Date(Number(filter.created_before)).toLocaleString()}`,
+  ].filter(Boolean).join(", ");
   const verb = action === "cancel" ? "cancelled (they fail with code cancelled)" : "retried (their failed step runs again)";
   const lines = [
     `${dry.matched} executions match the filter (${described}).`,
@@ -156,4 +180,19 @@ async function bulkAction(ctx, action, filter, refresh) {
     if (!ctx.onAuthLost(e)) ctx.flash(`${action} failed: ${e.message}`, "error");
   }
   refresh();
+}
+
+// A datetime-local input's value (local time) for ms since the epoch.
+function localInput(ms) {
+  if (!ms) return "";
+  const d = new Date(Number(ms));
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+// Ms since the epoch for a datetime-local input's value, "" for none.
+function fromInput(value) {
+  if (!value) return "";
+  const ms = new Date(value).getTime();
+  return Number.isNaN(ms) ? "" : String(ms);
 }

@@ -1,13 +1,11 @@
 // The plugins: each one's version, where its code comes from, the grant
 // that applies to it, its config schema, and the executions waiting on
-// it (suspended executions whose current step runs it, from the list
-// endpoint, which names each one's plugin).
+// it (suspended executions whose current step runs it: the list endpoint's
+// plugin filter).
 
 import * as api from "./api.js";
 import { h, fill, body, time } from "./dom.js";
 
-// How many suspended executions are read to tell who waits on what.
-const WAITING_READ = 1000;
 const WAITING_SHOWN = 10;
 
 export function pluginsPage(ctx) {
@@ -17,10 +15,13 @@ export function pluginsPage(ctx) {
 
   (async () => {
     try {
-      const [{ plugins }, waiting] = await Promise.all([api.get("/v1/plugins"), suspended()]);
-      const details = await Promise.all(plugins.map((p) => api.get(`/v1/plugins/${encodeURIComponent(p.name)}`)));
+      const { plugins } = await api.get("/v1/plugins");
+      const details = await Promise.all(plugins.map((p) => Promise.all([
+        api.get(`/v1/plugins/${encodeURIComponent(p.name)}`),
+        api.get(`/v1/executions${api.query({ state: "suspended", plugin: p.name, limit: WAITING_SHOWN + 1 })}`),
+      ])));
       if (stopped) return;
-      fill(view, ...details.map((p) => plugin(p, waiting.byPlugin.get(p.name) ?? [], waiting.complete)));
+      fill(view, ...details.map(([p, waiting]) => plugin(p, waiting.executions)));
     } catch (e) {
       if (!ctx.onAuthLost(e)) fill(view, h("p", { class: "flash error", role: "alert" }, `Could not load plugins: ${e.message}`));
     }
@@ -28,24 +29,7 @@ export function pluginsPage(ctx) {
   return () => { stopped = true; };
 }
 
-// Suspended executions by plugin, newest first, up to WAITING_READ.
-async function suspended() {
-  const byPlugin = new Map();
-  let cursor = null;
-  let read = 0;
-  do {
-    const page = await api.get(`/v1/executions${api.query({ state: "suspended", limit: 500, cursor })}`);
-    for (const e of page.executions) {
-      if (!byPlugin.has(e.plugin)) byPlugin.set(e.plugin, []);
-      byPlugin.get(e.plugin).push(e);
-    }
-    read += page.executions.length;
-    cursor = page.next_cursor;
-  } while (cursor && read < WAITING_READ);
-  return { byPlugin, complete: !cursor };
-}
-
-function plugin(p, waiting, complete) {
+function plugin(p, waiting) {
   const g = p.grant ?? {};
   const hosts = g.allowed_hosts?.length ? g.allowed_hosts.join(", ") : "none (no network)";
   return h("section", { class: "plugin", "data-testid": "plugin", "data-name": p.name },
@@ -58,15 +42,17 @@ function plugin(p, waiting, complete) {
       h("dt", {}, "Hosts"), h("dd", { class: "mono break" }, hosts),
       h("dt", {}, "Secrets"), h("dd", { class: "mono" }, g.secrets?.length ? g.secrets.join(", ") : "none"),
       h("dt", {}, "Limits"), h("dd", {}, g.limits ? `${g.limits.memory_mb} MiB, ${g.limits.time_limit_ms} ms per call, bodies up to ${g.limits.max_body_bytes} bytes` : "—"),
-      h("dt", {}, "Waiting"), h("dd", {}, waitingList(waiting, complete))),
+      h("dt", {}, "Waiting"), h("dd", {}, waitingList(p.name, waiting))),
     h("h3", {}, "Config schema"),
     p.config_schema ? body(p.config_schema, "schema") : h("p", { class: "muted" }, "None: the plugin takes any config."));
 }
 
-function waitingList(waiting, complete) {
-  if (waiting.length === 0) return complete ? "no suspended execution" : "none among the newest suspended";
+function waitingList(name, waiting) {
+  if (waiting.length === 0) return "no suspended execution";
+  const more = waiting.length > WAITING_SHOWN;
   return h("div", {},
-    `${waiting.length}${complete ? "" : "+"} suspended on it`,
+    h("a", { href: `#/executions${api.query({ state: "suspended", plugin: name })}` },
+      `${more ? `${WAITING_SHOWN}+` : waiting.length} suspended on it`),
     h("ul", { class: "waiting" }, ...waiting.slice(0, WAITING_SHOWN).map((e) =>
       h("li", {}, h("a", { href: `#/executions/${encodeURIComponent(e.id)}`, class: "mono" }, e.id), " ", time(e.updated_ms)))));
 }
