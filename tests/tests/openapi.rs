@@ -257,6 +257,24 @@ async fn real_answers_validate_against_the_description() {
     )
     .await;
     assert_eq!(status, 404);
+    // A start and its key used again with another body (422).
+    for (body, expected) in [
+        (json!({"plugin": "echo", "input": {}}), 201),
+        (json!({"plugin": "echo", "input": 1}), 422),
+    ] {
+        let answer = stephost_tests::client()
+            .post(format!("{}/v1/executions", daemon.base))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "openapi-check")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(status, expected, "{body}");
+        check(doc, "POST", "/v1/executions", status, &body);
+    }
     let (status, _) = post("/v1/executions", json!({"plugin": "nope"})).await;
     assert_eq!(status, 404);
     let (status, _) = post("/v1/executions", json!([1])).await;

@@ -45,9 +45,20 @@ async fn a_sled_daemon_s_executions_carry_on_on_postgres() {
         }))
         .await;
     sled.wait_for(&timed, "suspended").await;
-    let done = sled
-        .start_execution(json!({"plugin": "echo", "input": {"kept": true}}))
-        .await;
+    // Started with an Idempotency-Key: a retry after the move must still
+    // find it.
+    let keyed = |base: &str, token: &str| {
+        stephost_tests::client()
+            .post(format!("{base}/v1/executions"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "moved-key")
+            .json(&json!({"plugin": "echo", "input": {"kept": true}}))
+            .send()
+    };
+    let first = keyed(&sled.base, &sled.token).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let done = first["id"].as_str().unwrap().to_owned();
     sled.wait_for(&done, "completed").await;
     let old_token = sled.token.clone();
 
@@ -113,6 +124,17 @@ async fn a_sled_daemon_s_executions_carry_on_on_postgres() {
     let (_, counts) = pg.get("/v1/executions/counts").await;
     assert_eq!(counts["by_state"]["suspended"], 2, "{counts}");
     assert_eq!(counts["by_state"]["completed"], 1, "{counts}");
+    let (_, echo) = pg.get("/v1/executions/counts?workflow=echo").await;
+    assert_eq!(echo["by_state"]["completed"], 1, "{echo}");
+    let again = keyed(&pg.base, &old_token).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(
+        again["id"],
+        done.as_str(),
+        "the retry finds the moved execution"
+    );
 
     // The callback URL the partner holds (the sled daemon's address; the
     // same path on the new daemon) resumes the step.

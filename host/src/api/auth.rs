@@ -78,6 +78,13 @@ pub(super) async fn admit(
 #[derive(Clone)]
 pub(super) struct Admitted(TokenRecord);
 
+impl Admitted {
+    /// The public id of the token that admitted the request.
+    pub(super) fn token_id(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// A request's body (up to `limit`), once the token that admitted it has
 /// been found still valid: a request that takes long to arrive (an upload,
 /// a slow client) takes effect only if its token was not revoked or did

@@ -82,6 +82,8 @@ api_codes! {
         "the wait this callback was for is over";
     BodyTooLarge = "body-too-large", [PAYLOAD_TOO_LARGE],
         "the request body exceeds the daemon's limit";
+    IdempotencyKeyReused = "idempotency-key-reused", [UNPROCESSABLE_ENTITY],
+        "the Idempotency-Key started an execution with another request body";
     NotAComponent = "not-a-component", [UNPROCESSABLE_ENTITY],
         "the uploaded bytes are not a WebAssembly component";
     WrongWorld = "wrong-world", [UNPROCESSABLE_ENTITY],

@@ -154,6 +154,11 @@ impl From<StartError> for ApiError {
             StartError::UnknownPlugin(_) => {
                 Self::new(StatusCode::NOT_FOUND, ApiCode::UnknownPlugin, e.to_string())
             }
+            // The start handler answers these with the first start's
+            // answer; anywhere else, the key was taken meanwhile.
+            StartError::AlreadyStarted(_) => {
+                Self::new(StatusCode::CONFLICT, ApiCode::Busy, e.to_string())
+            }
             StartError::Store(e) => e.into(),
         }
     }

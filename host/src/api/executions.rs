@@ -6,25 +6,30 @@ use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use super::auth::{Admitted, admitted_body};
 use super::error::AdminRefusal;
-use super::{ApiError, Param, Shared, json_response, query_pairs};
-use crate::model::{Doc, ExecState, Execution};
+use super::{ApiCode, ApiError, Param, Shared, json_response, query_pairs};
+use crate::model::{Doc, ExecState, Execution, IdempotentStart, StartKey};
 use crate::store::ExecutionFilter;
-use crate::workflow::{AdminError, Target};
+use crate::workflow::{AdminError, StartError, Target};
 
 /// `POST /v1/executions`: durable before the answer; `202` when the result
-/// is to be POSTed to a `callback_url`, else `201`.
+/// is to be POSTed to a `callback_url`, else `201`. With an
+/// `Idempotency-Key`, a request the daemon already took is answered as it
+/// was the first time, and starts nothing.
 pub(super) async fn start(
     State(api): State<Shared>,
     admitted: Option<Extension<Admitted>>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let admitted = admitted.map(|Extension(a)| a);
+    let key = idempotency_key(&headers)?;
     let body = admitted_body(&api, admitted.as_ref(), body, api.max_body).await?;
     let StartRequest {
         target,
@@ -38,14 +43,73 @@ pub(super) async fn start(
         Some(_) => StatusCode::ACCEPTED,
         None => StatusCode::CREATED,
     };
-    let exec = api
+    let key = key.map(|key| StartKey {
+        key: IdempotentStart::scoped(admitted.as_ref().map(Admitted::token_id), &key),
+        request_sha256: hex::encode(sha2::Sha256::digest(&body)),
+        status: status.as_u16(),
+    });
+    if let Some(key) = &key {
+        let store = api.workflows.store();
+        if let Some(first) = store.idempotent_start(&key.key).await? {
+            // Stored, but perhaps not yet flushed by the request that
+            // wrote it: answered only once durable, as that one is.
+            store.flush().await?;
+            return replay(&first, key);
+        }
+    }
+    let started = api
         .workflows
-        .start_with_delivery(target, Doc::json(&input), callback_url)
-        .await?;
+        .start_with_delivery(target, Doc::json(&input), callback_url, key.clone())
+        .await;
+    let exec = match (started, &key) {
+        (Ok(exec), _) => exec,
+        (Err(StartError::AlreadyStarted(first)), Some(key)) => return replay(&first, key),
+        (Err(e), _) => return Err(e.into()),
+    };
     Ok(json_response(
         status,
         &json!({"id": exec.id, "state": exec.state.as_str()}),
     ))
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII
+/// characters, so that it can be logged and stored as it is.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good one)",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The answer to a request whose key already started an execution: the
+/// first answer again, or `422` when this request's body is another one.
+fn replay(first: &IdempotentStart, key: &StartKey) -> Result<Response, ApiError> {
+    if first.request_sha256 != key.request_sha256 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ApiCode::IdempotencyKeyReused,
+            format!(
+                "this Idempotency-Key started execution {} with another request body; use a new key for a new request",
+                first.execution_id
+            ),
+        ));
+    }
+    let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED);
+    let mut response = json_response(
+        status,
+        &json!({"id": first.execution_id, "state": first.state}),
+    );
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+    Ok(response)
 }
 
 /// `GET /v1/executions/{id}`: the execution, its current wait, its result

@@ -90,6 +90,11 @@ pub async fn execute(args: MigrateArgs, out: &mut dyn Write) -> anyhow::Result<i
                 }
             }
             batch.deliveries.extend(source.deliveries_of(id).await?);
+            if let Some(key) = &exec.idempotency_key {
+                batch
+                    .idempotent_starts
+                    .extend(source.idempotent_start(key).await?);
+            }
             batch.executions.push(exec);
         }
         executions += batch.executions.len();

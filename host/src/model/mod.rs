@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 
 mod delivery;
 mod failure;
+mod idempotency;
 mod token;
 
 pub use delivery::{Delivery, DeliveryAttempt, DeliveryState, delivery_key};
 pub use failure::Failure;
+pub use idempotency::{IdempotentStart, StartKey};
 pub use token::{Permission, TokenRecord};
 
 /// Milliseconds since the Unix epoch: the one clock durable records use.
@@ -272,6 +274,10 @@ pub struct Execution {
     /// a running execution over when its owner stops heartbeating.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub owner: Option<String>,
+    /// The scoped `Idempotency-Key` it was started with, if any: its
+    /// record goes when the execution does.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idempotency_key: Option<String>,
 }
 
 impl Execution {
@@ -304,6 +310,7 @@ impl Execution {
             created_ms: now_ms,
             updated_ms: now_ms,
             owner: None,
+            idempotency_key: None,
         }
     }
 

@@ -17,7 +17,7 @@ use super::{
     WriteStats,
 };
 use crate::model::TokenRecord;
-use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, IdempotentStart, Timer};
 
 /// The in-memory store.
 #[derive(Debug, Default)]
@@ -35,6 +35,7 @@ struct Tables {
     callbacks: BTreeMap<String, CallbackRecord>,
     timers: BTreeMap<Vec<u8>, Timer>,
     deliveries: BTreeMap<String, Delivery>,
+    idempotent_starts: BTreeMap<String, IdempotentStart>,
     tokens: HashMap<String, TokenRecord>,
     components: HashMap<String, Vec<u8>>,
     /// Uploaded plugin name -> hash of its current version.
@@ -85,6 +86,17 @@ impl Tables {
             let stored = self.deliveries.get(&key).map(|s| s.version);
             check("delivery", &key, stored, d.version)?;
         }
+        if let Some(i) = change.idempotent_start.as_ref()
+            && self.idempotent_starts.contains_key(&i.key)
+        {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {} is already stored",
+                i.key
+            )));
+        }
+        if let Some(i) = &change.idempotent_start {
+            self.idempotent_starts.insert(i.key.clone(), i.clone());
+        }
         if let Some(e) = &change.execution {
             self.executions.insert(e.id.clone(), e.clone());
         }
@@ -107,6 +119,9 @@ impl Tables {
             }
             for d in &r.deliveries {
                 self.deliveries.remove(d);
+            }
+            if let Some(key) = &r.idempotency_key {
+                self.idempotent_starts.remove(key);
             }
         }
         Ok(())
@@ -184,6 +199,10 @@ impl ExecutionStore for MemoryStore {
             .take(limit)
             .map(|(_, id)| id)
             .collect()))
+    }
+
+    fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>> {
+        Self::ready(Ok(self.tables().idempotent_starts.get(key).cloned()))
     }
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {

@@ -38,7 +38,7 @@ pub use postgres::testing as pg_testing;
 pub use postgres::{Import, PgStore, SCHEMA_VERSION as PG_SCHEMA_VERSION};
 
 use crate::model::TokenRecord;
-use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, IdempotentStart, Timer};
 
 /// One atomic transition: new versions of the records it touches, and the
 /// timers it adds and removes.
@@ -56,6 +56,9 @@ pub struct Change {
     pub deliveries: Vec<Delivery>,
     /// An ended execution to remove, with every record that is only its.
     pub remove: Option<Removal>,
+    /// The record of an idempotent start, written with the execution it
+    /// started: a key already stored refuses the change (`Conflict`).
+    pub idempotent_start: Option<IdempotentStart>,
 }
 
 /// Removes an ended execution (retention, or an operator's `DELETE`): the
@@ -72,6 +75,8 @@ pub struct Removal {
     pub callbacks: Vec<String>,
     /// Keys of its delivery records.
     pub deliveries: Vec<String>,
+    /// The scoped key of the idempotent start that made it, if any.
+    pub idempotency_key: Option<String>,
 }
 
 /// A boxed future, so the traits stay object-safe.
@@ -181,6 +186,8 @@ pub trait ExecutionStore: Send + Sync {
         ended_ms: u64,
         limit: usize,
     ) -> StoreFuture<'a, Vec<String>>;
+    /// The idempotent start stored under the scoped `key`, if any.
+    fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>>;
     /// Applies a change atomically, or refuses it with `Conflict`.
     /// Concurrent changes may be written together (one transaction for
     /// all), each still checked and refused on its own. Not durable until

@@ -19,8 +19,8 @@ use crate::bindings::{self, Outcome};
 use crate::capabilities::{CallInfo, Registrar};
 use crate::config::Config;
 use crate::model::{
-    CallbackRecord, Doc, ExecState, Execution, ReceivedCallback, ResumeWith, StepSpec, Timer,
-    TimerKind, now_ms,
+    CallbackRecord, Doc, ExecState, Execution, IdempotentStart, ReceivedCallback, ResumeWith,
+    StartKey, StepSpec, Timer, TimerKind, now_ms,
 };
 use crate::store::{Change, Store, StoreError};
 use crate::wasm::executor::{Executor, Invocation};
@@ -52,6 +52,10 @@ pub enum StartError {
     /// A step names a plugin that is not loaded.
     #[error("unknown plugin {0:?}")]
     UnknownPlugin(String),
+    /// Another request with the same idempotency key started an execution
+    /// first (while this one was on its way): its record.
+    #[error("idempotency key {:?} already started execution {}", .0.key, .0.execution_id)]
+    AlreadyStarted(Box<IdempotentStart>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -236,17 +240,21 @@ impl Workflows {
         target: Target,
         input: Doc,
     ) -> Result<Execution, StartError> {
-        self.start_with_delivery(target, input, None).await
+        self.start_with_delivery(target, input, None, None).await
     }
 
     /// [`Workflows::start`], and when `callback_url` is given, the result
     /// is POSTed there when the execution ends (see [`crate::delivery`]):
-    /// that wish is written with the execution, in the same change.
+    /// that wish is written with the execution, in the same change. With a
+    /// `key`, its record is written in that change too, and a key another
+    /// start stored first refuses this one with
+    /// [`StartError::AlreadyStarted`].
     pub async fn start_with_delivery(
         self: &Arc<Self>,
         target: Target,
         input: Doc,
         callback_url: Option<String>,
+        key: Option<StartKey>,
     ) -> Result<Execution, StartError> {
         let (workflow, specs) = match target {
             Target::Workflow(name) => {
@@ -286,12 +294,25 @@ impl Workflows {
             steps,
             input,
             callback_url.as_deref(),
+            key.as_ref(),
             &self.ctx(),
         );
-        let exec = self
-            .commit(t, driver::Durability::Now, &mut None)
-            .await?
-            .expect("a start writes its execution");
+        let exec = match self.commit(t, driver::Durability::Now, &mut None).await {
+            Ok(exec) => exec.expect("a start writes its execution"),
+            // A new execution id conflicts with nothing: the key does.
+            Err(StoreError::Conflict(why)) if key.is_some() => {
+                let key = key.map(|k| k.key).unwrap_or_default();
+                return match self.store.idempotent_start(&key).await? {
+                    Some(first) => {
+                        // Answered only once durable, as a start is.
+                        self.store.flush().await?;
+                        Err(StartError::AlreadyStarted(Box::new(first)))
+                    }
+                    None => Err(StoreError::Conflict(why).into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
         drop(pinned);
         Ok(exec)
     }

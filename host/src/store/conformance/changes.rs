@@ -34,6 +34,7 @@ pub async fn a_stale_change_is_refused_and_writes_nothing(backend: impl Backend)
         remove_timers: vec![old_timer.clone()],
         deliveries: vec![delivery("e", 7, 1)],
         remove: None,
+        idempotent_start: None,
     };
     assert!(is_conflict(store.apply(&stale).await));
     // The same with a fresh execution but a stale callback, or delivery.

@@ -1,10 +1,10 @@
 //! Listings by workflow, plugin, state and creation time, paged by
-//! cursor, and the counts by workflow: every backend answers them from
-//! indexes it keeps with each write, so the answers must follow every
-//! transition and removal.
+//! cursor, the counts by workflow, and idempotent starts: every backend
+//! answers them from records it keeps with each write, so the answers
+//! must follow every transition and removal.
 
 use super::{Backend, with_execution};
-use crate::model::{Doc, ExecState, Execution, StepSpec};
+use crate::model::{Doc, ExecState, Execution, IdempotentStart, StepSpec};
 use crate::store::{Change, ExecutionFilter, Removal, Store};
 
 /// A UUIDv7 made at `ms`, as execution ids are.
@@ -211,6 +211,7 @@ pub async fn listings_follow_filters_transitions_and_removals(backend: impl Back
                 version: 1,
                 callbacks: vec![],
                 deliveries: vec![],
+                idempotency_key: None,
             }),
             ..Default::default()
         })
@@ -276,6 +277,7 @@ pub async fn counts_by_workflow_follow_transitions(backend: impl Backend) {
                 version: 3,
                 callbacks: vec![],
                 deliveries: vec![],
+                idempotency_key: None,
             }),
             ..Default::default()
         })
@@ -285,4 +287,75 @@ pub async fn counts_by_workflow_follow_transitions(backend: impl Backend) {
         count(None).await,
         [w("billing", "suspended", 1), w("orders", "running", 1)]
     );
+}
+
+/// An idempotent start's record is written with its execution or not at
+/// all: of racing starts under one key, one is stored; the others write
+/// nothing, not even their executions. It goes with its execution, and the
+/// key is free again.
+pub async fn an_idempotent_start_is_stored_once_and_removed_with_its_execution(
+    backend: impl Backend,
+) {
+    let store = backend.store();
+    let start = |i: u64| {
+        let mut e = made(1_000 + i, "orders", &["http"], 0, ExecState::Running);
+        e.idempotency_key = Some("token-1/retry-me".into());
+        let record = IdempotentStart {
+            key: "token-1/retry-me".into(),
+            execution_id: e.id.clone(),
+            request_sha256: format!("sha-{i}"),
+            status: 201,
+            state: "running".into(),
+            created_ms: 1_000 + i,
+        };
+        Change {
+            execution: Some(e),
+            idempotent_start: Some(record),
+            ..Default::default()
+        }
+    };
+    let starts: Vec<Change> = (0..8).map(start).collect();
+    let winners = super::race(&store, 8, |i| starts[i as usize].clone()).await;
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let winner = starts[winners[0] as usize].clone();
+    let stored = store.idempotent_start("token-1/retry-me").await.unwrap();
+    assert_eq!(stored.as_ref(), winner.idempotent_start.as_ref());
+    let all = store.executions(&ExecutionFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1, "a refused start wrote its execution");
+    assert!(
+        store
+            .idempotent_start("token-2/retry-me")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Once the execution is removed, so is the key.
+    let mut done = winner.execution.unwrap();
+    done.version = 2;
+    done.state = ExecState::Completed;
+    store.apply(&with_execution(done.clone())).await.unwrap();
+    store
+        .apply(&Change {
+            remove: Some(Removal {
+                id: done.id.clone(),
+                version: 2,
+                callbacks: vec![],
+                deliveries: vec![],
+                idempotency_key: done.idempotency_key.clone(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .idempotent_start("token-1/retry-me")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.apply(&start(99)).await.unwrap();
+    let again = store.idempotent_start("token-1/retry-me").await.unwrap();
+    assert_eq!(again.unwrap().request_sha256, "sha-99");
 }

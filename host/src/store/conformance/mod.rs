@@ -74,6 +74,7 @@ macro_rules! store_conformance {
             executions_are_listed_filtered_and_visited,
             listings_follow_filters_transitions_and_removals,
             counts_by_workflow_follow_transitions,
+            an_idempotent_start_is_stored_once_and_removed_with_its_execution,
             tokens_are_stored_by_hash,
             components_are_kept_by_hash,
             plugin_refs_list_every_version_until_removed,

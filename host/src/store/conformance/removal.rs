@@ -140,6 +140,7 @@ pub async fn a_removal_takes_every_record_of_the_execution(mut backend: impl Bac
             version,
             callbacks: vec!["c1".into(), "c2".into()],
             deliveries: vec![delivery_key("e", 0), delivery_key("e", 1)],
+            idempotency_key: None,
         }),
         ..Default::default()
     };
@@ -198,6 +199,7 @@ pub async fn a_removal_racing_writes_is_all_or_nothing(backend: impl Backend) {
                     version: 1,
                     callbacks: vec!["c".into()],
                     deliveries: vec![],
+                    idempotency_key: None,
                 }),
                 ..Default::default()
             }

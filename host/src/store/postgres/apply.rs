@@ -107,6 +107,16 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), Failed> {
     if let Some(e) = &change.execution {
         write_execution(tx, e, &mut deltas).await?;
     }
+    if let Some(i) = &change.idempotent_start {
+        let sql = "INSERT INTO idempotent_starts (key, execution_id, record) VALUES ($1, $2, $3)
+                   ON CONFLICT (key) DO NOTHING";
+        if run(tx, sql, &[&i.key, &i.execution_id, &Json::of(i)]).await? == 0 {
+            return Err(Failed::Conflict(format!(
+                "idempotency key {} is already stored",
+                i.key
+            )));
+        }
+    }
     let mut callbacks: Vec<_> = change.callbacks.iter().collect();
     callbacks.sort_by(|a, b| a.correlation_id.cmp(&b.correlation_id));
     for c in callbacks {
@@ -139,6 +149,10 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<(), Failed> {
         run(tx, sql, &[&r.callbacks]).await?;
         let sql = "DELETE FROM deliveries WHERE key = ANY($1)";
         run(tx, sql, &[&r.deliveries]).await?;
+        if let Some(key) = &r.idempotency_key {
+            let sql = "DELETE FROM idempotent_starts WHERE key = $1";
+            run(tx, sql, &[key]).await?;
+        }
     }
     if !change.remove_timers.is_empty() {
         let keys: Vec<Vec<u8>> = change.remove_timers.iter().map(|t| t.key()).collect();

@@ -5,7 +5,7 @@ use tokio_postgres::types::ToSql;
 
 use super::json::decode;
 use super::{Counters, PgStore, STATES, int};
-use crate::model::{CallbackRecord, Delivery, ExecState, Execution};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, IdempotentStart};
 use crate::store::{
     CallbackStore, Change, DeliveryStore, ExecutionFilter, ExecutionStore, StoreError, StoreFuture,
 };
@@ -150,6 +150,10 @@ impl ExecutionStore for PgStore {
 
     fn executions<'a>(&'a self, filter: &'a ExecutionFilter) -> StoreFuture<'a, Vec<Execution>> {
         Box::pin(self.list(filter))
+    }
+
+    fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>> {
+        Box::pin(self.record("SELECT record FROM idempotent_starts WHERE key = $1", key))
     }
 
     fn each_execution<'a>(

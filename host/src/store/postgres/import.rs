@@ -6,7 +6,7 @@
 
 use super::json::Json;
 use super::{COUNT_SHARDS, PgStore, STATES, TIMER_COUNT, int};
-use crate::model::{CallbackRecord, Delivery, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, Execution, IdempotentStart, Timer};
 use crate::store::StoreError;
 
 /// Records to copy in one transaction.
@@ -20,6 +20,8 @@ pub struct Import {
     pub deliveries: Vec<Delivery>,
     /// Timers.
     pub timers: Vec<Timer>,
+    /// Records of idempotent starts.
+    pub idempotent_starts: Vec<IdempotentStart>,
 }
 
 impl PgStore {
@@ -85,6 +87,14 @@ impl PgStore {
             )
             .await
             .map_err(|e| self.fail(e))?;
+        }
+        for i in &batch.idempotent_starts {
+            let sql =
+                "INSERT INTO idempotent_starts (key, execution_id, record) VALUES ($1, $2, $3)
+                       ON CONFLICT (key) DO NOTHING";
+            tx.execute(sql, &[&i.key, &i.execution_id, &Json::of(i)])
+                .await
+                .map_err(|e| self.fail(e))?;
         }
         for t in &batch.timers {
             let sql = "INSERT INTO timers (key, due_ms, record) VALUES ($1, $2, $3)

@@ -12,7 +12,7 @@ use sled::transaction::{
 use super::listing::{Listed, Stored, workflow_count_key};
 use super::{
     SledStore, TIMER_COUNT_KEY, callback_index_key, count_key, count_value, decode, encode,
-    ended_key, storage_only,
+    ended_key, idempotency_key, storage_only,
 };
 use crate::model::ExecState;
 use crate::store::{Change, StoreError};
@@ -39,6 +39,8 @@ struct Prepared {
     /// Key, version and encoding of each delivery record.
     deliveries: Vec<(String, u64, Vec<u8>)>,
     remove: Option<crate::store::Removal>,
+    /// Key and encoding of an idempotent start's record.
+    idempotent_start: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A new execution record, and what its indexes need of it.
@@ -86,6 +88,10 @@ impl Prepared {
                 .map(|d| (d.key(), d.version, encode(d)))
                 .collect(),
             remove: change.remove.clone(),
+            idempotent_start: change
+                .idempotent_start
+                .as_ref()
+                .map(|i| (idempotency_key(&i.key), encode(i))),
         }
     }
 }
@@ -209,6 +215,14 @@ impl Txn<'_> {
                 return Ok(Err(e));
             }
         }
+        if let Some((key, _)) = &p.idempotent_start
+            && self.indexes.get(key)?.is_some()
+        {
+            return Ok(Err(StoreError::Conflict(format!(
+                "idempotency key {} is already stored",
+                String::from_utf8_lossy(&key[1..])
+            ))));
+        }
         // Transactions run one at a time (sled's lock, and one batch at a
         // time here), so these counters never conflict.
         let bump = |state: ExecState, by: i64| {
@@ -260,6 +274,9 @@ impl Txn<'_> {
                 self.indexes.insert(key, &[])?;
             }
         }
+        if let Some((key, bytes)) = &p.idempotent_start {
+            self.indexes.insert(key.as_slice(), bytes.as_slice())?;
+        }
         for (key, version, owner, bytes) in &p.callbacks {
             self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
             if *version == 1 {
@@ -282,6 +299,9 @@ impl Txn<'_> {
             }
             for key in &r.deliveries {
                 self.deliveries.remove(key.as_bytes())?;
+            }
+            if let Some(key) = &r.idempotency_key {
+                self.indexes.remove(idempotency_key(key))?;
             }
         }
         let mut timers = 0;

@@ -47,7 +47,8 @@ pub struct SledStore {
     /// callback records by execution ([`callback_index_key`]), so that
     /// removing an execution finds all of its; and what listings read
     /// ([`listing`]): executions by state, by workflow and by plugin,
-    /// which also gives recovery the running ones. Empty values.
+    /// which also gives recovery the running ones. Empty values, but for
+    /// the records of idempotent starts ([`idempotency_key`]).
     indexes: sled::Tree,
     /// Executions per state (state name -> i64, big-endian), and the
     /// number of timers ([`TIMER_COUNT_KEY`]), kept in the same
@@ -126,6 +127,16 @@ pub(super) fn callback_index_key(execution_id: &str, correlation_id: &str) -> Ve
     key.push(b'/');
     key.extend_from_slice(correlation_id.as_bytes());
     key
+}
+
+/// The first byte of every [`idempotency_key`].
+const IDEMPOTENCY_TAG: u8 = b'i';
+
+/// The key of an idempotent start's record in `indexes` (the one kind of
+/// entry there with a value: a small record, kept in this tree rather
+/// than a tree of its own, which every transaction would pay for).
+pub(super) fn idempotency_key(scoped: &str) -> Vec<u8> {
+    [&[IDEMPOTENCY_TAG], scoped.as_bytes()].concat()
 }
 
 /// Removes every key of `tree` that starts with `prefix`.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{STATES, SledStore, TIMER_COUNT_KEY, blocking, count_key, count_value, decode, encode};
 use crate::model::TokenRecord;
-use crate::model::{CallbackRecord, Delivery, ExecState, Execution, Timer};
+use crate::model::{CallbackRecord, Delivery, ExecState, Execution, IdempotentStart, Timer};
 use crate::store::{
     CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
     NodeStore, SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore,
@@ -42,6 +42,16 @@ impl ExecutionStore for SledStore {
         Box::pin(blocking("execution listing", move || {
             super::listing::list(&executions, &indexes, &filter)
         }))
+    }
+
+    fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>> {
+        let key = super::idempotency_key(key);
+        let found = match self.indexes.get(&key) {
+            Ok(Some(bytes)) => decode(&key, &bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        Box::pin(async move { found })
     }
 
     fn each_execution<'a>(

@@ -113,6 +113,7 @@ pub(super) fn remove(
             version: exec.version,
             callbacks: reads.owned.callbacks.clone(),
             deliveries: reads.owned.deliveries.iter().map(|d| d.key()).collect(),
+            idempotency_key: exec.idempotency_key.clone(),
         }),
         ..Default::default()
     };

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use crate::bindings::Outcome;
 use crate::model::{
-    CallbackRecord, Delivery, Doc, ExecError, ExecState, Execution, Failure, ReceivedCallback,
-    StepSpec, Timer, TimerKind,
+    CallbackRecord, Delivery, Doc, ExecError, ExecState, Execution, Failure, IdempotentStart,
+    ReceivedCallback, StartKey, StepSpec, Timer, TimerKind,
 };
 use crate::store::Change;
 use crate::wasm::executor::StepError;
@@ -340,14 +340,25 @@ pub fn start(
     steps: Vec<StepSpec>,
     input: Doc,
     callback_url: Option<&str>,
+    key: Option<&StartKey>,
     ctx: &Ctx<'_>,
 ) -> Transition {
     let now = ctx.now_ms;
     let mut exec = Execution::new(exec_id, workflow, steps, input, (ctx.new_id)(), now);
     exec.log_at(now, ExecState::Running, "started", None);
+    exec.idempotency_key = key.map(|k| k.key.clone());
+    let idempotent_start = key.map(|k| IdempotentStart {
+        key: k.key.clone(),
+        execution_id: exec.id.clone(),
+        request_sha256: k.request_sha256.clone(),
+        status: k.status,
+        state: exec.state.as_str().to_owned(),
+        created_ms: now,
+    });
     Transition {
         from: None,
         change: Change {
+            idempotent_start,
             deliveries: callback_url
                 .map(|url| Delivery::armed(&exec.id, url, now))
                 .into_iter()

@@ -1,4 +1,5 @@
--- Schema version 2: what the executions list filters and counts read.
+-- Schema version 2: what the executions list filters and counts read,
+-- and idempotent starts.
 --
 -- The current step's plugin and the creation time, as columns the
 -- record decides (generated, so no writer can let them drift from it).
@@ -56,3 +57,11 @@ CREATE TRIGGER executions_recounted AFTER UPDATE ON executions
     FOR EACH ROW
     WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.workflow IS DISTINCT FROM NEW.workflow)
     EXECUTE FUNCTION stephost_count_workflow_states();
+
+-- Starts made with an Idempotency-Key (the key scoped by token), written
+-- with the execution they started and removed with it.
+CREATE TABLE idempotent_starts (
+    key text COLLATE "C" PRIMARY KEY,
+    execution_id text COLLATE "C" NOT NULL,
+    record json NOT NULL
+);

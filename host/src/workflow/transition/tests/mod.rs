@@ -67,7 +67,7 @@ impl World {
             })
             .collect();
         let input = Doc::json(&serde_json::json!({"n": 1}));
-        let t = self.with_ctx(|ctx| start("e1".into(), "wf".into(), steps, input, None, ctx));
+        let t = self.with_ctx(|ctx| start("e1".into(), "wf".into(), steps, input, None, None, ctx));
         assert!(t.effects.drive, "whoever starts an execution drives it");
         self.store.apply(&t.change).await.unwrap();
         self.exec().await

@@ -20,6 +20,46 @@ async fn start_writes_a_running_execution_on_its_first_step_with_a_fresh_run_id(
 }
 
 #[tokio::test]
+async fn a_start_with_an_idempotency_key_writes_its_record_in_the_same_change() {
+    let w = World::new();
+    let key = crate::model::StartKey {
+        key: "tok/k1".into(),
+        request_sha256: "abc".into(),
+        status: 202,
+    };
+    let t = w.with_ctx(|ctx| {
+        start(
+            "e1".into(),
+            "wf".into(),
+            vec![StepSpec {
+                name: "s1".into(),
+                plugin: "a".into(),
+                config: serde_json::Value::Null,
+                plugin_hash: None,
+            }],
+            Doc::json(&serde_json::json!({})),
+            None,
+            Some(&key),
+            ctx,
+        )
+    });
+    let exec = t.change.execution.as_ref().unwrap();
+    assert_eq!(exec.idempotency_key.as_deref(), Some("tok/k1"));
+    let record = t.change.idempotent_start.as_ref().unwrap();
+    assert_eq!(
+        (
+            record.key.as_str(),
+            record.execution_id.as_str(),
+            record.request_sha256.as_str(),
+            record.status,
+            record.state.as_str(),
+        ),
+        ("tok/k1", "e1", "abc", 202, "running")
+    );
+    assert_eq!(record.created_ms, exec.created_ms);
+}
+
+#[tokio::test]
 async fn start_with_a_callback_url_arms_its_delivery_in_the_same_change() {
     let w = World::new();
     let t = w.with_ctx(|ctx| {
@@ -34,6 +74,7 @@ async fn start_with_a_callback_url_arms_its_delivery_in_the_same_change() {
             }],
             Doc::json(&serde_json::json!({})),
             Some("http://127.0.0.1:9/result"),
+            None,
             ctx,
         )
     });
