@@ -93,14 +93,12 @@ const CALLBACK_INDEX_TAG: u8 = b'k';
 /// The data format of a data dir, in the `meta` tree (big-endian u64).
 /// Absent in data dirs written before it existed (format 1 as well: what
 /// they lack are indexes, which opening builds). A data dir of a higher
-/// format is refused, never misread.
-///
-/// Format 2 has the listing indexes: a build of format 1 would write
-/// executions without moving their entries, so it must refuse such a data
-/// dir rather than leave its listings wrong.
+/// format is refused, never misread. New indexes do not raise it (an
+/// older build would leave them out of date, not misread anything:
+/// `docs/compatibility.md`).
 const FORMAT_KEY: &[u8] = b"format";
 /// The format this build writes, and the newest it reads.
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 1;
 
 /// The key of an ended execution in `indexes`: a byte for the
 /// state, the end time (big-endian, so that keys sort by it) and the id.
