@@ -48,6 +48,29 @@ pub async fn create_token(
     permissions: &[Permission],
     expires_ms: Option<u64>,
 ) -> Result<(String, TokenRecord), StoreError> {
+    let (token, record) = new_token(name, permissions, expires_ms);
+    store.put_token(&record).await?;
+    Ok((token, record))
+}
+
+/// Creates the first admin token of a store that has none, or nothing
+/// when another daemon (or request) made a token first.
+pub async fn create_first_admin_token(
+    store: &dyn TokenStore,
+) -> Result<Option<(String, TokenRecord)>, StoreError> {
+    let (token, record) = new_token("first-admin", &[Permission::Admin], None);
+    Ok(store
+        .put_first_token(&record)
+        .await?
+        .then_some((token, record)))
+}
+
+/// A new token and its record, not stored yet.
+fn new_token(
+    name: &str,
+    permissions: &[Permission],
+    expires_ms: Option<u64>,
+) -> (String, TokenRecord) {
     let token = format!("sht_{}", hex::encode(rand::random::<[u8; 32]>()));
     let mut permissions = permissions.to_vec();
     permissions.sort_by_key(|p| p.as_str());
@@ -61,8 +84,7 @@ pub async fn create_token(
         expires_ms,
         last_used_ms: None,
     };
-    store.put_token(&record).await?;
-    Ok((token, record))
+    (token, record)
 }
 
 /// Every token record, oldest first.
@@ -89,33 +111,26 @@ pub enum RevokeError {
     Store(#[from] StoreError),
 }
 
-/// Revocations, one at a time: two requests revoking the last two admin
-/// tokens at once would each see the other's token and both go through.
-/// (One process; daemons sharing a database need the check in the store.)
-static REVOCATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Revokes the token with public id `id`: refused from then on. The last
-/// token with `admin` is kept unless `force`.
+/// token with `admin` is kept unless `force`; the store decides that
+/// atomically, so revocations at once (on one daemon or on several sharing
+/// a database) never remove the last two together.
 pub async fn revoke_token(
     store: &dyn TokenStore,
     id: &str,
     force: bool,
 ) -> Result<TokenRecord, RevokeError> {
-    let _one_at_a_time = REVOCATIONS.lock().await;
-    let all = store.tokens().await?;
-    let record = all
-        .iter()
+    let record = store
+        .tokens()
+        .await?
+        .into_iter()
         .find(|t| t.id == id)
-        .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?
-        .clone();
-    let admins = all
-        .iter()
-        .filter(|t| t.permissions.contains(&Permission::Admin))
-        .count();
-    if !force && record.permissions.contains(&Permission::Admin) && admins == 1 {
+        .ok_or_else(|| RevokeError::NotFound(id.to_owned()))?;
+    if force {
+        store.remove_token(&record.sha256).await?;
+    } else if !store.remove_token_keeping_an_admin(&record.sha256).await? {
         return Err(RevokeError::LastAdmin(id.to_owned()));
     }
-    store.remove_token(&record.sha256).await?;
     Ok(record)
 }
 

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::auth::Permission;
 use crate::capabilities::HostServices;
 use crate::config::Config;
 use crate::config::StoreLocation;
@@ -186,9 +185,13 @@ impl Daemon {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .with_context(context)?;
         }
-        let (token, _) =
-            crate::auth::create_token(store.as_ref(), "first-admin", &[Permission::Admin], None)
-                .await?;
+        let Some((token, _)) = crate::auth::create_first_admin_token(store.as_ref()).await? else {
+            // Another daemon sharing the store made the first token: the
+            // operator finds it in that daemon's data dir.
+            drop(file);
+            std::fs::remove_file(&path).with_context(context)?;
+            return Ok(None);
+        };
         use std::io::Write as _;
         writeln!(file, "{token}")
             .and_then(|()| file.sync_all())

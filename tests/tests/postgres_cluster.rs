@@ -257,3 +257,116 @@ async fn a_plugin_uploaded_through_one_node_is_offered_by_the_others() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The token rules across daemons: daemons making their first start on
+/// an empty database at once make one admin token between them (and one
+/// file); revocations of the last two admin tokens sent to two daemons at
+/// once leave one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_tokens_and_last_admins_hold_across_daemons() {
+    let url = pg_testing::database().await;
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let mut daemons = Vec::new();
+    for dir in &dirs {
+        let config = Config {
+            store: Some(url.clone()),
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        daemons.push(stephost::Daemon::open(config).await.unwrap());
+    }
+    let made = tokio::join!(
+        daemons[0].first_admin_token(),
+        daemons[1].first_admin_token(),
+        daemons[2].first_admin_token()
+    );
+    let files: Vec<_> = [made.0, made.1, made.2]
+        .into_iter()
+        .filter_map(|m| m.unwrap())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let left: Vec<_> = dirs
+        .iter()
+        .filter(|d| d.path().join("first-admin-token").exists())
+        .collect();
+    assert_eq!(left.len(), 1, "only the daemon that made it has the file");
+    let tokens = stephost::auth::list_tokens(daemons[0].workflows().store().as_ref())
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    drop(daemons);
+
+    // Two more admins, through two daemons; each revokes one of the
+    // other two at the same moment as the other daemon.
+    let config = Config {
+        store: Some(url),
+        ..Config::default()
+    };
+    let a = TestDaemon::start(config.clone(), dirs[0].path()).await;
+    let b = TestDaemon::start(config, dirs[1].path()).await;
+    let (status, first) = a.get("/v1/tokens").await;
+    assert_eq!(status, 200, "{first}");
+    let ids: Vec<String> = first["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "first-admin and each daemon's test-admin");
+    let revoke = |node: &TestDaemon, id: &str| {
+        let (base, token, id) = (node.base.clone(), node.token.clone(), id.to_owned());
+        async move {
+            stephost_tests::client()
+                .delete(format!("{base}/v1/tokens/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // First-admin goes; then A and B revoke each other's token at once.
+    let first_admin = ids
+        .iter()
+        .find(|id| {
+            first["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == id.as_str() && t["name"] == "first-admin")
+        })
+        .unwrap();
+    assert_eq!(revoke(&a, first_admin).await, 200);
+    let id_of = |node: &TestDaemon| {
+        let (base, token) = (node.base.clone(), node.token.clone());
+        async move {
+            let me = stephost_tests::client()
+                .get(format!("{base}/v1/whoami"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            me.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (id_a, id_b) = (id_of(&a).await, id_of(&b).await);
+    let (by_a, by_b) = tokio::join!(revoke(&a, &id_b), revoke(&b, &id_a));
+    // One goes through; the other is refused as the last admin (409), or
+    // arrives with a token already revoked (401).
+    let mut statuses = [by_a, by_b];
+    statuses.sort();
+    assert!(
+        statuses == [200, 401] || statuses == [200, 409],
+        "{statuses:?}"
+    );
+    let survivor = if by_a == 200 { &a } else { &b };
+    let (status, left) = survivor.get("/v1/tokens").await;
+    assert_eq!(status, 200, "{left}");
+    assert_eq!(left["tokens"].as_array().unwrap().len(), 1, "{left}");
+    a.stop().await;
+    b.stop().await;
+}

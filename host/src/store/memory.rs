@@ -307,6 +307,24 @@ impl TokenStore for MemoryStore {
         Self::ready(Ok(()))
     }
 
+    fn put_first_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, bool> {
+        let mut tables = self.tables();
+        let first = tables.tokens.is_empty();
+        if first {
+            tables.tokens.insert(token.sha256.clone(), token.clone());
+        }
+        Self::ready(Ok(first))
+    }
+
+    fn remove_token_keeping_an_admin<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, bool> {
+        let mut tables = self.tables();
+        let removable = super::tokens::keeps_an_admin(tables.tokens.values(), sha256);
+        if removable {
+            tables.tokens.remove(sha256);
+        }
+        Self::ready(Ok(removable))
+    }
+
     fn touch_token<'a>(&'a self, sha256: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
         if let Some(record) = self.tables().tokens.get_mut(sha256) {
             record.last_used_ms = Some(record.last_used_ms.map_or(at_ms, |t| t.max(at_ms)));

@@ -24,6 +24,7 @@ mod memory;
 mod nodes;
 mod postgres;
 mod sled;
+mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -260,6 +261,15 @@ pub trait TokenStore: Send + Sync {
     /// durable before it returns, so a revoked token is refused from then
     /// on, after a crash too.
     fn remove_token<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, ()>;
+    /// Stores `token` only if no token is stored yet, atomically: of
+    /// daemons making their first admin token at once on one store, one
+    /// does. Whether it was stored; durable before it returns.
+    fn put_first_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, bool>;
+    /// Forgets the token with this hash unless it is the last token with
+    /// `admin`, atomically: revocations racing on one store (or on daemons
+    /// sharing it) never leave no admin. `false` when it was kept; a
+    /// missing token is nothing to keep. Durable before it returns.
+    fn remove_token_keeping_an_admin<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, bool>;
     /// Records a use of the token with this hash at `at_ms` (kept if it
     /// is later than the one recorded). Never creates a record: a token
     /// revoked meanwhile stays revoked. Not flushed: a crash may forget

@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             counts_by_workflow_follow_transitions,
             an_idempotent_start_is_stored_once_and_removed_with_its_execution,
             tokens_are_stored_by_hash,
+            token_rules_hold_when_writes_race,
             components_are_kept_by_hash,
             plugin_refs_list_every_version_until_removed,
             counts_by_state_follow_transitions,

@@ -334,3 +334,78 @@ pub async fn records_survive_reopening(mut backend: impl Backend) {
         store.apply(&with_execution(execution("e", 1))).await
     ));
 }
+
+/// The token rules hold under races: of first tokens made at once, one is
+/// stored; of revocations of the last admin tokens at once, one admin
+/// stays; a token without `admin` goes whatever the others are.
+pub async fn token_rules_hold_when_writes_race(backend: impl Backend) {
+    let store = backend.store();
+    fn token(sha256: &str, permissions: Vec<Permission>) -> TokenRecord {
+        TokenRecord {
+            id: format!("id-{sha256}"),
+            name: sha256.into(),
+            sha256: sha256.into(),
+            permissions,
+            created_ms: 7,
+            expires_ms: None,
+            last_used_ms: None,
+        }
+    }
+    fn admin(sha256: &str) -> TokenRecord {
+        token(sha256, vec![Permission::Admin])
+    }
+    let firsts: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_first_token(&admin(&format!("first-{i}"))).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for first in firsts {
+        stored += usize::from(first.await.unwrap().unwrap());
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(store.token_count().await.unwrap(), 1);
+    assert!(!store.put_first_token(&admin("late")).await.unwrap());
+
+    let reader = token("reader", vec![Permission::ExecutionsRead]);
+    store.put_token(&reader).await.unwrap();
+    for i in 0..3 {
+        store.put_token(&admin(&format!("more-{i}"))).await.unwrap();
+    }
+    let admins: Vec<String> = store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.permissions.contains(&Permission::Admin))
+        .map(|t| t.sha256)
+        .collect();
+    assert_eq!(admins.len(), 4);
+    let revocations: Vec<_> = admins
+        .into_iter()
+        .map(|sha256| {
+            let store = store.clone();
+            tokio::spawn(async move { store.remove_token_keeping_an_admin(&sha256).await })
+        })
+        .collect();
+    let mut removed = 0;
+    for revocation in revocations {
+        removed += usize::from(revocation.await.unwrap().unwrap());
+    }
+    assert_eq!(removed, 3, "all but one admin");
+    let left = store.tokens().await.unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .any(|t| t.permissions.contains(&Permission::Admin))
+    );
+    assert!(store.remove_token_keeping_an_admin("reader").await.unwrap());
+    assert!(
+        store
+            .remove_token_keeping_an_admin("never-there")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.token_count().await.unwrap(), 1);
+}

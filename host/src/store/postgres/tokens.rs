@@ -39,7 +39,72 @@ impl PgStore {
     }
 }
 
+/// The advisory lock the token writes that check a rule over every token
+/// take ("tokens" in ASCII): every daemon on the database waits on the
+/// same one.
+const TOKEN_RULES_LOCK: i64 = 0x746f_6b65_6e73;
+
+impl PgStore {
+    /// Runs `decide` on every token under [`TOKEN_RULES_LOCK`], in one
+    /// transaction that also makes the write `decide` asks for (`Some`:
+    /// the statement and its parameters); its answer.
+    async fn under_token_rules<'w>(
+        &self,
+        decide: impl FnOnce(&[TokenRecord]) -> (bool, Option<TokenWrite<'w>>),
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.fail(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TOKEN_RULES_LOCK])
+            .await
+            .map_err(|e| self.fail(e))?;
+        let rows = tx
+            .query("SELECT sha256, record FROM tokens", &[])
+            .await
+            .map_err(|e| self.fail(e))?;
+        let all = rows
+            .iter()
+            .map(|row| decode(row, 1, &row.get::<_, String>(0)))
+            .collect::<Result<Vec<TokenRecord>, _>>()?;
+        let (answer, write) = decide(&all);
+        if let Some(write) = write {
+            let result = match write {
+                TokenWrite::Insert(t) => {
+                    let sql = "INSERT INTO tokens (sha256, record) VALUES ($1, $2)";
+                    tx.execute(sql, &[&t.sha256, &Json::of(t)]).await
+                }
+                TokenWrite::Delete(sha256) => {
+                    tx.execute("DELETE FROM tokens WHERE sha256 = $1", &[&sha256])
+                        .await
+                }
+            };
+            result.map_err(|e| self.fail(e))?;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))?;
+        Ok(answer)
+    }
+}
+
+/// A write a token rule allows.
+enum TokenWrite<'a> {
+    Insert(&'a TokenRecord),
+    Delete(&'a str),
+}
+
 impl TokenStore for PgStore {
+    fn put_first_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, bool> {
+        Box::pin(self.under_token_rules(move |all| {
+            let first = all.is_empty();
+            (first, first.then_some(TokenWrite::Insert(token)))
+        }))
+    }
+
+    fn remove_token_keeping_an_admin<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.under_token_rules(move |all| {
+            let removable = crate::store::tokens::keeps_an_admin(all, sha256);
+            (removable, removable.then_some(TokenWrite::Delete(sha256)))
+        }))
+    }
+
     fn put_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let sql = "INSERT INTO tokens (sha256, record) VALUES ($1, $2)

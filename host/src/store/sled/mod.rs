@@ -62,6 +62,9 @@ pub struct SledStore {
     quarantined: Arc<AtomicU64>,
     commit: Arc<GroupCommit>,
     applier: Arc<Applier>,
+    /// Held by the token writes that check a rule over every token (the
+    /// first token, the last admin), so that two at once cannot both pass.
+    token_rules: Arc<std::sync::Mutex<()>>,
     /// Heartbeats of the daemons in this process (one, but for tests).
     nodes: Arc<crate::store::nodes::LocalNodes>,
 }
@@ -259,6 +262,7 @@ impl SledStore {
             quarantined: Arc::default(),
             commit: Arc::new(GroupCommit::default()),
             applier: Arc::default(),
+            token_rules: Arc::default(),
             nodes: Arc::default(),
             db,
         };

@@ -267,6 +267,41 @@ impl TokenStore for SledStore {
         }))
     }
 
+    fn put_first_token<'a>(&'a self, token: &'a TokenRecord) -> StoreFuture<'a, bool> {
+        let (tokens, lock) = (self.tokens.clone(), self.token_rules.clone());
+        let (key, bytes) = (token.sha256.clone(), encode(token));
+        Box::pin(blocking("first token", move || {
+            // The data dir is this process's alone: a lock here is the
+            // whole store's.
+            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if !tokens.is_empty() {
+                return Ok(false);
+            }
+            tokens.insert(key.as_bytes(), bytes)?;
+            tokens.flush()?;
+            Ok(true)
+        }))
+    }
+
+    fn remove_token_keeping_an_admin<'a>(&'a self, sha256: &'a str) -> StoreFuture<'a, bool> {
+        let (tokens, lock) = (self.tokens.clone(), self.token_rules.clone());
+        let key = sha256.to_owned();
+        Box::pin(blocking("token removal", move || {
+            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = Vec::new();
+            for item in tokens.iter() {
+                let (k, bytes) = item?;
+                all.push(decode::<TokenRecord>(&k, &bytes)?);
+            }
+            if !crate::store::tokens::keeps_an_admin(&all, &key) {
+                return Ok(false);
+            }
+            tokens.remove(key.as_bytes())?;
+            tokens.flush()?;
+            Ok(true)
+        }))
+    }
+
     fn touch_token<'a>(&'a self, sha256: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
         // One atomic read-modify-write of that key: a revocation between
         // the read and the write cannot be undone by it.
