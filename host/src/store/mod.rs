@@ -327,6 +327,13 @@ pub trait NodeStore: Send + Sync {
         lease_ms: u64,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Execution>>;
+    /// Completes when a node sharing the store hints that something the
+    /// others poll for changed (an uploaded or removed plugin, a node
+    /// that left): a wake-up, never the truth, which the polls read. A
+    /// store no other daemon shares never completes it.
+    fn hinted(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Secrets of this data dir (the key callback tickets are derived from).

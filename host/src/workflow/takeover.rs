@@ -75,7 +75,12 @@ impl Workflows {
         let mut last_beat = Instant::now();
         let mut looks = 0u64;
         loop {
-            tokio::time::sleep(look_every).await;
+            // A hint from another node (a plugin uploaded or removed, a
+            // node that left) means look now; the sleep is the truth.
+            let hinted = tokio::select! {
+                () = tokio::time::sleep(look_every) => false,
+                () = self.store.hinted() => true,
+            };
             if last_beat.elapsed() + look_every / 2 >= beat_every {
                 match self.store.heartbeat(&self.node).await {
                     Ok(()) => last_beat = Instant::now(),
@@ -89,7 +94,7 @@ impl Workflows {
                 tracing::error!(node = %self.node, error = %e, "cannot look for executions of stopped nodes; retrying");
             }
             looks += 1;
-            if looks.is_multiple_of(UPLOAD_LOOKS)
+            if (hinted || looks.is_multiple_of(UPLOAD_LOOKS))
                 && let Err(e) = self.registry.sync_uploads().await
             {
                 tracing::error!(node = %self.node, error = %e, "cannot read the uploaded plugins; retrying");

@@ -65,7 +65,13 @@ impl ComponentStore for PgStore {
     }
 
     fn put_plugin_ref<'a>(&'a self, name: &'a str, hash: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(self.put_ref(name, hash))
+        Box::pin(async move {
+            self.put_ref(name, hash).await?;
+            // The other nodes load the new version at once, not at their
+            // next poll.
+            self.hint("plugin uploaded").await;
+            Ok(())
+        })
     }
 
     fn plugin_refs(&self) -> StoreFuture<'_, Vec<(String, String)>> {
@@ -86,6 +92,10 @@ impl ComponentStore for PgStore {
     }
 
     fn remove_plugin_ref<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(self.remove_ref(name))
+        Box::pin(async move {
+            self.remove_ref(name).await?;
+            self.hint("plugin removed").await;
+            Ok(())
+        })
     }
 }

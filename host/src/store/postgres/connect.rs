@@ -24,13 +24,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`StoreError::Pool`].
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A pool of connections to the database `url` names, and that database
-/// as messages name it. Makes no connection yet.
+/// A pool of connections to the database `url` names, that database as
+/// messages name it, and how to connect to it. Makes no connection yet.
 pub(super) fn pool(
     url: &str,
     password: Option<&str>,
     size: usize,
-) -> Result<(Pool, String), StoreError> {
+) -> Result<(Pool, String, tokio_postgres::Config), StoreError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|source| StoreError::InvalidUrl { source })?;
@@ -50,7 +50,7 @@ pub(super) fn pool(
     }
     let target = target(&config);
     let manager = Manager::from_config(
-        config,
+        config.clone(),
         tokio_postgres::NoTls,
         ManagerConfig {
             // A connection that broke is noticed by its closed flag; a
@@ -64,7 +64,7 @@ pub(super) fn pool(
         .wait_timeout(Some(WAIT_TIMEOUT))
         .build()
         .expect("the pool is given a runtime for its timeouts");
-    Ok((pool, target))
+    Ok((pool, target, config))
 }
 
 /// `user@host:port/database`: where a URL points, without its password.

@@ -15,6 +15,7 @@ mod apply;
 mod components;
 mod connect;
 mod executions;
+mod hints;
 mod import;
 mod json;
 mod migrations;
@@ -47,6 +48,9 @@ pub struct PgStore {
     /// the password.
     target: Arc<str>,
     counters: Arc<Counters>,
+    /// How to connect, for the hint listener's connection of its own.
+    config: Arc<tokio_postgres::Config>,
+    hints: Arc<hints::Hints>,
 }
 
 /// What [`StatsStore`](crate::store::StatsStore) reports of this
@@ -117,12 +121,14 @@ impl PgStore {
         password: Option<&str>,
         pool_size: usize,
     ) -> Result<Self, StoreError> {
-        let (pool, target) = connect::pool(url, password, pool_size)?;
+        let (pool, target, config) = connect::pool(url, password, pool_size)?;
         migrations::migrate(&pool, &target).await?;
         let store = Self {
             pool,
             target: target.into(),
             counters: Arc::default(),
+            config: Arc::new(config),
+            hints: Arc::default(),
         };
         store.warn_if_not_durable().await?;
         Ok(store)

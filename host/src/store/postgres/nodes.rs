@@ -58,8 +58,14 @@ impl NodeStore for PgStore {
         Box::pin(async move {
             self.run("DELETE FROM nodes WHERE id = $1", &[&node])
                 .await?;
+            // Its executions are free now: the others take them at once.
+            self.hint("node left").await;
             Ok(())
         })
+    }
+
+    fn hinted(&self) -> crate::store::BoxFuture<'_, ()> {
+        Box::pin(PgStore::hinted(self))
     }
 
     fn orphaned<'a>(

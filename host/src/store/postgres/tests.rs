@@ -315,3 +315,34 @@ fn a_dropped_cluster_stops_its_server() {
     assert!(!runs(pid), "the server stopped");
     assert!(!dir.exists(), "its files are removed");
 }
+
+/// A node's upload or leave reaches the other nodes as a hint: their
+/// wait for one ends (it is what makes a node look at once instead of at
+/// its next poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_one_node_hints_the_others() {
+    use crate::store::{ComponentStore as _, NodeStore as _};
+    let url = testing::database().await;
+    let b = PgStore::open(&url).await.unwrap();
+    for (i, hint) in ["upload", "leave"].into_iter().enumerate() {
+        // A node of its own for each: a hint left over from the first
+        // would end the second wait at once.
+        let a = PgStore::open(&url).await.unwrap();
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.hinted().await }
+        });
+        // The listener connects on the first wait: hints sent before it
+        // listens are lost (polls cover those), so B hints until A hears.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !waiting.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "no {hint} hint arrived");
+            match hint {
+                "upload" => b.put_plugin_ref("p", &format!("h{i}")).await.unwrap(),
+                _ => b.leave("node-b").await.unwrap(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        waiting.await.unwrap();
+    }
+}
