@@ -43,6 +43,20 @@ fn made(ms: u64, workflow: &str, plugins: &[&str], at: usize, state: ExecState) 
     e
 }
 
+/// The removal of ended execution `id` at `version`, with its key.
+fn removal(id: &str, version: u64, idempotency_key: Option<String>) -> Change {
+    Change {
+        remove: Some(Removal {
+            id: id.to_owned(),
+            version,
+            callbacks: vec![],
+            deliveries: vec![],
+            idempotency_key,
+        }),
+        ..Default::default()
+    }
+}
+
 async fn ids(store: &dyn Store, filter: &ExecutionFilter) -> Vec<u64> {
     store
         .executions(filter)
@@ -204,19 +218,7 @@ pub async fn listings_follow_filters_transitions_and_removals(backend: impl Back
     assert_eq!(ids(store, &completed).await, [1000, 4000]);
 
     // A removal takes it out of every listing.
-    store
-        .apply(&Change {
-            remove: Some(Removal {
-                id: execs[3].id.clone(),
-                version: 1,
-                callbacks: vec![],
-                deliveries: vec![],
-                idempotency_key: None,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    store.apply(&removal(&execs[3].id, 1, None)).await.unwrap();
     assert_eq!(ids(store, &completed).await, [1000]);
     assert_eq!(ids(store, &on("http")).await, [1000, 6000]);
     assert_eq!(ids(store, &of("orders")).await, [1000, 2000, 5000, 7000]);
@@ -270,19 +272,7 @@ pub async fn counts_by_workflow_follow_transitions(backend: impl Backend) {
         count(Some("orders")).await,
         [w("orders", "running", 1), w("orders", "completed", 1)]
     );
-    store
-        .apply(&Change {
-            remove: Some(Removal {
-                id: a.id.clone(),
-                version: 3,
-                callbacks: vec![],
-                deliveries: vec![],
-                idempotency_key: None,
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    store.apply(&removal(&a.id, 3, None)).await.unwrap();
     assert_eq!(
         count(None).await,
         [w("billing", "suspended", 1), w("orders", "running", 1)]
@@ -336,16 +326,7 @@ pub async fn an_idempotent_start_is_stored_once_and_removed_with_its_execution(
     done.state = ExecState::Completed;
     store.apply(&with_execution(done.clone())).await.unwrap();
     store
-        .apply(&Change {
-            remove: Some(Removal {
-                id: done.id.clone(),
-                version: 2,
-                callbacks: vec![],
-                deliveries: vec![],
-                idempotency_key: done.idempotency_key.clone(),
-            }),
-            ..Default::default()
-        })
+        .apply(&removal(&done.id, 2, done.idempotency_key.clone()))
         .await
         .unwrap();
     assert!(

@@ -67,8 +67,12 @@ impl PgStore {
 async fn listen(config: Arc<tokio_postgres::Config>, target: Arc<str>, arrived: Arc<Notify>) {
     loop {
         match listen_once(&config, &arrived).await {
-            Ok(()) => tracing::debug!(database = %target, "the hint connection closed; listening again"),
-            Err(e) => tracing::debug!(database = %target, error = %e, "the hint connection failed; polling covers it, listening again"),
+            Ok(()) => {
+                tracing::debug!(database = %target, "the hint connection closed; listening again")
+            }
+            Err(e) => {
+                tracing::debug!(database = %target, error = %e, "the hint connection failed; polling covers it, listening again")
+            }
         }
         tokio::time::sleep(RECONNECT).await;
     }

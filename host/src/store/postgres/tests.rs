@@ -336,7 +336,10 @@ async fn an_upload_on_one_node_hints_the_others() {
         // listens are lost (polls cover those), so B hints until A hears.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !waiting.is_finished() {
-            assert!(std::time::Instant::now() < deadline, "no {hint} hint arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {hint} hint arrived"
+            );
             match hint {
                 "upload" => b.put_plugin_ref("p", &format!("h{i}")).await.unwrap(),
                 _ => b.leave("node-b").await.unwrap(),
