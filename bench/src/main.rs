@@ -5,7 +5,9 @@
 //! Build it optimised: `cargo run --release -p stephost-bench -- <figure>`.
 
 mod cycles;
+mod daemon;
 mod dispatch;
+mod list;
 mod load;
 mod nodes;
 mod partner;
@@ -47,6 +49,11 @@ enum Figure {
     /// PostgreSQL): RSS, callback lookup, restart-to-serving, disk per
     /// execution.
     Scale(scale::Args),
+    /// Issue 15: `GET /v1/executions` filtered and paged by cursor, and
+    /// the counts, with a million executions of a realistic mix stored
+    /// (sled or PostgreSQL), against the scan the listing did before its
+    /// indexes.
+    List(list::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Figure::Cycles(a) => cycles::main(a),
         Figure::Scale(a) => scale::main(a),
         Figure::Store(a) => store::main(a),
+        Figure::List(a) => list::main(a),
     }
 }

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use stephost::model::{CallbackRecord, CallbackState, ExecState, Timer, TimerKind, Waiting};
-use stephost::store::{Change, ExecutionFilter, PgStore, SledStore, Store};
+use stephost::store::{Change, ExecutionFilter, Store};
 
-use crate::stats::{Samples, disk_usage, fmt, machine};
+use crate::daemon::Daemon;
+use crate::stats::{Samples, disk_usage, fmt, machine, mib};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,21 +47,6 @@ pub struct Args {
     /// earlier run kept; topped up if it holds fewer executions).
     #[arg(long)]
     reuse_database: bool,
-}
-
-fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The correlation id of the `i`-th suspension: derivable, so lookups can
@@ -139,26 +125,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| temp.path().join("data"));
-    let stephost = match &args.stephost {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench lives in a directory")?
-            .join("stephost"),
-    };
-    anyhow::ensure!(
-        stephost.exists(),
-        "no daemon binary at {} (build it: cargo build --release -p stephost)",
-        stephost.display()
-    );
+    let stephost = crate::daemon::binary(args.stephost.as_deref())?;
 
     // The PostgreSQL database: fresh, or the one given.
     let pg_url = match &args.store {
-        Some(url) if args.reuse_database => Some(url.clone()),
         Some(url) => {
-            let (name, url) = rt.block_on(crate::pg::fresh_database(url, "scale"))?;
-            eprintln!("writing to database {name} (kept: reuse it with --reuse-database)");
-            Some(url)
+            Some(rt.block_on(crate::daemon::database(url, args.reuse_database, "scale"))?)
         }
         None => None,
     };
@@ -178,10 +150,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     println!("|---|---:|");
 
     // Write them (or reuse them).
-    let store: Arc<dyn Store> = match &pg_url {
-        Some(url) => Arc::new(rt.block_on(PgStore::open_with(url, None, WRITERS as usize))?),
-        None => Arc::new(SledStore::open(&data)?),
-    };
+    let store = rt.block_on(crate::daemon::open_store(
+        pg_url.as_deref(),
+        &data,
+        WRITERS as usize,
+    ))?;
     let existing = rt
         .block_on(store.count_executions_by_state())?
         .into_iter()
@@ -271,43 +244,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 // Cold: as after an upgrade, nothing compiled yet.
                 let _ = std::fs::remove_dir_all(data.join("cache"));
             }
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-                l.local_addr()?.port()
-            };
-            let base = format!("http://127.0.0.1:{port}");
-            let t = Instant::now();
-            let mut command = tokio::process::Command::new(&stephost);
-            command
-                .arg("serve")
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(&data);
-            if let Some(url) = &pg_url {
-                command.arg("--store").arg(url);
-            }
-            let mut child = command
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?;
-            let pid = child.id().context("child pid")?;
-            let serving = loop {
-                if let Ok(r) = http.get(format!("{base}/healthz")).send().await
-                    && r.status().is_success()
-                {
-                    break t.elapsed();
-                }
-                anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "daemon never served");
-                if let Some(status) = child.try_wait()? {
-                    anyhow::bail!("daemon exited: {status}");
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            };
+            let (daemon, serving) =
+                Daemon::start(&stephost, &data, pg_url.as_deref(), None, &http).await?;
+            let base = daemon.base.clone();
             println!("| restart to serving ({label}) | {} |", fmt(serving));
-            println!("| daemon RSS once serving ({label}) | {} |", mib(rss_of(pid)));
+            println!("| daemon RSS once serving ({label}) | {} |", mib(daemon.rss()));
             if start == 1 {
                 let mut lat = Vec::with_capacity(ids.len());
                 let mut statuses = std::collections::BTreeMap::new();
@@ -327,17 +268,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                     fmt(s.median()),
                     fmt(s.pct(99.0))
                 );
-                println!("| daemon RSS after the lookups | {} |", mib(rss_of(pid)));
+                println!("| daemon RSS after the lookups | {} |", mib(daemon.rss()));
             }
-            // Graceful stop: SIGTERM to our own child, by its pid.
-            let t = Instant::now();
-            let _ = tokio::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-            let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
-            println!("| graceful stop ({label}) | {} |", fmt(t.elapsed()));
+            let stopped = daemon.stop().await;
+            println!("| graceful stop ({label}) | {} |", fmt(stopped));
         }
         anyhow::Ok(())
     })?;

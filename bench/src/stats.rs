@@ -1,8 +1,9 @@
 //! Percentiles of measured durations, and the machine a run was on.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sorted samples.
+#[derive(Clone)]
 pub struct Samples(Vec<Duration>);
 
 impl Samples {
@@ -27,6 +28,27 @@ impl Samples {
     pub fn median(&self) -> Duration {
         self.pct(50.0)
     }
+}
+
+/// Runs `f` `runs` times, or until `bound` has passed (once at least).
+pub async fn repeat<F, Fut, T>(
+    runs: usize,
+    bound: Duration,
+    mut f: F,
+) -> anyhow::Result<(Samples, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let start = Instant::now();
+    let mut lat = Vec::new();
+    let mut last = None;
+    while last.is_none() || (lat.len() < runs && start.elapsed() < bound) {
+        let t = Instant::now();
+        last = Some(f().await?);
+        lat.push(t.elapsed());
+    }
+    Ok((Samples::new(lat), last.expect("one run at least")))
 }
 
 /// `12.3 µs`, `4.56 ms`, `1.23 s`.
@@ -99,6 +121,24 @@ pub fn proc_write_bytes(process: &str) -> u64 {
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident set size of process `pid`, in bytes (`VmRSS`; zero where the
+/// kernel does not say).
+pub fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `12.3 MiB`.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Resident set size of this process, in bytes (Linux).
