@@ -1,6 +1,6 @@
 //! The listing indexes of `GET /v1/executions`: entries in the `indexes`
-//! tree by state, by workflow and state, and by the current step's plugin
-//! and state, each ending with the execution id. A filtered page reads the
+//! tree by state, by workflow and state, by the current step's plugin and
+//! state, and by both and state, each ending with the execution id. A filtered page reads the
 //! matching ranges (one per state when no state is asked for, merged in id
 //! order) and then the page's records, so its cost is the page, not the
 //! store: with a million executions stored, the ten suspended ones of a
@@ -15,18 +15,23 @@ use super::{STATES, decode};
 use crate::model::{ExecState, Execution};
 use crate::store::{ExecutionFilter, StoreError};
 
-/// The tags of the three indexes, distinct from the other users of the
-/// `indexes` tree (`c`, `f` for ended executions, `k` for callbacks).
+/// The tags of the four indexes, distinct from the other users of the
+/// `indexes` tree (`c`, `f` for ended executions, `k` for callbacks, `i`
+/// for idempotent starts).
 const BY_STATE: u8 = b'S';
 const BY_WORKFLOW: u8 = b'W';
 const BY_PLUGIN: u8 = b'P';
+/// Workflow and plugin together: without it a page of a workflow's
+/// executions on one plugin read the workflow's range and dropped the
+/// others, thousands of records for a page (`docs/performance.md`, 8).
+const BY_BOTH: u8 = b'B';
 
 /// The tag of the per-workflow counters in the `counts` tree (the
 /// per-state ones are named by their state, none of which starts so).
 const WORKFLOW_COUNT: u8 = b'w';
 
 /// Every listing tag, for rebuilding the indexes.
-pub(super) const TAGS: [u8; 3] = [BY_STATE, BY_WORKFLOW, BY_PLUGIN];
+pub(super) const TAGS: [u8; 4] = [BY_STATE, BY_WORKFLOW, BY_PLUGIN, BY_BOTH];
 
 fn state_byte(state: ExecState) -> u8 {
     match state {
@@ -60,11 +65,12 @@ impl Listed {
     }
 
     /// The index entries of execution `id`.
-    pub fn keys(&self, id: &str) -> [Vec<u8>; 3] {
+    pub fn keys(&self, id: &str) -> [Vec<u8>; 4] {
         [
             state_prefix(self.state),
             named_prefix(BY_WORKFLOW, &self.workflow, self.state),
             named_prefix(BY_PLUGIN, &self.plugin, self.state),
+            both_prefix(&self.workflow, &self.plugin, self.state),
         ]
         .map(|mut key| {
             key.extend_from_slice(id.as_bytes());
@@ -155,14 +161,32 @@ fn named_prefix(tag: u8, name: &str, state: ExecState) -> Vec<u8> {
     key
 }
 
+/// A workflow and a plugin, each length-prefixed, then the state.
+fn both_prefix(workflow: &str, plugin: &str, state: ExecState) -> Vec<u8> {
+    let mut key = named_prefix(BY_BOTH, workflow, state);
+    key.pop();
+    let len = u16::try_from(plugin.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(plugin.as_bytes());
+    key.push(state_byte(state));
+    key
+}
+
 /// The prefixes of the index ranges `filter` reads, or `None` for the
-/// executions tree itself (no filter an index serves). A workflow is the
-/// narrowest filter an index serves (a plugin is shared by workflows);
-/// what the chosen ranges do not decide is checked on each record.
+/// executions tree itself (no filter an index serves); what the chosen
+/// ranges do not decide (the creation times' margin) is checked on each
+/// record.
 fn ranges(filter: &ExecutionFilter) -> Option<Vec<Vec<u8>>> {
     let states: Vec<ExecState> = filter.state.map_or_else(|| STATES.to_vec(), |s| vec![s]);
     let named = |tag, name: &str| states.iter().map(|s| named_prefix(tag, name, *s)).collect();
-    if let Some(workflow) = &filter.workflow {
+    if let (Some(workflow), Some(plugin)) = (&filter.workflow, &filter.plugin) {
+        Some(
+            states
+                .iter()
+                .map(|s| both_prefix(workflow, plugin, *s))
+                .collect(),
+        )
+    } else if let Some(workflow) = &filter.workflow {
         Some(named(BY_WORKFLOW, workflow))
     } else if let Some(plugin) = &filter.plugin {
         Some(named(BY_PLUGIN, plugin))

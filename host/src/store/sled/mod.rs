@@ -46,8 +46,8 @@ pub struct SledStore {
     /// ([`ended_key`]), so that what is due is found without a scan;
     /// callback records by execution ([`callback_index_key`]), so that
     /// removing an execution finds all of its; and what listings read
-    /// ([`listing`]): executions by state, by workflow and by plugin,
-    /// which also gives recovery the running ones. Empty values, but for
+    /// ([`listing`]): executions by state, by workflow, by plugin and by
+    /// both, which also gives recovery the running ones. Empty values, but for
     /// the records of idempotent starts ([`idempotency_key`]).
     indexes: sled::Tree,
     /// Executions per state (state name -> i64, big-endian), and the
@@ -75,7 +75,7 @@ pub struct SledStore {
 const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
 /// Marks, in the `meta` tree, that the listing indexes are complete.
-const LISTING_INDEX_MARK: &[u8] = b"index/listing/v1";
+const LISTING_INDEX_MARK: &[u8] = b"index/listing/v2";
 /// The tree of running executions' ids that the listing indexes replaced:
 /// dropped once they are built.
 const OLD_RUNNING_TREE: &str = "executions-running";

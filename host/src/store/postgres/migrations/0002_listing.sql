@@ -17,6 +17,9 @@ ALTER TABLE executions
 DROP INDEX executions_by_workflow;
 CREATE INDEX executions_by_workflow ON executions (workflow, state, id);
 CREATE INDEX executions_by_plugin ON executions (plugin, state, id);
+-- Both together: without it, a page of one workflow's executions on one
+-- plugin read the workflow's range and dropped the others.
+CREATE INDEX executions_by_workflow_plugin ON executions (workflow, plugin, state, id);
 
 -- Executions per workflow and state, kept by a trigger on every write of
 -- an execution (whichever path writes it: a change, a removal, an
