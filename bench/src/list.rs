@@ -373,7 +373,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     rows.push(deep);
     rows.push(Row::list(
-        &format!("workflow=W&plugin={first_plugin} (W's range, plugin checked on records)"),
+        &format!("workflow=W&plugin={first_plugin} (its own index)"),
         of(None, Some(&w), Some(first_plugin)),
     ));
     rows.push(Row {
