@@ -42,10 +42,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "    apt-get install --no-install-recommends ${missing[*]}" >&2
     exit 1
 fi
-command -v cargo >/dev/null || {
-    echo "a C plugin needs cargo once, to install wit-bindgen, wasm-tools and the WASI adapter from crates.io" >&2
-    exit 1
-}
 
 mkdir -p "$tools"
 # One installer at a time: builds run in parallel, and a second
@@ -67,18 +63,25 @@ else
     drop_lock() { rmdir "$lock.d"; trap - EXIT; }
 fi
 
-# cargo install builds in a temporary directory it removes afterwards,
-# unless CARGO_TARGET_DIR points elsewhere: the tools' build is not worth
-# keeping.
+# Without CARGO_TARGET_DIR, cargo install builds in a temporary directory
+# and removes it afterwards: the tools' build (1 GB) is not worth keeping.
 install_crate() { # crate version features
     local dir="$tools/$1-$2"
     if [ ! -f "$dir/.installed" ]; then
+        need_cargo
         echo "installing $1 $2 into $dir" >&2
         rm -rf "$dir"
         env -u CARGO_TARGET_DIR cargo install --quiet --locked --no-default-features \
             --features "$3" --root "$dir" "$1@$2"
         touch "$dir/.installed"
     fi
+}
+
+need_cargo() {
+    command -v cargo >/dev/null || {
+        echo "a C plugin needs cargo once, to install wit-bindgen, wasm-tools and the WASI adapter from crates.io into $tools" >&2
+        exit 1
+    }
 }
 
 take_lock
@@ -89,6 +92,7 @@ adapter="$adapter_dir/wasi_snapshot_preview1.reactor.wasm"
 if [ ! -f "$adapter_dir/.installed" ]; then
     # The adapter ships only inside a library crate; a program of three
     # lines writes its bytes out.
+    need_cargo
     echo "extracting the WASI preview1 adapter $adapter_version into $adapter_dir" >&2
     rm -rf "$adapter_dir"
     mkdir -p "$adapter_dir/src"
@@ -128,7 +132,8 @@ if ! "$tools/wit-bindgen-cli-$wit_bindgen_version/bin/wit-bindgen" c "$wit" \
     exit 1
 fi
 # A reactor: no main, the component's exports are the entry points, and
-# _initialize runs wasi-libc's constructors once per instance.
+# wasm-tools makes _initialize (wasi-libc's constructors) the component's
+# start function, run once per instance.
 clang-15 --target=wasm32-wasi -std=c11 -O2 -Wall -Wextra -mexec-model=reactor \
     -fuse-ld=lld -Wl,--strip-debug \
     -I "$work/bindings" -I "$sdk" \
