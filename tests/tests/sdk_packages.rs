@@ -69,10 +69,8 @@ fn every_sdk_has_the_version_of_the_contract() {
         (
             "plugins/c-sdk/stephost.h",
             assignment(
-                &read("plugins/c-sdk/stephost.h").replace(
-                    "#define STEPHOST_SDK_VERSION ",
-                    "STEPHOST_SDK_VERSION = ",
-                ),
+                &read("plugins/c-sdk/stephost.h")
+                    .replace("#define STEPHOST_SDK_VERSION ", "STEPHOST_SDK_VERSION = "),
                 "STEPHOST_SDK_VERSION",
             ),
         ),
