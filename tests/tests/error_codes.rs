@@ -1,9 +1,9 @@
 //! `docs/errors.md` against the code, so that the reference cannot drift:
 //! every code the host defines (API codes, execution failure codes) is
 //! documented, with the same statuses, and every documented code exists;
-//! the codes the three plugin SDKs fail a step with are read from their
+//! the codes the four plugin SDKs fail a step with are read from their
 //! sources, must be documented for exactly the languages that report them,
-//! and must be the same in Rust, Python and JavaScript.
+//! and must be the same in Rust, Python, JavaScript and C.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ fn every_host_failure_code_is_documented_and_nothing_else_is() {
 }
 
 /// The SDK languages, in the order of the table's columns.
-const LANGUAGES: [&str; 3] = ["Rust", "Python", "JavaScript"];
+const LANGUAGES: [&str; 4] = ["Rust", "Python", "JavaScript", "C"];
 
 /// Codes only some SDKs report, and why the others cannot.
 const LANGUAGE_ONLY: &[(&str, &[&str], &str)] = &[(
@@ -199,11 +199,30 @@ fn js_sdk_codes() -> BTreeSet<String> {
     failure_codes(&source, &["Failure(", "fail("])
 }
 
+/// The C SDK's codes, without comments. Its helpers record a failure
+/// (`stephost_set_failure`) that the step hands on, or return one
+/// (`stephost_fail`).
+fn c_sdk_codes() -> BTreeSet<String> {
+    let mut source = String::new();
+    for file in ["stephost.c", "stephost_json.c", "stephost_canonical.c"] {
+        let text = read(&format!("plugins/c-sdk/{file}"));
+        for line in text.lines() {
+            let code = line.trim_start();
+            if !(code.starts_with("/*") || code.starts_with('*') || code.starts_with("//")) {
+                source.push_str(line);
+                source.push('\n');
+            }
+        }
+    }
+    failure_codes(&source, &["stephost_fail(", "stephost_set_failure("])
+}
+
 fn sdk_codes() -> BTreeMap<&'static str, BTreeSet<String>> {
     BTreeMap::from([
         ("Rust", rust_sdk_codes()),
         ("Python", python_sdk_codes()),
         ("JavaScript", js_sdk_codes()),
+        ("C", c_sdk_codes()),
     ])
 }
 
@@ -226,7 +245,7 @@ fn the_sdks_report_the_documented_codes_for_exactly_the_documented_languages() {
 }
 
 #[test]
-fn the_three_sdks_report_the_same_codes() {
+fn the_four_sdks_report_the_same_codes() {
     let sdks = sdk_codes();
     // Sanity of the scan: the codes of the condition that once differed.
     for (language, codes) in &sdks {
@@ -256,4 +275,5 @@ fn the_three_sdks_report_the_same_codes() {
         shared("JavaScript"),
         "Rust (left) and JavaScript"
     );
+    assert_eq!(shared("Rust"), shared("C"), "Rust (left) and C");
 }

@@ -1,9 +1,11 @@
 //! Plugins in other languages, end to end: `python-sign-and-forward`
-//! (componentize-py) and `js-sign-and-forward` (componentize-js) are built
-//! from source by their own build scripts, loaded into the real daemon from
-//! their files, and run against a partner on loopback that checks their
-//! HMAC signature. Both must behave exactly like a Rust plugin would: the
-//! same wire bytes, the same suspend and resume, the same failure codes.
+//! (componentize-py), `js-sign-and-forward` (componentize-js) and
+//! `c-sign-and-forward` (clang and wasi-libc, made a component by
+//! wasm-tools) are built from source by their own build scripts, loaded
+//! into the real daemon from their files, and run against a partner on
+//! loopback that checks their HMAC signature. Each must behave exactly like
+//! a Rust plugin would: the same wire bytes, the same suspend and resume,
+//! the same failure codes.
 //!
 //! A component of a language runtime is 12-20 MB and takes the daemon
 //! seconds to compile, so each language gets one daemon that every scenario
@@ -45,6 +47,7 @@ fn order() -> Value {
 
 static PYTHON: OnceLock<PathBuf> = OnceLock::new();
 static JS: OnceLock<PathBuf> = OnceLock::new();
+static C: OnceLock<PathBuf> = OnceLock::new();
 
 /// Builds a plugin of `plugins/NAME` with its `build.sh`, once per process.
 fn built(cell: &'static OnceLock<PathBuf>, name: &str) -> &'static Path {
@@ -58,7 +61,7 @@ fn built(cell: &'static OnceLock<PathBuf>, name: &str) -> &'static Path {
     })
 }
 
-/// Canonical JSON as both SDKs write it: keys sorted by UTF-16 code units,
+/// Canonical JSON as every SDK writes it: keys sorted by UTF-16 code units,
 /// no whitespace.
 fn canonical(value: &Value) -> String {
     match value {
@@ -312,6 +315,15 @@ async fn js_plugin_signs_forwards_suspends_and_merges_the_callback() {
     sign_and_forward_end_to_end("js-sign-and-forward", wasm).await;
 }
 
+/// Built from C without a language runtime: needs the Debian packages
+/// clang-15, lld-15 and wasi-libc (the build script fails naming the
+/// missing ones; `.ci/run` installs them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_plugin_signs_forwards_suspends_and_merges_the_callback() {
+    let wasm = built(&C, "c-sign-and-forward");
+    sign_and_forward_end_to_end("c-sign-and-forward", wasm).await;
+}
+
 /// The Rust counterpart of the sign-and-forward examples: the built-in
 /// `wait-for-callback` sends its input with the Rust SDK and lets the SDK's
 /// error become its failure, as the examples do in their languages.
@@ -355,6 +367,10 @@ async fn measure_size_load_and_call_time() {
         (
             "js-sign-and-forward",
             built(&JS, "js-sign-and-forward").to_owned(),
+        ),
+        (
+            "c-sign-and-forward",
+            built(&C, "c-sign-and-forward").to_owned(),
         ),
     ];
     let cold = start_time(None, false).await;

@@ -1,10 +1,10 @@
 //! The same condition gives the same failure code in every SDK, end to
 //! end: one probe plugin per language (`tests/plugins/code-probe/`: the
-//! crate for Rust, `probe.py` and `probe.js` for Python and JavaScript)
+//! crate for Rust, `probe.py`, `probe.js` and `probe.c` for the others)
 //! meets one condition per case and leaves it to its SDK to report, and
 //! each language must give the codes of one table, `docs/errors.md`'s.
 //!
-//! The Python and JavaScript probes are built as an author would build
+//! The Python, JavaScript and C probes are built as an author would build
 //! them: a project scaffolded by `stephost plugin new` (helper layer, WIT,
 //! `build.sh`), with the probe as its step.
 
@@ -62,11 +62,11 @@ const CASES: &[(&str, Target, Option<&str>)] = &[
     ("uncaught", Target::None, None),
 ];
 
-/// The code of an uncaught error: a Rust panic traps (a host code), a
-/// Python or JavaScript exception is caught by the SDK.
+/// The code of an uncaught error: a Rust panic or a C abort traps (a host
+/// code), a Python or JavaScript exception is caught by the SDK.
 fn uncaught(lang: Lang) -> &'static str {
     match lang {
-        Lang::Rust => "trap",
+        Lang::Rust | Lang::C => "trap",
         Lang::Python | Lang::Js => "plugin-exception",
     }
 }
@@ -83,6 +83,7 @@ fn build_probe(lang: Lang, dir: &Path) -> PathBuf {
     let (probe, step) = match lang {
         Lang::Python => ("probe.py", "app.py"),
         Lang::Js => ("probe.js", "index.js"),
+        Lang::C => ("probe.c", "step.c"),
         Lang::Rust => unreachable!("the Rust probe is built with the test plugins"),
     };
     std::fs::copy(probe_dir().join(probe), project.join(step)).unwrap();
@@ -184,4 +185,11 @@ async fn the_js_sdk_reports_the_shared_codes() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = build_probe(Lang::Js, dir.path());
     check(Lang::Js, &wasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_sdk_reports_the_shared_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = build_probe(Lang::C, dir.path());
+    check(Lang::C, &wasm).await;
 }

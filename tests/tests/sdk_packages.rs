@@ -1,7 +1,8 @@
-//! The three SDKs are packages of their language's registry, at the
-//! version of the contract they speak: `stephost-guest` (crates.io),
-//! `stephost-plugin` for Python (`pip install plugins/python-sdk`) and for
-//! JavaScript (`npm pack` of `plugins/js-sdk`). The Rust crate's
+//! The SDKs are packages of their language's registry, at the version of
+//! the contract they speak: `stephost-guest` (crates.io), `stephost-plugin`
+//! for Python (`pip install plugins/python-sdk`) and for JavaScript (`npm
+//! pack` of `plugins/js-sdk`). C has no registry; its SDK states the
+//! version in `stephost.h`. The Rust crate's
 //! packaging (`cargo package -p stephost-guest`) is not run here: it
 //! compiles the crate again in a target dir of its own.
 
@@ -64,6 +65,14 @@ fn every_sdk_has_the_version_of_the_contract() {
         (
             "plugins/js-sdk/package.json",
             package["version"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "plugins/c-sdk/stephost.h",
+            assignment(
+                &read("plugins/c-sdk/stephost.h")
+                    .replace("#define STEPHOST_SDK_VERSION ", "STEPHOST_SDK_VERSION = "),
+                "STEPHOST_SDK_VERSION",
+            ),
         ),
     ] {
         assert_eq!(

@@ -1,5 +1,5 @@
 //! `stephost plugin new`: writes a ready-to-build plugin project in Rust,
-//! Python or JavaScript, so that a first plugin is minutes away: a sample
+//! Python, JavaScript or C, so that a first plugin is minutes away: a sample
 //! step that passes, a `build.sh` that produces `NAME.wasm`, and a
 //! `stephost.toml` that loads it for `stephost run`.
 //!
@@ -9,8 +9,9 @@
 //! and the binary alone is enough: a Rust project gets the SDK crate
 //! vendored under `vendor/stephost-guest/` (a path dependency inside the
 //! project; the crate's own dependencies come from crates.io as usual),
-//! a Python or JavaScript project the SDK module next to its step. No file
-//! written names a path outside the project.
+//! a Python or JavaScript project the SDK module next to its step, a C
+//! project the SDK's header, sources and build script under `stephost/`.
+//! No file written names a path outside the project.
 
 mod sdk;
 
@@ -20,7 +21,7 @@ use std::str::FromStr;
 
 use anyhow::Context as _;
 
-/// The contract, for the bindings generators of Python and JavaScript.
+/// The contract, for the bindings generators of Python, JavaScript and C.
 const WIT: &str = include_str!("../../../wit/stephost.wit");
 
 /// The language of a new plugin.
@@ -34,6 +35,9 @@ pub enum Lang {
     /// An ES module built with componentize-js.
     #[value(alias = "javascript")]
     Js,
+    /// C compiled by clang-15 against wasi-libc, made a component by
+    /// wasm-tools.
+    C,
 }
 
 impl FromStr for Lang {
@@ -41,7 +45,7 @@ impl FromStr for Lang {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         <Self as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| format!("unknown language {s:?}: use rust, python or js"))
+            .map_err(|_| format!("unknown language {s:?}: use rust, python, js or c"))
     }
 }
 
@@ -51,6 +55,7 @@ impl fmt::Display for Lang {
             Lang::Rust => "rust",
             Lang::Python => "python",
             Lang::Js => "js",
+            Lang::C => "c",
         })
     }
 }
@@ -129,12 +134,20 @@ const JS: &[File] = &[
     file("README.md", include_str!("../../templates/js/README.md")),
 ];
 
+const C: &[File] = &[
+    file("step.c", include_str!("../../templates/c/step.c")),
+    file("wit/stephost.wit", WIT),
+    script("build.sh", include_str!("../../templates/c/build.sh")),
+    file("README.md", include_str!("../../templates/c/README.md")),
+];
+
 /// Where a language's SDK goes in the project, and its files.
 fn sdk_files(lang: Lang) -> (&'static str, &'static [sdk::Embedded]) {
     match lang {
         Lang::Rust => ("vendor/stephost-guest", sdk::RUST),
         Lang::Python => ("", sdk::PYTHON),
         Lang::Js => ("", sdk::JS),
+        Lang::C => ("stephost", sdk::C),
     }
 }
 
@@ -181,6 +194,7 @@ pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Js => JS,
+        Lang::C => C,
     };
     for file in COMMON.iter().chain(templates) {
         let text = vars
@@ -236,9 +250,9 @@ mod tests {
             "cobol"
                 .parse::<Lang>()
                 .unwrap_err()
-                .contains("rust, python or js")
+                .contains("rust, python, js or c")
         );
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             assert_eq!(lang.to_string().parse::<Lang>(), Ok(lang));
         }
     }
@@ -254,7 +268,7 @@ mod tests {
     #[test]
     fn writes_every_file_with_placeholders_filled_and_never_overwrites() {
         let root = tempfile::tempdir().unwrap();
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             let dir = root.path().join(lang.to_string());
             new_plugin(&dir, "my-step", lang).unwrap();
             let build = std::fs::read_to_string(dir.join("build.sh")).unwrap();
@@ -292,6 +306,14 @@ mod tests {
             WIT
         );
         assert!(root.path().join("js/stephost.js").is_file());
+        let c = root.path().join("c");
+        for (path, text) in sdk::C {
+            assert_eq!(
+                &std::fs::read_to_string(c.join("stephost").join(path)).unwrap(),
+                text
+            );
+        }
+        assert!(c.join("wit/stephost.wit").is_file());
     }
 
     /// The binary alone makes the project: nothing written points back
@@ -301,7 +323,7 @@ mod tests {
         let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let checkout = checkout.to_str().unwrap();
         let root = tempfile::tempdir().unwrap();
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             let dir = root.path().join(lang.to_string());
             new_plugin(&dir, "my-step", lang).unwrap();
             for entry in walk(&dir) {

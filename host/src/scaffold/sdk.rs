@@ -1,8 +1,8 @@
 //! The SDK sources `plugin new` copies into a project, embedded in the
 //! binary so that scaffolding needs no stephost checkout: the Rust crate
 //! `stephost-guest` (vendored whole, its own copy of the contract
-//! included), the Python package `stephost` and the JavaScript module
-//! `stephost.js`.
+//! included), the Python package `stephost`, the JavaScript module
+//! `stephost.js`, and the C header, sources and build script.
 //!
 //! The lists are written out by hand, one `include_str!` a file; the test
 //! below walks the SDK directories and fails when a file there is missing
@@ -69,6 +69,32 @@ pub(super) const JS: &[Embedded] = &[(
     "stephost.js",
     include_str!("../../../plugins/js-sdk/stephost.js"),
 )];
+
+/// `plugins/c-sdk/`, written to `stephost/` of a C project: the project's
+/// `build.sh` runs `stephost/build-component.sh`, which compiles the step
+/// with the SDK's sources.
+pub(super) const C: &[Embedded] = &[
+    (
+        "stephost.h",
+        include_str!("../../../plugins/c-sdk/stephost.h"),
+    ),
+    (
+        "stephost.c",
+        include_str!("../../../plugins/c-sdk/stephost.c"),
+    ),
+    (
+        "stephost_json.c",
+        include_str!("../../../plugins/c-sdk/stephost_json.c"),
+    ),
+    (
+        "stephost_canonical.c",
+        include_str!("../../../plugins/c-sdk/stephost_canonical.c"),
+    ),
+    (
+        "build-component.sh",
+        include_str!("../../../plugins/c-sdk/build-component.sh"),
+    ),
+];
 
 /// The version of the Rust SDK: the `version` of its `[package]`.
 pub(super) fn rust_version() -> &'static str {
@@ -161,6 +187,7 @@ mod tests {
             JS,
             &["package.json", "README.md"],
         );
+        assert_embedded(&root.join("plugins/c-sdk"), C, &["README.md"]);
     }
 
     /// The Rust SDK carries its own copy of the contract (a crate may not

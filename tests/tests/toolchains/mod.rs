@@ -3,11 +3,13 @@
 //! `sdk_codes`; a module of each test binary rather than harness code,
 //! because only these two need it.
 //!
-//! The scripts install their toolchain (componentize-py, componentize-js)
-//! into the git-ignored `.tools/` on first use, so the first run needs
-//! python3 with pip, node with npm, and network access to PyPI and npm;
-//! a failure says so instead of skipping, since a skipped test would hide
-//! a broken language.
+//! The scripts install their toolchain (componentize-py, componentize-js;
+//! wit-bindgen, wasm-tools and the WASI adapter for C) into the git-ignored
+//! `.tools/` on first use, so the first run needs python3 with pip, node
+//! with npm, cargo, and network access to PyPI, npm and crates.io; C also
+//! needs the Debian packages clang-15, lld-15 and wasi-libc. A failure says
+//! so instead of skipping, since a skipped test would hide a broken
+//! language.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,8 +42,10 @@ pub fn run_build(command: &mut Command, script: &Path) -> PathBuf {
     assert!(
         output.status.success(),
         "{} failed ({}). A Python build needs python3 with pip, a JavaScript build node \
-         with npm, and on first use network access to PyPI or npm to install its tool into \
-         {}; a Rust build needs `rustup target add wasm32-wasip2`.\n--- stdout\n{stdout}\n\
+         with npm, a C build the Debian packages clang-15, lld-15 and wasi-libc (`apt-get \
+         install --no-install-recommends clang-15 lld-15 wasi-libc`) and cargo, and on first \
+         use network access to PyPI, npm or crates.io to install its tools into {}; a Rust \
+         build needs `rustup target add wasm32-wasip2`.\n--- stdout\n{stdout}\n\
          --- stderr\n{stderr}",
         script.display(),
         output.status,
