@@ -429,18 +429,13 @@ impl SecretStore for MemoryStore {
 impl StatsStore for MemoryStore {
     fn count_executions_by_state(&self) -> StoreFuture<'_, Vec<(ExecState, u64)>> {
         let tables = self.tables();
-        let counts = [
-            ExecState::Running,
-            ExecState::Suspended,
-            ExecState::Completed,
-            ExecState::Failed,
-        ]
-        .into_iter()
-        .map(|state| {
-            let n = tables.executions.values().filter(|e| e.state == state);
-            (state, n.count() as u64)
-        })
-        .collect();
+        let counts = ExecState::ALL
+            .into_iter()
+            .map(|state| {
+                let n = tables.executions.values().filter(|e| e.state == state);
+                (state, n.count() as u64)
+            })
+            .collect();
         Self::ready(Ok(counts))
     }
 

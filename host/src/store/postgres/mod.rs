@@ -79,12 +79,7 @@ impl std::fmt::Debug for PgStore {
 }
 
 /// Every execution state, in the order the counts are reported.
-const STATES: [ExecState; 4] = [
-    ExecState::Running,
-    ExecState::Suspended,
-    ExecState::Completed,
-    ExecState::Failed,
-];
+const STATES: [ExecState; 4] = ExecState::ALL;
 
 /// The `counts` row of the number of timers (no state is named so).
 const TIMER_COUNT: &str = "timers";

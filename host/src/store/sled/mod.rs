@@ -152,12 +152,7 @@ fn clear_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
 const TIMER_COUNT_KEY: &[u8] = b"timers";
 
 /// Every execution state, in the order the counts are reported.
-const STATES: [ExecState; 4] = [
-    ExecState::Running,
-    ExecState::Suspended,
-    ExecState::Completed,
-    ExecState::Failed,
-];
+const STATES: [ExecState; 4] = ExecState::ALL;
 
 fn count_key(state: ExecState) -> &'static [u8] {
     // Exhaustive, so a new state cannot be left uncounted.
