@@ -279,6 +279,21 @@ impl Cluster {
         &self.dir
     }
 
+    /// The end of the server's log, for an error: a server that refuses
+    /// connections ("in recovery mode", "starting up") says why only there
+    /// (a backend killed, a full disk).
+    pub fn log_tail(&self) -> String {
+        const LINES: usize = 30;
+        match std::fs::read_to_string(self.dir.join("server.log")) {
+            Ok(log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+                format!("the end of the test server's log:\n{tail}")
+            }
+            Err(e) => format!("the test server's log is unreadable: {e}"),
+        }
+    }
+
     /// A new, empty database; its URL.
     pub async fn fresh_database(&self) -> anyhow::Result<String> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -286,11 +301,13 @@ impl Cluster {
         let (client, connection) =
             tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
                 .await
+                .with_context(|| self.log_tail())
                 .context("connecting to the test server")?;
         let connection = tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
+            .with_context(|| self.log_tail())
             .with_context(|| format!("creating database {name}"))?;
         drop(client);
         let _ = connection.await;
