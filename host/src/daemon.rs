@@ -132,9 +132,6 @@ impl Daemon {
         }
         let workflows = Arc::new(Workflows::new(store, registry, executor, config.clone()));
         let interrupted = workflows.interrupted().await?;
-        workflows
-            .metrics()
-            .seed_executions(&workflows.store().count_executions_by_state().await?);
         Ok(Self {
             interrupted,
             config,

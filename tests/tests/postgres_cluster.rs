@@ -149,6 +149,15 @@ async fn three_daemons_share_executions_callbacks_timers_and_deliveries() {
     assert_eq!(counts["by_state"]["completed"], N as u64, "{counts}");
     assert_eq!(counts["by_state"]["failed"], 3, "{counts}");
     assert_eq!(counts["by_state"]["suspended"], 1, "{counts}");
+    // So does each node's /metrics, though A alone made most of the
+    // transitions: the gauges are the database's counts too.
+    for node in [a, b, c] {
+        let m = node.metrics().await;
+        assert_eq!(m[r#"stephost_executions{state="completed"}"#], N as f64);
+        assert_eq!(m[r#"stephost_executions{state="failed"}"#], 3.0);
+        assert_eq!(m[r#"stephost_executions{state="suspended"}"#], 1.0);
+        assert_eq!(m[r#"stephost_executions{state="running"}"#], 0.0);
+    }
 
     for node in nodes {
         node.stop().await;

@@ -25,10 +25,24 @@ pub(super) async fn metrics(State(api): State<Shared>) -> Response {
             None
         }
     };
+    let executions = match store.count_executions_by_state().await {
+        Ok(counts) => {
+            let mut by_state = [0; 4];
+            for (state, n) in counts {
+                by_state[crate::metrics::state_index(state)] = n;
+            }
+            Some(by_state)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count executions for /metrics");
+            None
+        }
+    };
     let writes = store.write_stats();
     let text = api.workflows.metrics().render(&crate::metrics::Snapshot {
         slots: api.workflows.slot_usage(),
         timer_backlog,
+        executions,
         timers_quarantined: store.quarantined_timers(),
         store_changes: writes.changes,
         store_transactions: writes.transactions,

@@ -93,6 +93,12 @@ pub struct Snapshot {
     /// the one place that sees every timer a change adds or removes; what
     /// is due changes with the clock, so the store walks the due ones.
     pub timer_backlog: Option<(u64, u64)>,
+    /// Executions by state, by [`state_index`]; `None` if the store
+    /// could not tell (`NaN`). The store keeps these counts with every
+    /// write: read at each scrape, they are the whole cluster's on a
+    /// shared database, where a count moved by this node's transitions
+    /// alone would drift with every execution another node moves.
+    pub executions: Option<[u64; 4]>,
     /// Timer records moved aside as undecodable.
     pub timers_quarantined: u64,
     /// Transitions written or refused, and the transactions they took.
@@ -178,7 +184,7 @@ impl Default for Metrics {
 }
 
 /// Exhaustive, so that a new state cannot go uncounted.
-fn state_index(state: ExecState) -> usize {
+pub fn state_index(state: ExecState) -> usize {
     match state {
         ExecState::Running => 0,
         ExecState::Suspended => 1,
@@ -252,24 +258,15 @@ impl Metrics {
         }
     }
 
-    /// Seeds the per-state gauges from the store's counts.
-    pub fn seed_executions(&self, counts: &[(ExecState, u64)]) {
-        for (state, n) in counts {
-            self.executions[state_index(*state)].set(*n as f64);
-        }
-    }
-
     /// An execution moved from `from` (`None`: it was created) to `to`.
     /// Call it only once the transition is written.
     pub fn transition(&self, from: Option<ExecState>, to: ExecState) {
         if from == Some(to) {
             return;
         }
-        match from {
-            Some(from) => self.executions[state_index(from)].decrement(1.0),
-            None => self.executions_started.increment(1),
+        if from.is_none() {
+            self.executions_started.increment(1);
         }
-        self.executions[state_index(to)].increment(1.0);
         match to {
             ExecState::Completed => self.executions_completed.increment(1),
             ExecState::Failed => self.executions_failed.increment(1),
@@ -277,9 +274,8 @@ impl Metrics {
         }
     }
 
-    /// An ended execution in `state` was removed (retention or `DELETE`).
-    pub fn removed(&self, state: ExecState) {
-        self.executions[state_index(state)].decrement(1.0);
+    /// An ended execution was removed (retention or `DELETE`).
+    pub fn removed(&self) {
         self.executions_removed.increment(1);
     }
 
@@ -384,6 +380,9 @@ impl Metrics {
             .map_or((f64::NAN, f64::NAN), |(p, d)| (p as f64, d as f64));
         s.timers_pending.set(pending);
         s.timers_overdue.set(due);
+        for (i, gauge) in self.executions.iter().enumerate() {
+            gauge.set(snapshot.executions.map_or(f64::NAN, |n| n[i] as f64));
+        }
         s.timers_quarantined.absolute(snapshot.timers_quarantined);
         s.store_changes.absolute(snapshot.store_changes);
         s.store_transactions.absolute(snapshot.store_transactions);

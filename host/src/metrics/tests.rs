@@ -9,8 +9,10 @@ use stephost_tests::metric_samples;
 use super::series::{CATALOGUE, Kind};
 use super::*;
 
+/// A scrape's snapshot; the store's counts and timers known or not.
 fn snapshot(timer_backlog: Option<(u64, u64)>) -> Snapshot {
     Snapshot {
+        executions: timer_backlog.map(|_| [7, 6, 5, 4]),
         slots: SlotUsage {
             capacity: 8,
             in_use: 3,
@@ -30,9 +32,8 @@ fn samples(m: &Metrics) -> std::collections::BTreeMap<String, f64> {
 }
 
 #[test]
-fn transitions_move_the_gauges_and_count_endings() {
+fn transitions_count_starts_and_endings_and_the_store_gives_the_gauges() {
     let m = Metrics::new();
-    m.seed_executions(&[(ExecState::Suspended, 2)]);
     m.transition(None, ExecState::Running);
     m.transition(Some(ExecState::Running), ExecState::Suspended);
     m.transition(Some(ExecState::Suspended), ExecState::Running);
@@ -41,10 +42,12 @@ fn transitions_move_the_gauges_and_count_endings() {
     // A repeated state is no transition: nothing moves, nothing ends.
     m.transition(Some(ExecState::Completed), ExecState::Completed);
     let s = samples(&m);
-    assert_eq!(s[r#"stephost_executions{state="running"}"#], 0.0);
-    assert_eq!(s[r#"stephost_executions{state="suspended"}"#], 1.0);
-    assert_eq!(s[r#"stephost_executions{state="completed"}"#], 1.0);
-    assert_eq!(s[r#"stephost_executions{state="failed"}"#], 1.0);
+    // The gauges are the store's counts (the snapshot's), whatever this
+    // process moved: on a shared database others move them too.
+    assert_eq!(s[r#"stephost_executions{state="running"}"#], 7.0);
+    assert_eq!(s[r#"stephost_executions{state="suspended"}"#], 6.0);
+    assert_eq!(s[r#"stephost_executions{state="completed"}"#], 5.0);
+    assert_eq!(s[r#"stephost_executions{state="failed"}"#], 4.0);
     assert_eq!(s["stephost_executions_started_total"], 1.0);
     assert_eq!(
         s[r#"stephost_executions_ended_total{state="completed"}"#],
@@ -110,6 +113,7 @@ fn the_snapshot_is_shown_and_an_unknown_backlog_is_not_zero() {
     let s = metric_samples(&m.render(&snapshot(None)));
     assert!(s["stephost_timers_pending"].is_nan());
     assert!(s["stephost_timers_overdue"].is_nan());
+    assert!(s[r#"stephost_executions{state="suspended"}"#].is_nan());
 }
 
 #[test]

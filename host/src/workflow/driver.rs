@@ -374,8 +374,8 @@ impl Workflows {
             exec.owner = (exec.state == ExecState::Running).then(|| self.node.clone());
         }
         self.store.apply(&change).await?;
-        if let (Some(removed), Some(state)) = (&change.remove, from) {
-            self.metrics.removed(state);
+        if let (Some(removed), Some(_)) = (&change.remove, from) {
+            self.metrics.removed();
             tracing::debug!(execution_id = %removed.id, "execution removed");
         }
         let execution = change.execution.take();
