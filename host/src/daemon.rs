@@ -47,14 +47,31 @@ impl Daemon {
         config: Config,
         hooks: Arc<dyn crate::capabilities::HttpHooks>,
     ) -> anyhow::Result<Self> {
-        config.validate()?;
-        // The delivery signing key may come from the environment: read it
-        // here, so a variable that is not set stops the daemon before it
-        // opens anything (as a missing secret does), not in `serve` after
-        // recovery has begun re-running steps.
-        config.delivery.signing_key().map_err(anyhow::Error::msg)?;
-        let config = Arc::new(config);
+        check(&config)?;
         let store = open_store(&config.store_location()?).await?;
+        Self::start(config, store, hooks).await
+    }
+
+    /// [`Daemon::open_with`] on a store the caller opened: `stephost run`
+    /// keeps a throw-away run's state in memory, where a data dir would be
+    /// written, flushed and deleted for nothing.
+    pub async fn open_on(
+        config: Config,
+        store: Arc<dyn Store>,
+        hooks: Arc<dyn crate::capabilities::HttpHooks>,
+    ) -> anyhow::Result<Self> {
+        check(&config)?;
+        Self::start(config, store, hooks).await
+    }
+
+    /// Loads the plugins and recovers what the store holds, on a checked
+    /// config.
+    async fn start(
+        config: Config,
+        store: Arc<dyn Store>,
+        hooks: Arc<dyn crate::capabilities::HttpHooks>,
+    ) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
         let engine = crate::wasm::engine::new_engine(&config)?;
         let ticker = crate::wasm::engine::spawn_epoch_ticker(engine.clone());
         let registrar = Arc::new(DurableRegistrar::new(store.clone(), config.public_url()));
@@ -343,6 +360,17 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What must hold before a daemon opens anything.
+fn check(config: &Config) -> anyhow::Result<()> {
+    config.validate()?;
+    // The delivery signing key may come from the environment: read it
+    // here, so a variable that is not set stops the daemon before it
+    // opens anything (as a missing secret does), not in `serve` after
+    // recovery has begun re-running steps.
+    config.delivery.signing_key().map_err(anyhow::Error::msg)?;
+    Ok(())
 }
 
 /// Opens the store a configuration names: sled in the data dir, or a

@@ -279,13 +279,21 @@ impl ComponentCache {
     /// Checks the entry against its recorded digest, then maps it.
     fn read(&self, path: &std::path::Path) -> anyhow::Result<wasmtime::component::Component> {
         let expected = std::fs::read_to_string(digest_path(path)).context("read its digest")?;
-        let bytes = std::fs::read(path).context("read it")?;
-        let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        // Streamed through a small buffer rather than read whole: an
+        // interpreter's entry is tens of megabytes, and a buffer that size,
+        // zeroed and copied into on every load, cost more than the hash.
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let file = std::fs::File::open(path).context("open it")?;
+        std::io::copy(
+            &mut std::io::BufReader::with_capacity(1 << 20, file),
+            &mut hasher,
+        )
+        .context("read it")?;
+        let actual = hex::encode(sha2::Digest::finalize(hasher));
         anyhow::ensure!(
             expected.trim() == actual,
             "its contents do not match their recorded SHA-256 (corrupt or truncated)"
         );
-        drop(bytes);
         deserialize_trusted(&self.engine, path)
     }
 

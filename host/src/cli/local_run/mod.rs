@@ -1,5 +1,5 @@
 //! `stephost run`: one plugin or workflow on a document, in a throw-away
-//! daemon on a temporary data dir, so the step behaves exactly as in
+//! daemon whose state lives in memory, so the step behaves exactly as in
 //! production, callbacks included; prints the outcome and every request.
 //! Compiled components outlive the run in a per-user cache ([`cache`]), so
 //! an unchanged plugin is not compiled again on the next run.
@@ -90,7 +90,9 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
         .prefix("stephost-run-")
         .tempdir()
         .context("create a temporary data dir")?;
-    // It holds what the step sends and receives, like any data dir.
+    // The state is in memory; this directory is the daemon's data dir in
+    // name only, and holds the compiled components when there is no
+    // per-user cache: private, like any data dir.
     #[cfg(unix)]
     std::fs::set_permissions(
         data.path(),
@@ -111,7 +113,18 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
             .clone()
             .unwrap_or_else(|| data.path().join("cache")),
     );
-    config.public_url = args.public_url.clone().or(config.public_url);
+    // Bound before the daemon opens: the step may hand out a callback URL
+    // as soon as the run starts, before `serve` has looked at the
+    // listener, so the URL must already name the port partners call.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let local = listener.local_addr().context("listener address")?;
+    config.public_url = args
+        .public_url
+        .clone()
+        .or(config.public_url)
+        .or_else(|| Some(format!("http://{local}")));
     config
         .egress_allow
         .extend(args.egress_allow.iter().cloned());
@@ -133,16 +146,17 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
 
     let recorder = std::sync::Arc::new(recorder::Recorder::new(args.dry_run));
     let used = used_plugins(&config, &target);
-    let daemon = Daemon::open_with(config, recorder.clone()).await?;
+    // Nothing of a local run outlives it, so its state stays in memory (a
+    // store named by the config is not opened either: a run never touches
+    // a production database).
+    let store = std::sync::Arc::new(crate::store::MemoryStore::default());
+    let daemon = Daemon::open_on(config, store, recorder.clone()).await?;
     let compiled = compiled_report(&daemon, &used, user_cache.as_deref());
     // The local API stays locked (it listens for callbacks, which carry
     // secrets of their own); a token nobody sees keeps the daemon from
     // asking for one.
     daemon.create_token("run", &[Permission::Admin]).await?;
     let workflows = daemon.workflows().clone();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(daemon.serve(listener, async move {
         let _ = stopped.await;
@@ -174,7 +188,9 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            // A read of the in-memory store: polling often costs nothing
+            // and ends the run soon after the step does.
+            _ = tokio::time::sleep(Duration::from_millis(2)) => {}
             _ = tokio::signal::ctrl_c() => break now,
         }
     };
