@@ -281,7 +281,8 @@ impl ComponentCache {
         let expected = std::fs::read_to_string(digest_path(path)).context("read its digest")?;
         // Streamed through a small buffer rather than read whole: an
         // interpreter's entry is tens of megabytes, and a buffer that size,
-        // zeroed and copied into on every load, cost more than the hash.
+        // zeroed and copied into on every load, cost nearly as much as the
+        // hash itself.
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         let file = std::fs::File::open(path).context("open it")?;
         std::io::copy(
