@@ -267,6 +267,122 @@ async fn a_plugin_uploaded_through_one_node_is_offered_by_the_others() {
     b.stop().await;
 }
 
+/// A deletion through one node while another, not yet told, starts an
+/// execution of the plugin: the version that execution pinned keeps its
+/// bytes, and the execution runs. The other node's start is written to the
+/// database directly, right after the deleting node read the executions
+/// and removed the name (the moment a node that missed the hint would
+/// write it), since no request could time it so on a node that heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_deleted_while_another_node_starts_it_keeps_that_version() {
+    use stephost::model::{Doc, Execution, StepSpec};
+    use stephost::store::{Change, ComponentStore as _, ExecutionStore as _, PgStore};
+
+    let dirs = [(); 2].map(|()| tempfile::tempdir().unwrap());
+    let mut config = Config::from_toml(
+        "[cluster]\nlease_ms = 2000\n\
+         [plugins.held-wait]\nallowed_hosts = [\"http://127.0.0.1:*\"]\n",
+    )
+    .unwrap();
+    let url = pg_testing::database().await;
+    config.store = Some(url.clone());
+    let a = TestDaemon::start(config.clone(), dirs[0].path()).await;
+    let b = TestDaemon::start(config, dirs[1].path()).await;
+    let store = PgStore::open(&url).await.unwrap();
+    let partner = Partner::accepting().await;
+    // wait-for-callback under a hash of its own (a custom section `held`),
+    // so that no built-in shares its bytes.
+    let mut bytes = stephost::builtin::component("wait-for-callback")
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(b"\x00\x05\x04held");
+    let hash = stephost::model::content_hash(&bytes);
+    let (status, body) = a.upload("held-wait", bytes).await;
+    assert_eq!(status, 201, "{body}");
+
+    let started = std::time::Instant::now();
+    let deleting = {
+        let a_base = a.base.clone();
+        let token = a.token.clone();
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .delete(format!("{a_base}/v1/plugins/held-wait"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    // The name goes once A has read every execution and found none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store
+        .plugin_refs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(name, _)| name == "held-wait")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never removed the name"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let exec = Execution::new(
+        id.clone(),
+        "held-wait".into(),
+        vec![StepSpec {
+            name: "held-wait".into(),
+            plugin: "held-wait".into(),
+            config: json!({"url": partner.base}),
+            plugin_hash: Some(hash.clone()),
+        }],
+        Doc::json(&json!({"late": true})),
+        uuid::Uuid::now_v7().to_string(),
+        stephost::model::now_ms(),
+    );
+    store
+        .apply(&Change {
+            execution: Some(exec),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+
+    let (status, body) = deleting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["shared_versions"], json!([hash]), "{body}");
+    assert_eq!(body["removed_versions"], json!([]), "{body}");
+    // Two looks of the other nodes (2 s with this lease) and a second.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.component(&hash).await.unwrap().is_some());
+    // Nobody owns the execution: a node takes it over and runs the pinned
+    // version from its bytes; the step reaches the partner and waits.
+    b.wait_for(&id, "suspended").await;
+    assert_eq!(
+        partner.wait_for_requests(1).await[0].json(),
+        json!({"late": true})
+    );
+    // New executions of the deleted name are refused on every node.
+    for node in [&a, &b] {
+        let (status, body) = node
+            .post(
+                "/v1/executions",
+                json!({"plugin": "held-wait", "input": {}}),
+            )
+            .await;
+        assert_eq!(body["error"]["code"], "unknown-plugin", "{status} {body}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The token rules across daemons: daemons making their first start on
 /// an empty database at once make one admin token between them (and one
 /// file); revocations of the last two admin tokens sent to two daemons at

@@ -5,6 +5,7 @@
 //! thing and a password is looked for in the same places.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::ConfigError;
 
@@ -34,6 +35,24 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Every this many looks for stopped nodes, a node compares its
+    /// uploaded plugins with the store's (what another node uploaded or
+    /// removed).
+    pub const UPLOAD_LOOKS: u32 = 3;
+
+    /// How often a node looks for executions that stopped nodes left
+    /// running: every third of the lease (when it also writes its
+    /// heartbeat), at most a second apart.
+    pub fn look_every(&self) -> Duration {
+        Duration::from_millis((self.lease_ms / 3).max(1)).min(Duration::from_secs(1))
+    }
+
+    /// The longest a live node offers a plugin another node removed, when
+    /// it misses the removal's hint: its next comparison with the store.
+    pub fn upload_look_every(&self) -> Duration {
+        self.look_every() * Self::UPLOAD_LOOKS
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if !(300..=3_600_000).contains(&self.lease_ms) {
             return Err(ConfigError::Invalid(format!(

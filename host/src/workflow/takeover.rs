@@ -16,10 +16,6 @@ use super::*;
 /// Orphans taken over per look.
 const BATCH: usize = 64;
 
-/// Every this many looks for orphans, the uploaded plugins are compared
-/// with the store's (what another node uploaded or removed).
-const UPLOAD_LOOKS: u64 = 3;
-
 impl Workflows {
     /// Takes over the running executions no live node owns; returns how
     /// many this node took (another node may win some: their
@@ -71,7 +67,7 @@ impl Workflows {
     /// executions over, and its own late writes are refused.
     pub async fn run_membership(self: Arc<Self>, lease_ms: u64) {
         let beat_every = Duration::from_millis((lease_ms / 3).max(1));
-        let look_every = beat_every.min(Duration::from_secs(1));
+        let look_every = crate::config::ClusterConfig { lease_ms }.look_every();
         let mut last_beat = Instant::now();
         let mut looks = 0u64;
         loop {
@@ -94,7 +90,8 @@ impl Workflows {
                 tracing::error!(node = %self.node, error = %e, "cannot look for executions of stopped nodes; retrying");
             }
             looks += 1;
-            if (hinted || looks.is_multiple_of(UPLOAD_LOOKS))
+            if (hinted
+                || looks.is_multiple_of(u64::from(crate::config::ClusterConfig::UPLOAD_LOOKS)))
                 && let Err(e) = self.registry.sync_uploads().await
             {
                 tracing::error!(node = %self.node, error = %e, "cannot read the uploaded plugins; retrying");

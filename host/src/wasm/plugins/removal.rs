@@ -25,6 +25,10 @@ pub struct Removed {
 /// Executions show at most this many ids in a refusal.
 const SHOWN_IDS: usize = 5;
 
+/// Added to the other daemons' longest look interval before a deletion on
+/// a shared store looks again: a look takes time of its own.
+const SETTLE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the executions say about one plugin name.
 #[derive(Debug, Default)]
 struct Usage {
@@ -36,6 +40,8 @@ struct Usage {
     /// Versions of it that any execution pinned (terminal ones included):
     /// the only record of versions uploaded before versions were listed.
     pinned_here: HashSet<String>,
+    /// Versions of it that non-terminal executions pinned.
+    pinned_live_here: HashSet<String>,
     /// Versions of other plugins that non-terminal executions pinned.
     pinned_elsewhere: HashSet<String>,
 }
@@ -56,6 +62,9 @@ impl Usage {
             };
             if step.plugin == name {
                 self.pinned_here.insert(hash.clone());
+                if live {
+                    self.pinned_live_here.insert(hash.clone());
+                }
             } else if live {
                 self.pinned_elsewhere.insert(hash.clone());
             }
@@ -132,6 +141,33 @@ impl Registry {
             return Err(in_use(by));
         }
 
+        // The name first: should the daemon stop half-way, it starts
+        // without the plugin and with some orphaned bytes, rather than
+        // refuse to start over a missing component.
+        self.store.remove_plugin_ref(name).await?;
+        self.current
+            .write()
+            .expect("registry lock poisoned")
+            .remove(name);
+        // Daemons sharing the store offer the plugin until they hear of
+        // the removal (a hint at once, else their next look): one of them
+        // may start an execution on it after the scan above, which the
+        // gate, this process's alone, did not stop. Wait that out and
+        // look again; a version pinned meanwhile keeps its bytes, so that
+        // execution can still load it wherever it resumes.
+        let mut late = HashSet::new();
+        if self.store.is_shared() {
+            tokio::time::sleep(self.config.cluster.upload_look_every() + SETTLE_MARGIN).await;
+            late = Usage::of(self.store.as_ref(), name).await?.pinned_live_here;
+            if !late.is_empty() {
+                tracing::warn!(
+                    plugin = name,
+                    versions = late.len(),
+                    "executions started on another daemon while the plugin was being deleted; the versions they run keep their bytes"
+                );
+            }
+        }
+
         let removed = {
             let _blobs = self.blobs.lock().await;
             let mut candidates: BTreeSet<String> = self
@@ -143,11 +179,14 @@ impl Registry {
             candidates.extend(usage.pinned_here);
             candidates.insert(current.hash.clone());
             let mut shared = usage.pinned_elsewhere;
+            shared.extend(late);
             for (other, hash) in self.store.plugin_refs().await? {
                 if other != name {
                     shared.extend(self.store.plugin_versions(&other).await?);
-                    shared.insert(hash);
                 }
+                // The name itself only if another daemon uploaded it anew
+                // since its ref went: that upload is current, keep it.
+                shared.insert(hash);
             }
             {
                 let versions = self.versions.read().expect("registry lock poisoned");
@@ -159,14 +198,6 @@ impl Registry {
                     }
                 }
             }
-            // The name first: should the daemon stop half-way, it starts
-            // without the plugin and with some orphaned bytes, rather than
-            // refuse to start over a missing component.
-            self.store.remove_plugin_ref(name).await?;
-            self.current
-                .write()
-                .expect("registry lock poisoned")
-                .remove(name);
             self.versions
                 .write()
                 .expect("registry lock poisoned")
