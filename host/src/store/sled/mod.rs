@@ -74,6 +74,13 @@ pub struct SledStore {
 /// a gigabyte of RSS after one scan). Lookups touch a handful of pages.
 const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
+/// How long an open waits for the data dir's lock to be let go before it
+/// says another process holds it. A store dropped a moment ago (a daemon
+/// restarted in the same process, or one that is still exiting) keeps
+/// the lock until sled's background writes and a flush cut short by the
+/// shutdown have finished with it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Marks, in the `meta` tree, that the listing indexes are complete.
 const LISTING_INDEX_MARK: &[u8] = b"index/listing/v2";
 /// The tree of running executions' ids that the listing indexes replaced:
@@ -222,6 +229,25 @@ fn open_error(dir: &Path, source: sled::Error) -> StoreError {
     }
 }
 
+/// sled's database in `dir`, waiting up to [`LOCK_WAIT`] for a lock
+/// another holder is about to let go.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
+            .open();
+        match opened.map_err(|e| open_error(dir, e)) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. Blocking (it may build the
     /// indexes of an old data dir): called once, before serving.
@@ -238,12 +264,7 @@ impl SledStore {
                 dir.display()
             );
         }
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_CAPACITY)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let db = open_db(dir)?;
         let store = Self {
             executions: db.open_tree("executions")?,
             callbacks: db.open_tree("callbacks")?,

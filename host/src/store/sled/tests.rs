@@ -43,8 +43,26 @@ mod conformance {
     crate::store_conformance!(super::SledBackend::new());
 }
 
+/// A store dropped while another open waits for its lock (as when a
+/// daemon restarts in the same process and sled has not yet let go) is
+/// opened as soon as the lock goes, not refused.
+#[test]
+fn an_open_waits_for_a_lock_about_to_be_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledStore::open(dir.path()).unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let started = std::time::Instant::now();
+    let second = SledStore::open(dir.path()).expect("opened once the first let go");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    releaser.join().unwrap();
+    drop(second);
+}
+
 /// A second opener of a data dir hears that another process holds
-/// it, as a variant the daemon can match, with the words an operator
+/// it (once the wait for it to let go is over), as a variant the daemon can match, with the words an operator
 /// needs.
 #[test]
 fn a_data_dir_held_open_is_refused_as_locked() {
