@@ -40,11 +40,15 @@ impl ClusterConfig {
     /// removed).
     pub const UPLOAD_LOOKS: u32 = 3;
 
+    /// How often a node writes its heartbeat: every third of the lease.
+    pub fn beat_every(&self) -> Duration {
+        Duration::from_millis((self.lease_ms / 3).max(1))
+    }
+
     /// How often a node looks for executions that stopped nodes left
-    /// running: every third of the lease (when it also writes its
-    /// heartbeat), at most a second apart.
+    /// running: at each heartbeat, at most a second apart.
     pub fn look_every(&self) -> Duration {
-        Duration::from_millis((self.lease_ms / 3).max(1)).min(Duration::from_secs(1))
+        self.beat_every().min(Duration::from_secs(1))
     }
 
     /// The longest a live node offers a plugin another node removed, when

@@ -66,8 +66,8 @@ impl Workflows {
     /// tried again: if that lasts a lease, the other nodes take this one's
     /// executions over, and its own late writes are refused.
     pub async fn run_membership(self: Arc<Self>, lease_ms: u64) {
-        let beat_every = Duration::from_millis((lease_ms / 3).max(1));
-        let look_every = crate::config::ClusterConfig { lease_ms }.look_every();
+        let cadence = crate::config::ClusterConfig { lease_ms };
+        let (beat_every, look_every) = (cadence.beat_every(), cadence.look_every());
         let mut last_beat = Instant::now();
         let mut looks = 0u64;
         loop {
