@@ -265,7 +265,7 @@ impl Daemon {
         let retention = tokio::spawn(
             self.workflows
                 .clone()
-                .run_retention(self.config.retention.clone()),
+                .run_retention(self.config.retention.clone(), self.config.cluster.lease_ms),
         );
         tracing::info!(%local, recovered, "stephost serving");
         if self.config.public_url.is_none() && local.ip().is_unspecified() {

@@ -70,7 +70,7 @@ impl StepResult {
 }
 
 /// How the instance slots are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SlotUsage {
     /// Slots in all (`max_concurrent_steps`).
     pub capacity: u64,
@@ -83,7 +83,7 @@ pub struct SlotUsage {
 /// What a scrape shows besides the series kept here, read by the caller
 /// from the store and the executor. Each is an in-memory value there or a
 /// short read (see the fields), never a scan of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
     /// The executor's instance slots: its semaphore is the one place that
     /// knows, and reading it is two atomic loads.
@@ -147,6 +147,8 @@ pub struct Metrics {
     executions_failed: Counter,
     executions_recovered: Counter,
     executions_removed: Counter,
+    /// By place in [`CHORES`].
+    chore_leader: [Gauge; 2],
     deliveries_enqueued: Counter,
     delivery_attempts: Counter,
     delivery_failures: Counter,
@@ -245,6 +247,7 @@ impl Metrics {
             ),
             executions_recovered: counter(EXECUTIONS_RECOVERED),
             executions_removed: counter(EXECUTIONS_REMOVED),
+            chore_leader: CHORES.map(|chore| labelled_gauge(r, CHORE_LEADER, "chore", chore)),
             deliveries_enqueued: counter(DELIVERIES_ENQUEUED),
             delivery_attempts: counter(DELIVERY_ATTEMPTS),
             delivery_failures: counter(DELIVERY_FAILURES),
@@ -277,6 +280,13 @@ impl Metrics {
     /// An ended execution was removed (retention or `DELETE`).
     pub fn removed(&self) {
         self.executions_removed.increment(1);
+    }
+
+    /// Whether this node leads `chore` (one of [`CHORES`]) now.
+    pub fn leading(&self, chore: &str, leads: bool) {
+        if let Some(i) = CHORES.iter().position(|c| *c == chore) {
+            self.chore_leader[i].set(f64::from(u8::from(leads)));
+        }
     }
 
     /// Executions re-run at start because a previous process left them running.

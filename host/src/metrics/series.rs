@@ -32,6 +32,7 @@ pub(super) const DELIVERY_ATTEMPTS: &str = "stephost_delivery_attempts_total";
 pub(super) const DELIVERY_FAILURES: &str = "stephost_delivery_failures_total";
 pub(super) const DELIVERIES_DELIVERED: &str = "stephost_deliveries_delivered_total";
 pub(super) const DELIVERIES_GIVEN_UP: &str = "stephost_deliveries_given_up_total";
+pub(super) const CHORE_LEADER: &str = "stephost_chore_leader";
 
 /// Upper bounds (seconds) of the step-duration histogram buckets; changing
 /// them breaks every quantile a dashboard computed over the old ones.
@@ -45,6 +46,10 @@ pub(super) const DURATION_BUCKETS: [f64; 12] = [
 pub(super) const CALLBACK_RESULTS: [&str; 5] =
     ["applied", "stored", "rejected", "duplicate", "gone"];
 
+/// The single-runner chores, as `store::Chore::as_str` names them: each
+/// node shows 1 for those it leads.
+pub(super) const CHORES: [&str; 2] = ["retention", "take-over"];
+
 /// Every kind of durable timer, shown at zero before the first fires.
 pub(super) const TIMER_KINDS: [&str; 3] = ["callback-timeout", "retry", "delivery"];
 
@@ -56,7 +61,7 @@ pub(super) enum Kind {
 }
 
 /// Name, type and help text of every series.
-pub(super) const CATALOGUE: [(&str, Kind, &str); 26] = [
+pub(super) const CATALOGUE: [(&str, Kind, &str); 27] = [
     (
         STEP_SLOTS,
         Kind::Gauge,
@@ -87,6 +92,11 @@ pub(super) const CATALOGUE: [(&str, Kind, &str); 26] = [
         EXECUTIONS_REMOVED,
         Kind::Counter,
         "Ended executions removed, by retention or DELETE.",
+    ),
+    (
+        CHORE_LEADER,
+        Kind::Gauge,
+        "1 for each chore (retention, take-over) this node runs for every node sharing the store; exactly one node shows 1 per chore.",
     ),
     (
         STEPS_STARTED,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
+    CallbackStore, Change, Chore, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
     NodeStore, SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore,
     WriteStats,
 };
@@ -402,6 +402,10 @@ impl NodeStore for MemoryStore {
     fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
         self.nodes.leave(node);
         Self::ready(Ok(()))
+    }
+
+    fn lead<'a>(&'a self, chore: Chore, node: &'a str, hold_ms: u64) -> StoreFuture<'a, bool> {
+        Self::ready(Ok(self.nodes.lead(chore, node, hold_ms)))
     }
 
     fn orphaned<'a>(

@@ -301,6 +301,31 @@ pub trait ComponentStore: Send + Sync {
     fn remove_plugin_ref<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()>;
 }
 
+/// Work one node of those sharing a store does for all of them. Each of
+/// its writes is a compare-and-swap transition, so two nodes doing it at
+/// once lose nothing; one leader per chore only spares the others reading
+/// the same index and losing every race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chore {
+    /// Removing ended executions past their retention.
+    Retention,
+    /// Taking over the running executions of nodes that stopped.
+    TakeOver,
+}
+
+impl Chore {
+    /// Every chore.
+    pub const ALL: [Self; 2] = [Self::Retention, Self::TakeOver];
+
+    /// As logs and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retention => "retention",
+            Self::TakeOver => "take-over",
+        }
+    }
+}
+
 /// The daemons (nodes) sharing a store: which of them are alive, and the
 /// running executions the dead ones left. A running execution names its
 /// [`owner`](crate::model::Execution::owner); a node writes a heartbeat
@@ -327,6 +352,14 @@ pub trait NodeStore: Send + Sync {
         lease_ms: u64,
         limit: usize,
     ) -> StoreFuture<'a, Vec<Execution>>;
+    /// Whether `node` leads `chore` now, and should do it. One node at a
+    /// time leads each chore. The leader keeps the lead by asking again
+    /// within `hold_ms`; it loses it when it stops asking for that long
+    /// (a hung process), [`leave`](Self::leave)s, or its link to the
+    /// store breaks (a killed one), and the next node to ask takes it.
+    /// On a store one process holds, that process's one node always
+    /// leads, the contract being the same.
+    fn lead<'a>(&'a self, chore: Chore, node: &'a str, hold_ms: u64) -> StoreFuture<'a, bool>;
     /// Completes when a node sharing the store hints that something the
     /// others poll for changed (an uploaded or removed plugin, a node
     /// that left): a wake-up, never the truth, which the polls read. A

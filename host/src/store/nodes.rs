@@ -7,13 +7,24 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{ExecutionFilter, ExecutionStore, StoreError};
+use super::{Chore, ExecutionFilter, ExecutionStore, StoreError};
 use crate::model::{ExecState, Execution};
 
-/// Heartbeats by node id, by this process's monotonic clock.
+/// Heartbeats by node id, and the leader of each chore, by this
+/// process's monotonic clock.
 #[derive(Debug, Default)]
 pub(super) struct LocalNodes {
     beats: Mutex<HashMap<String, Instant>>,
+    leads: Mutex<HashMap<Chore, Lead>>,
+}
+
+/// Who leads a chore, since when they last asked, and for how long that
+/// holds.
+#[derive(Debug)]
+struct Lead {
+    node: String,
+    asked: Instant,
+    hold: Duration,
 }
 
 impl LocalNodes {
@@ -23,10 +34,37 @@ impl LocalNodes {
 
     pub(super) fn leave(&self, node: &str) {
         self.lock().remove(node);
+        self.leads().retain(|_, lead| lead.node != node);
+    }
+
+    /// [`NodeStore::lead`](super::NodeStore::lead).
+    pub(super) fn lead(&self, chore: Chore, node: &str, hold_ms: u64) -> bool {
+        let mut leads = self.leads();
+        let now = Instant::now();
+        if let Some(lead) = leads.get(&chore)
+            && lead.node != node
+            && now.duration_since(lead.asked) <= lead.hold
+        {
+            return false;
+        }
+        let hold = Duration::from_millis(hold_ms);
+        leads.insert(
+            chore,
+            Lead {
+                node: node.to_owned(),
+                asked: now,
+                hold,
+            },
+        );
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.beats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leads(&self) -> std::sync::MutexGuard<'_, HashMap<Chore, Lead>> {
+        self.leads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// [`NodeStore::orphaned`](super::NodeStore::orphaned), by a scan of

@@ -29,6 +29,7 @@ use crate::wasm::plugins::{PluginError, Registry};
 mod admin;
 mod driver;
 mod ingress;
+mod lead;
 mod registrar;
 mod retention;
 mod takeover;

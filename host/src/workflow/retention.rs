@@ -9,14 +9,17 @@
 //! as an [`Event::Remove`], decided on what the execution is when it is
 //! removed: one that was retried meanwhile, or whose result is still
 //! being delivered, is left alone. Nothing about the chore itself needs
-//! to be stored: after a restart the index says what is due again.
+//! to be stored: after a restart the index says what is due again. Of the
+//! daemons sharing a store, one sweeps at a time ([`Chore::Retention`]).
 //!
 //! [`ExecutionStore::ended`]: crate::store::ExecutionStore::ended
 
 use super::driver::{Durability, Known};
+use super::lead::Leading;
 use super::transition::Event;
 use super::*;
 use crate::config::RetentionConfig;
+use crate::store::Chore;
 
 /// Executions removed per read of the index.
 const BATCH: usize = 256;
@@ -25,9 +28,15 @@ const BATCH: usize = 256;
 const IDLE: Duration = Duration::from_secs(1);
 
 impl Workflows {
-    /// Removes what `retention` says is due, until the task is dropped.
-    pub async fn run_retention(self: Arc<Self>, retention: RetentionConfig) {
+    /// Removes what `retention` says is due, until the task is dropped,
+    /// while this node leads the chore (held for `hold_ms` between asks).
+    pub async fn run_retention(self: Arc<Self>, retention: RetentionConfig, hold_ms: u64) {
+        let mut leading = Leading::default();
         loop {
+            if !self.leads(Chore::Retention, hold_ms, &mut leading).await {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
             match self.sweep(&retention, now_ms()).await {
                 // A full batch: more may be due; go on at once (letting
                 // the requests in between through).

@@ -6,12 +6,17 @@
 //! refused by its compare-and-swap (fencing), and the step runs again here
 //! with the same step-run-id.
 //!
+//! One node at a time looks for orphans ([`Chore::TakeOver`]); every
+//! node heartbeats.
+//!
 //! On an embedded store nothing of this runs: the one daemon that holds it
 //! re-runs what was left running when it starts ([`Workflows::recover`]).
 
 use super::driver::{Durability, Known};
+use super::lead::Leading;
 use super::transition::Event;
 use super::*;
+use crate::store::Chore;
 
 /// Orphans taken over per look.
 const BATCH: usize = 64;
@@ -59,10 +64,10 @@ impl Workflows {
     }
 
     /// Writes this node's heartbeat every third of the lease, takes up
-    /// plugins uploaded through other nodes every few seconds, and looks
-    /// for orphans every second (a node that left cleanly frees its
-    /// executions at once; a cheap indexed read finds them), until the
-    /// task is aborted. A heartbeat that cannot be written is logged and
+    /// plugins uploaded through other nodes every few seconds, and, while
+    /// it leads the take-over, looks for orphans every second (a node
+    /// that left cleanly frees its executions at once; a cheap indexed
+    /// read finds them), until the task is aborted. A heartbeat that cannot be written is logged and
     /// tried again: if that lasts a lease, the other nodes take this one's
     /// executions over, and its own late writes are refused.
     pub async fn run_membership(self: Arc<Self>, lease_ms: u64) {
@@ -70,6 +75,7 @@ impl Workflows {
         let (beat_every, look_every) = (cadence.beat_every(), cadence.look_every());
         let mut last_beat = Instant::now();
         let mut looks = 0u64;
+        let mut leading = Leading::default();
         loop {
             // A hint from another node (a plugin uploaded or removed, a
             // node that left) means look now; the sleep is the truth.
@@ -86,7 +92,9 @@ impl Workflows {
                     }
                 }
             }
-            if let Err(e) = self.take_over_orphans(lease_ms).await {
+            if self.leads(Chore::TakeOver, lease_ms, &mut leading).await
+                && let Err(e) = self.take_over_orphans(lease_ms).await
+            {
                 tracing::error!(node = %self.node, error = %e, "cannot look for executions of stopped nodes; retrying");
             }
             looks += 1;

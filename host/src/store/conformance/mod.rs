@@ -87,7 +87,8 @@ macro_rules! store_conformance {
             a_removal_takes_every_record_of_the_execution,
             a_removal_racing_writes_is_all_or_nothing,
             orphans_are_the_running_executions_of_dead_nodes,
-            claimed_timers_go_to_one_caller_until_the_claim_lapses
+            claimed_timers_go_to_one_caller_until_the_claim_lapses,
+            one_node_at_a_time_leads_a_chore
         );
     };
     (@each $backend:expr; $($test:ident),* $(,)?) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Backend, execution, timer};
 use crate::model::{ExecState, TimerKind};
-use crate::store::Change;
+use crate::store::{Change, Chore};
 
 /// The ids of the orphans `node` is offered.
 async fn orphan_ids(store: &dyn crate::store::Store, node: &str, lease_ms: u64) -> Vec<String> {
@@ -125,4 +125,62 @@ pub async fn claimed_timers_go_to_one_caller_until_the_claim_lapses(backend: imp
         [a],
         "b is still claimed"
     );
+}
+
+/// One node at a time leads each chore: it keeps the lead while it asks
+/// within its hold, and loses it when it leaves or stops asking.
+pub async fn one_node_at_a_time_leads_a_chore(backend: impl Backend) {
+    let store = backend.store();
+    let long = 60_000;
+    assert!(store.lead(Chore::Retention, "a", long).await.unwrap());
+    assert!(
+        store.lead(Chore::Retention, "a", long).await.unwrap(),
+        "the leader keeps the lead by asking again"
+    );
+    assert!(
+        !store.lead(Chore::Retention, "b", long).await.unwrap(),
+        "one leader at a time"
+    );
+    assert!(
+        store.lead(Chore::TakeOver, "b", long).await.unwrap(),
+        "each chore has a leader of its own"
+    );
+    assert!(!store.lead(Chore::TakeOver, "a", long).await.unwrap());
+
+    store.leave("a").await.unwrap();
+    assert!(
+        store.lead(Chore::Retention, "b", long).await.unwrap(),
+        "a node that left leads nothing, at once"
+    );
+
+    // A leader that stops asking (a hung process) loses the lead once its
+    // hold has passed, to the next node that asks.
+    let hold = Duration::from_millis(300);
+    assert!(
+        store
+            .lead(Chore::TakeOver, "b", hold.as_millis() as u64)
+            .await
+            .unwrap()
+    );
+    let silent_since = std::time::Instant::now();
+    assert!(!store.lead(Chore::TakeOver, "c", long).await.unwrap());
+    let taken = loop {
+        if store.lead(Chore::TakeOver, "c", long).await.unwrap() {
+            break silent_since.elapsed();
+        }
+        assert!(
+            silent_since.elapsed() < Duration::from_secs(10),
+            "the lead never passed from a silent leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        taken >= hold,
+        "passed after {taken:?}, before the hold ran out"
+    );
+    assert!(
+        !store.lead(Chore::TakeOver, "b", long).await.unwrap(),
+        "the silent leader, back, finds the lead taken"
+    );
+    assert!(store.lead(Chore::Retention, "b", long).await.unwrap());
 }

@@ -18,6 +18,7 @@ mod executions;
 mod hints;
 mod import;
 mod json;
+mod leads;
 mod migrations;
 mod nodes;
 mod secrets;
@@ -51,6 +52,7 @@ pub struct PgStore {
     /// How to connect, for the hint listener's connection of its own.
     config: Arc<tokio_postgres::Config>,
     hints: Arc<hints::Hints>,
+    leads: Arc<leads::Leads>,
 }
 
 /// What [`StatsStore`](crate::store::StatsStore) reports of this
@@ -124,6 +126,7 @@ impl PgStore {
             counters: Arc::default(),
             config: Arc::new(config),
             hints: Arc::default(),
+            leads: Arc::default(),
         };
         store.warn_if_not_durable().await?;
         Ok(store)

@@ -6,7 +6,7 @@
 use super::json::decode;
 use super::{PgStore, int};
 use crate::model::Execution;
-use crate::store::{NodeStore, StoreError, StoreFuture};
+use crate::store::{Chore, NodeStore, StoreError, StoreFuture};
 
 /// Rows of nodes gone this long are deleted by the next heartbeat of any
 /// node, so that the table stays the size of the cluster.
@@ -56,12 +56,17 @@ impl NodeStore for PgStore {
 
     fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            self.resign(node).await;
             self.run("DELETE FROM nodes WHERE id = $1", &[&node])
                 .await?;
             // Its executions are free now: the others take them at once.
             self.hint("node left").await;
             Ok(())
         })
+    }
+
+    fn lead<'a>(&'a self, chore: Chore, node: &'a str, hold_ms: u64) -> StoreFuture<'a, bool> {
+        Box::pin(PgStore::lead(self, chore, node, hold_ms))
     }
 
     fn hinted(&self) -> crate::store::BoxFuture<'_, ()> {

@@ -7,7 +7,7 @@ use super::{STATES, SledStore, TIMER_COUNT_KEY, blocking, count_key, count_value
 use crate::model::TokenRecord;
 use crate::model::{CallbackRecord, Delivery, ExecState, Execution, IdempotentStart, Timer};
 use crate::store::{
-    CallbackStore, Change, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
+    CallbackStore, Change, Chore, ComponentStore, DeliveryStore, ExecutionFilter, ExecutionStore,
     NodeStore, SecretStore, StatsStore, StoreError, StoreFuture, TimerStore, TokenStore,
     WriteStats,
 };
@@ -394,6 +394,12 @@ impl NodeStore for SledStore {
     fn leave<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
         self.nodes.leave(node);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn lead<'a>(&'a self, chore: Chore, node: &'a str, hold_ms: u64) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(self
+            .nodes
+            .lead(chore, node, hold_ms))))
     }
 
     fn orphaned<'a>(
