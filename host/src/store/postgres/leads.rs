@@ -46,6 +46,10 @@ pub(super) struct Leads {
 struct Session {
     client: tokio_postgres::Client,
     held: HashSet<Chore>,
+    /// Whether the server knows `idle_session_timeout` (PostgreSQL 14 and
+    /// later). On an older one a hung leader keeps its locks until its
+    /// connection ends.
+    timeout: bool,
     /// The task that drives the connection, stopped with the session.
     driver: tokio::task::AbortHandle,
 }
@@ -112,9 +116,19 @@ impl PgStore {
             }
         })
         .abort_handle();
+        let version: String = client
+            .query_one("SHOW server_version_num", &[])
+            .await
+            .map_err(|e| classify(e, &self.target))?
+            .get(0);
+        let timeout = version.parse::<u32>().is_ok_and(|v| v >= 140_000);
+        if !timeout {
+            tracing::warn!(database = %self.target, server_version_num = %version, "PostgreSQL before 14 has no idle_session_timeout: a chore's leader that hangs keeps its lead until its connection ends");
+        }
         Ok(Session {
             client,
             held: HashSet::new(),
+            timeout,
             driver,
         })
     }
@@ -131,15 +145,22 @@ async fn ask(
 ) -> Result<bool, tokio_postgres::Error> {
     // The setting's unit is milliseconds and its range an int4's.
     let hold = hold_ms.clamp(1, i32::MAX as u64).to_string();
+    let set = if session.timeout {
+        "set_config('idle_session_timeout', $1, false)"
+    } else {
+        "$1::text"
+    };
     if session.held.contains(&chore) {
-        let sql = "SELECT set_config('idle_session_timeout', $1, false)";
-        session.client.query_one(sql, &[&hold]).await?;
+        session
+            .client
+            .query_one(&format!("SELECT {set}"), &[&hold])
+            .await?;
         return Ok(true);
     }
-    let sql = "SELECT set_config('idle_session_timeout', $1, false), pg_try_advisory_lock($2, $3)";
+    let sql = format!("SELECT {set}, pg_try_advisory_lock($2, $3)");
     let row = session
         .client
-        .query_one(sql, &[&hold, &CHORE_LOCKS, &key(chore)])
+        .query_one(&sql, &[&hold, &CHORE_LOCKS, &key(chore)])
         .await?;
     let taken: bool = row.get(1);
     if taken {

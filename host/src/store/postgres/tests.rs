@@ -2,8 +2,8 @@
 //! whole conformance suite, and what only this store promises: its schema
 //! is migrated once however many daemons open it at once, a newer schema
 //! is refused, the failures to connect are told apart by type, two nodes
-//! racing on one record have one winner, and an undecodable timer is
-//! moved aside.
+//! racing on one record have one winner, an undecodable timer is moved
+//! aside, and a chore's lead goes with its leader's connection.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use super::{PgStore, SCHEMA_VERSION, migrations::MIGRATIONS};
 use crate::model::{Timer, TimerKind};
 use crate::store::conformance::{Backend, callback, execution};
 use crate::store::{
-    Change, ExecutionStore as _, SecretStore as _, StatsStore as _, Store, StoreError,
+    Change, Chore, ExecutionStore as _, SecretStore as _, StatsStore as _, Store, StoreError,
     TimerStore as _,
 };
 
@@ -228,6 +228,53 @@ async fn two_nodes_racing_on_one_record_have_one_winner() {
         nodes[1].node_secret("tickets")
     );
     assert_eq!(a.unwrap(), b.unwrap());
+}
+
+/// Two daemons, each with its store: the leader's lock connection dying
+/// (as a killed node's does) passes the lead to the other at once, and the
+/// old leader, back, finds it taken; the lock never sits on a pooled
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chore_leader_whose_connection_dies_loses_the_lead_at_once() {
+    let url = testing::database().await;
+    let (a, b) = (
+        PgStore::open(&url).await.unwrap(),
+        PgStore::open(&url).await.unwrap(),
+    );
+    let hold = 60_000;
+    assert!(a.lead(Chore::Retention, "a", hold).await.unwrap());
+    assert!(!b.lead(Chore::Retention, "b", hold).await.unwrap());
+    // Of this test's database (the server is shared with other tests),
+    // the one connection that holds an advisory lock is `a`'s lock
+    // connection: the pool's hold none.
+    let admin = client(&url).await;
+    let holders = admin
+        .query(
+            "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(holders.len(), 1, "one connection holds the one lock");
+    let pid: i32 = holders[0].get(0);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !b.lead(Chore::Retention, "b", hold).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lead never passed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !a.lead(Chore::Retention, "a", hold).await.unwrap(),
+        "the old leader reconnects and finds the lead taken"
+    );
+    assert!(a.lead(Chore::TakeOver, "a", hold).await.unwrap());
 }
 
 /// A timer record this build cannot decode is moved aside, counted out,
