@@ -353,8 +353,11 @@ impl Daemon {
         if let Some(membership) = membership {
             membership.abort();
             let _ = membership.await;
-            self.workflows.leave().await;
         }
+        // Its heartbeat and the chores it led go at once: on a shared store
+        // the others take over now, not a lease later; on a store of its
+        // own, a daemon opened next on it in this process leads at once.
+        self.workflows.leave().await;
         self.ticker.abort();
         self.workflows.store().flush().await?;
         tracing::info!("stopped");

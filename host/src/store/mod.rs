@@ -357,8 +357,9 @@ pub trait NodeStore: Send + Sync {
     /// within `hold_ms`; it loses it when it stops asking for that long
     /// (a hung process), [`leave`](Self::leave)s, or its link to the
     /// store breaks (a killed one), and the next node to ask takes it.
-    /// On a store one process holds, that process's one node always
-    /// leads, the contract being the same.
+    /// On a store one process holds, that process's node leads (its
+    /// store keeps the same contract, in memory, for the nodes of that
+    /// process).
     fn lead<'a>(&'a self, chore: Chore, node: &'a str, hold_ms: u64) -> StoreFuture<'a, bool>;
     /// Completes when a node sharing the store hints that something the
     /// others poll for changed (an uploaded or removed plugin, a node
