@@ -1,10 +1,12 @@
 //! Bulk operator actions (`POST /v1/executions/cancel|retry` with a
 //! filter): a dry run changes nothing and says what would; the action goes
 //! through each execution's own transition, counting what changed and what
-//! was skipped and why; an empty filter is refused.
+//! was skipped and why; an empty filter is refused. A token that may only
+//! read (or read and start) is refused every operator action, single or
+//! bulk, dry run included, and nothing changes.
 
 use serde_json::{Value, json};
-use stephost_tests::{Partner, TestDaemon};
+use stephost_tests::{Partner, TestDaemon, client};
 
 mod openapi_check;
 use openapi_check::check;
@@ -145,5 +147,152 @@ async fn bulk_cancel_and_retry_act_on_a_filter_and_say_what_they_skipped() {
     assert_eq!(answer["matched"], 0, "{answer:#}");
     let (status, answer) = bulk(&daemon, "cancel", json!({"created_after": true})).await;
     assert_eq!(status, 400, "{answer:#}");
+    daemon.stop().await;
+}
+
+/// `POST {path}` with `body` as bearer `token`; the answer is checked
+/// against the OpenAPI description under `template`.
+async fn post_as(
+    daemon: &TestDaemon,
+    token: &str,
+    (path, template): (&str, &str),
+    body: Value,
+) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{}{path}", daemon.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let answer = resp.json().await.unwrap_or(Value::Null);
+    check(
+        stephost::api::openapi_document(),
+        "POST",
+        template,
+        status,
+        &answer,
+    );
+    (status, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_admin_is_refused_single_and_bulk_actions_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_default(dir.path()).await;
+    let accepting = Partner::accepting().await;
+    let refusing = Partner::start(|_| async { (500, json!({"down": true})) }).await;
+    let failed = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": refusing.base}, "input": {}}),
+        )
+        .await;
+    let waiting = daemon
+        .start_execution(
+            json!({"plugin": "wait-for-callback", "config": {"url": accepting.base}, "input": {}}),
+        )
+        .await;
+    let failed_before = daemon.wait_for(&failed, "failed").await;
+    let waiting_before = daemon.wait_for(&waiting, "suspended").await;
+    let partner_calls = refusing.requests().len();
+    let mut tokens = Vec::new();
+    for (name, permissions) in [
+        ("reader", json!(["executions:read"])),
+        ("starter", json!(["executions:read", "executions:write"])),
+    ] {
+        let (status, created) = daemon
+            .post(
+                "/v1/tokens",
+                json!({"name": name, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        tokens.push(created["token"].as_str().unwrap().to_owned());
+    }
+
+    // Each action applies to its execution's state (the admin does it
+    // below), so a refusal here is the permission's.
+    let (retry, skip, cancel) = (
+        format!("/v1/executions/{failed}/retry"),
+        format!("/v1/executions/{failed}/skip"),
+        format!("/v1/executions/{waiting}/cancel"),
+    );
+    let single = [
+        (retry.as_str(), "/v1/executions/{id}/retry"),
+        (skip.as_str(), "/v1/executions/{id}/skip"),
+        (cancel.as_str(), "/v1/executions/{id}/cancel"),
+    ];
+    let bulk_cancel = ("/v1/executions/cancel", "/v1/executions/cancel");
+    let bulk_retry = ("/v1/executions/retry", "/v1/executions/retry");
+    for token in &tokens {
+        let (status, _) = daemon
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/executions/{failed}"),
+                Some(token),
+            )
+            .await;
+        assert_eq!(status, 200, "the token may read");
+        let mut refused = Vec::new();
+        for route in single {
+            refused.push((route, post_as(&daemon, token, route, json!({})).await));
+        }
+        for dry_run in [true, false] {
+            let body = json!({"state": "suspended", "dry_run": dry_run});
+            refused.push((
+                bulk_cancel,
+                post_as(&daemon, token, bulk_cancel, body).await,
+            ));
+            let body = json!({"state": "failed", "dry_run": dry_run});
+            refused.push((bulk_retry, post_as(&daemon, token, bulk_retry, body).await));
+        }
+        assert_eq!(refused.len(), 7);
+        for ((path, _), (status, answer)) in refused {
+            assert_eq!(status, 403, "{path}: {answer}");
+            assert_eq!(answer["error"]["code"], "forbidden", "{path}: {answer}");
+            assert!(answer.get("matched").is_none(), "no dry run: {answer}");
+        }
+    }
+
+    // Nothing changed, and the failed step's partner was not called again.
+    for (id, before) in [(&failed, &failed_before), (&waiting, &waiting_before)] {
+        let after = daemon.execution(id).await;
+        for field in ["state", "attempt", "step", "updated_ms", "status_log"] {
+            assert_eq!(after[field], before[field], "{field} of {id}");
+        }
+    }
+    assert_eq!(
+        refusing.requests().len(),
+        partner_calls,
+        "no retry reached the partner"
+    );
+
+    // The admin's dry runs match them: the refusals were not for want of
+    // a match.
+    let (_, answer) = bulk(
+        &daemon,
+        "cancel",
+        json!({"state": "suspended", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(
+        (&answer["matched"], &answer["changed"]),
+        (&json!(1), &json!(1))
+    );
+    let (_, answer) = bulk(
+        &daemon,
+        "retry",
+        json!({"state": "failed", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(
+        (&answer["matched"], &answer["changed"]),
+        (&json!(1), &json!(1))
+    );
+    let (status, answer) = daemon.post(&cancel, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = daemon.post(&retry, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
     daemon.stop().await;
 }

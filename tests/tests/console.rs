@@ -16,17 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use browser::{Browser, Page};
+use browser::{Browser, Page, screenshot_dir};
 use serde_json::json;
 use stephost_tests::{Partner, TestDaemon, call_back, client};
-
-/// Where the screenshots go: a test artifact, next to the build.
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("console-screenshots")
-}
 
 /// What partners send to the console's reader: markup that would run if
 /// the console ever treated it as HTML.

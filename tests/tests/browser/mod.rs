@@ -1,5 +1,5 @@
 //! Headless Chromium driven over WebDriver, for the console's browser
-//! test: Debian's `chromium` and `chromium-driver`, a chromedriver on a
+//! tests: Debian's `chromium` and `chromium-driver`, a chromedriver on a
 //! free loopback port, a fresh profile per run, and waits that are always
 //! bounded. A machine without them fails the test and says what to
 //! install: a browser test that passes without a browser tests nothing.
@@ -17,6 +17,14 @@ pub const UI_WAIT: Duration = Duration::from_secs(15);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Where the screenshots go: a test artifact, next to the build.
+pub fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("console-screenshots")
+}
 
 /// A browser session and the chromedriver serving it.
 pub struct Browser {
@@ -45,8 +53,12 @@ impl Browser {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
+        // The browser's local time is half an hour off UTC (India, no
+        // summer time), so that a page showing local time and one showing
+        // UTC differ even in the minutes.
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TZ", "Asia/Kolkata")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
