@@ -327,6 +327,23 @@ impl Partner {
         Self::start(|_| async { (202, json!({"accepted": true})) }).await
     }
 
+    /// Answers the first request `503` (down for maintenance) and every
+    /// later one `202`: a step that fails once and succeeds when retried.
+    pub async fn down_at_first() -> Self {
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Self::start(move |_| {
+            let first = !answered.swap(true, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if first {
+                    (503, json!({"error": "partner down for maintenance"}))
+                } else {
+                    (202, json!({"accepted": true}))
+                }
+            }
+        })
+        .await
+    }
+
     /// Answers with whatever `handler` returns.
     pub async fn start<F, Fut>(handler: F) -> Self
     where

@@ -13,20 +13,7 @@ use openapi_check::check;
 
 async fn bulk(daemon: &TestDaemon, action: &str, body: Value) -> (u16, Value) {
     let path = format!("/v1/executions/{action}");
-    let (status, answer) = daemon.post(&path, body).await;
-    let template = if action == "cancel" {
-        "/v1/executions/cancel"
-    } else {
-        "/v1/executions/retry"
-    };
-    check(
-        stephost::api::openapi_document(),
-        "POST",
-        template,
-        status,
-        &answer,
-    );
-    (status, answer)
+    post_as(daemon, &daemon.token, (&path, &path), body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

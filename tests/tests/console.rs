@@ -13,7 +13,6 @@ mod browser;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use browser::{Browser, Page, screenshot_dir};
@@ -82,19 +81,7 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
         .start_execution(json!({"plugin": "wait-for-callback", "config": {"url": waiter.base}, "input": {"order": 42}}))
         .await;
     daemon.wait_for(&suspended, "suspended").await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let flaky = Partner::start(move |_| {
-        let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                (503, json!({"error": "partner down for maintenance"}))
-            } else {
-                (202, json!({"accepted": true}))
-            }
-        }
-    })
-    .await;
+    let flaky = Partner::down_at_first().await;
     let failed = daemon
         .start_execution(json!({"plugin": "wait-for-callback", "config": {"url": flaky.base}, "input": {"order": 7}}))
         .await;

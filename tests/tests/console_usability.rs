@@ -10,8 +10,6 @@
 
 mod browser;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use browser::{Browser, Page, UI_WAIT, screenshot_dir};
@@ -66,19 +64,7 @@ async fn scenario(page: Page) {
         );
     }
     // A failed one whose partner is down at first (a retry reaches it).
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let flaky = Partner::start(move |_| {
-        let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
-        async move {
-            if first {
-                (503, json!({"error": "down"}))
-            } else {
-                (202, json!({"accepted": true}))
-            }
-        }
-    })
-    .await;
+    let flaky = Partner::down_at_first().await;
     let failed = daemon
         .start_execution(
             json!({"plugin": "wait-for-callback", "config": {"url": flaky.base}, "input": {}}),
@@ -283,7 +269,7 @@ async fn scenario(page: Page) {
         (Some("failed"), Some(1)),
         "Escape must not retry"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(flaky.requests().len(), 1);
     tab_to(&page, "action-retry").await;
     press(&page, Key::Enter).await;
     page.wait_for_text("dialog", "attempt 2").await;
