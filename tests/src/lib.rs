@@ -153,6 +153,19 @@ impl TestDaemon {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Mints an API token named `name` with `permissions`, as the admin;
+    /// returns the token (shown once, in the answer).
+    pub async fn token(&self, name: &str, permissions: &[&str]) -> String {
+        let (status, created) = self
+            .post(
+                "/v1/tokens",
+                json!({"name": name, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["token"].as_str().unwrap().to_owned()
+    }
+
     /// Starts an execution; returns its id.
     pub async fn start_execution(&self, body: Value) -> String {
         let resp = client()

@@ -241,14 +241,9 @@ async fn retry_skip_cancel_and_upload_need_admin_and_a_lesser_token_changes_noth
     let accepting = Partner::accepting().await;
     let daemon = TestDaemon::start_default(dir.path()).await;
 
-    let (status, created) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "writer", "permissions": ["executions:write", "executions:read"]}),
-        )
+    let writer = daemon
+        .token("writer", &["executions:write", "executions:read"])
         .await;
-    assert_eq!(status, 201, "{created}");
-    let writer = created["token"].as_str().unwrap().to_owned();
 
     let failed = daemon
         .start_execution(json!({

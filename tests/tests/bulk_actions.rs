@@ -183,20 +183,12 @@ async fn a_token_without_admin_is_refused_single_and_bulk_actions_and_nothing_ch
     let failed_before = daemon.wait_for(&failed, "failed").await;
     let waiting_before = daemon.wait_for(&waiting, "suspended").await;
     let partner_calls = refusing.requests().len();
-    let mut tokens = Vec::new();
-    for (name, permissions) in [
-        ("reader", json!(["executions:read"])),
-        ("starter", json!(["executions:read", "executions:write"])),
-    ] {
-        let (status, created) = daemon
-            .post(
-                "/v1/tokens",
-                json!({"name": name, "permissions": permissions}),
-            )
-            .await;
-        assert_eq!(status, 201, "{created}");
-        tokens.push(created["token"].as_str().unwrap().to_owned());
-    }
+    let tokens = [
+        daemon.token("reader", &["executions:read"]).await,
+        daemon
+            .token("starter", &["executions:read", "executions:write"])
+            .await,
+    ];
 
     // Each action applies to its execution's state (the admin does it
     // below), so a refusal here is the permission's.

@@ -86,14 +86,7 @@ async fn scenario(page: Page) -> Vec<PathBuf> {
         .start_execution(json!({"plugin": "wait-for-callback", "config": {"url": flaky.base}, "input": {"order": 7}}))
         .await;
     daemon.wait_for(&failed, "failed").await;
-    let (status, viewer) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "viewer", "permissions": ["executions:read"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{viewer}");
-    let viewer = viewer["token"].as_str().unwrap().to_owned();
+    let viewer = daemon.token("viewer", &["executions:read"]).await;
 
     // Sign in through the fragment: the token leaves the address bar.
     page.client

@@ -65,14 +65,8 @@ async fn wait_state(daemon: &TestDaemon, id: &str, state: &str) -> Value {
 async fn the_partner_calls_back_a_link_step_with_the_headers_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (status, token) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "partner", "permissions": ["callbacks:send"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{token}");
-    let bearer = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let token = daemon.token("partner", &["callbacks:send"]).await;
+    let bearer = format!("Authorization: Bearer {token}");
     let (base, printed, stop) = start(args(&[
         "--callback-header",
         "X-Link-Status: Ok",

@@ -277,14 +277,7 @@ async fn a_callback_header_with_non_ascii_bytes_is_accepted() {
 async fn a_connection_closed_after_a_refusal_is_announced_in_the_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (status, reader) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "reader", "permissions": ["executions:read"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{reader}");
-    let reader = reader["token"].as_str().unwrap().to_owned();
+    let reader = daemon.token("reader", &["executions:read"]).await;
     let addr = daemon.base.trim_start_matches("http://").to_owned();
 
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();

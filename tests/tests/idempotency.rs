@@ -82,15 +82,10 @@ async fn a_retried_start_returns_the_first_execution_and_starts_nothing() {
     assert_eq!(count(&daemon, "echo").await, 3);
 
     // The key is the token's: another client's same key is its own.
-    let (status, viewer) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "second-client", "permissions": ["executions:write", "executions:read"]}),
-        )
+    let second = daemon
+        .token("second-client", &["executions:write", "executions:read"])
         .await;
-    assert_eq!(status, 201, "{viewer}");
-    let second = viewer["token"].as_str().unwrap();
-    let (status, replayed, theirs) = start(&base, second, Some("order-7"), &echo(1)).await;
+    let (status, replayed, theirs) = start(&base, &second, Some("order-7"), &echo(1)).await;
     assert_eq!((status, replayed), (201, None), "{theirs}");
     assert_ne!(theirs["id"], first["id"]);
 

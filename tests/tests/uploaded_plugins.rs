@@ -300,14 +300,10 @@ async fn deleting_an_upload_waits_until_no_execution_needs_any_of_its_versions()
     assert_eq!(body["error"]["code"], "plugin-in-use");
 
     // Admin only.
-    let (status, token) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": "ops", "permissions": ["executions:read", "executions:write"]}),
-        )
+    let ops = daemon
+        .token("ops", &["executions:read", "executions:write"])
         .await;
-    assert_eq!(status, 201, "{token}");
-    let (status, body) = delete(&daemon, "waiter", token["token"].as_str().unwrap()).await;
+    let (status, body) = delete(&daemon, "waiter", &ops).await;
     assert_eq!(status, 403, "{body}");
 
     let (status, body) = call_back(&url, r#"{"done": true}"#).await;

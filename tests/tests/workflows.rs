@@ -113,18 +113,8 @@ async fn a_callback_can_be_required_to_carry_a_callbacks_send_token() {
     let sent = partner.wait_for_requests(1).await;
     let url = sent[0].header("x-link-callback-url").unwrap().to_owned();
     let correlation = sent[0].header("x-link-correlation-id").unwrap().to_owned();
-    let mint = |perm: &'static str| {
-        let daemon = &daemon;
-        async move {
-            let (status, body) = daemon
-                .post("/v1/tokens", json!({"name": perm, "permissions": [perm]}))
-                .await;
-            assert_eq!(status, 201, "{body}");
-            body["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let reader = mint("executions:read").await;
-    let sender = mint("callbacks:send").await;
+    let reader = daemon.token("executions:read", &["executions:read"]).await;
+    let sender = daemon.token("callbacks:send", &["callbacks:send"]).await;
     let call_to = |url: String, token: Option<String>| {
         let correlation = correlation.clone();
         async move {
