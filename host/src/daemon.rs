@@ -49,28 +49,34 @@ impl Daemon {
     ) -> anyhow::Result<Self> {
         check(&config)?;
         let store = open_store(&config.store_location()?).await?;
-        Self::start(config, store, hooks).await
+        Self::start(config, store, hooks, None).await
     }
 
-    /// [`Daemon::open_with`] on a store the caller opened: `stephost run`
+    /// [`Daemon::open_with`] on a store the caller opened, loading only the
+    /// built-in and configured plugins named in `plugins`: `stephost run`
     /// keeps a throw-away run's state in memory, where a data dir would be
-    /// written, flushed and deleted for nothing.
+    /// written, flushed and deleted for nothing, and loads what its one
+    /// execution runs, not every plugin the binary carries.
     pub async fn open_on(
         config: Config,
         store: Arc<dyn Store>,
         hooks: Arc<dyn crate::capabilities::HttpHooks>,
+        plugins: &[String],
     ) -> anyhow::Result<Self> {
         check(&config)?;
-        Self::start(config, store, hooks).await
+        Self::start(config, store, hooks, Some(plugins)).await
     }
 
-    /// Loads the plugins and recovers what the store holds, on a checked
+    /// Loads the plugins (of the built-in and configured ones, those in
+    /// `only` if given) and recovers what the store holds, on a checked
     /// config.
     async fn start(
         config: Config,
         store: Arc<dyn Store>,
         hooks: Arc<dyn crate::capabilities::HttpHooks>,
+        only: Option<&[String]>,
     ) -> anyhow::Result<Self> {
+        let wanted = |name: &str| only.is_none_or(|names| names.iter().any(|n| n == name));
         let config = Arc::new(config);
         let engine = crate::wasm::engine::new_engine(&config)?;
         let ticker = crate::wasm::engine::spawn_epoch_ticker(engine.clone());
@@ -87,7 +93,7 @@ impl Daemon {
         ));
 
         for (name, bytes) in crate::builtin::BUILTIN_PLUGINS {
-            if config.plugins.get(*name).is_some_and(|p| p.path.is_some()) {
+            if config.plugins.get(*name).is_some_and(|p| p.path.is_some()) || !wanted(name) {
                 continue;
             }
             registry
@@ -96,7 +102,7 @@ impl Daemon {
                 .with_context(|| format!("load built-in plugin {name}"))?;
         }
         for (name, pc) in &config.plugins {
-            if let Some(path) = &pc.path {
+            if let Some(path) = pc.path.as_ref().filter(|_| wanted(name)) {
                 let bytes = std::fs::read(path)
                     .with_context(|| format!("read plugin {name} from {}", path.display()))?;
                 registry.load(name, &bytes, Source::Config).await?;
@@ -135,13 +141,15 @@ impl Daemon {
         }
         // A section without `path` grants by name, whatever provides the
         // code: it may name a plugin that has yet to be uploaded.
-        for name in config.plugins.keys() {
+        for name in config.plugins.keys().filter(|name| wanted(name)) {
             if registry.current(name).is_none() {
                 tracing::warn!(plugin = %name, "[plugins.{name}] grants a plugin that is not loaded: it has no `path`, is not built in and was not uploaded; upload it with POST /v1/plugins?name={name}");
             }
         }
+        // Of a run's plugins, only those it loads can be checked (the
+        // workflows it runs use nothing else).
         for (wf, def) in &config.workflows {
-            for step in &def.steps {
+            for step in def.steps.iter().filter(|s| wanted(&s.plugin)) {
                 if registry.current(&step.plugin).is_none() {
                     anyhow::bail!("workflow {wf:?} uses unknown plugin {:?}", step.plugin);
                 }

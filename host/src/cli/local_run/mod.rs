@@ -150,7 +150,7 @@ pub(super) async fn run_locally(args: RunArgs, out: &mut dyn Write) -> anyhow::R
     // store named by the config is not opened either: a run never touches
     // a production database).
     let store = std::sync::Arc::new(crate::store::MemoryStore::default());
-    let daemon = Daemon::open_on(config, store, recorder.clone()).await?;
+    let daemon = Daemon::open_on(config, store, recorder.clone(), &used).await?;
     let compiled = compiled_report(&daemon, &used, user_cache.as_deref());
     // The local API stays locked (it listens for callbacks, which carry
     // secrets of their own); a token nobody sees keeps the daemon from
