@@ -16,13 +16,15 @@ pub(super) struct Leading(Option<bool>);
 impl Workflows {
     /// Whether this node should do `chore` now, asking the store (which
     /// also renews the lead for `hold_ms`). A store that cannot answer
-    /// means no: the chore waits for it like every other write would.
+    /// means no: the chore waits for it like every other write would, and
+    /// what this node last knew of the lead stands (no other node took it
+    /// that this node heard of).
     pub(super) async fn leads(&self, chore: Chore, hold_ms: u64, was: &mut Leading) -> bool {
         let leads = match self.store.lead(chore, &self.node, hold_ms).await {
             Ok(leads) => leads,
             Err(e) => {
                 tracing::warn!(node = %self.node, chore = chore.as_str(), error = %e, "cannot ask the store which node runs this chore; trying again");
-                false
+                return false;
             }
         };
         if was.0 != Some(leads) {
