@@ -156,6 +156,12 @@ impl TestDaemon {
     /// Mints an API token named `name` with `permissions`, as the admin;
     /// returns the token (shown once, in the answer).
     pub async fn token(&self, name: &str, permissions: &[&str]) -> String {
+        self.token_with_id(name, permissions).await.0
+    }
+
+    /// [`TestDaemon::token`], and the token's id (for `DELETE
+    /// /v1/tokens/{id}`).
+    pub async fn token_with_id(&self, name: &str, permissions: &[&str]) -> (String, String) {
         let (status, created) = self
             .post(
                 "/v1/tokens",
@@ -163,7 +169,8 @@ impl TestDaemon {
             )
             .await;
         assert_eq!(status, 201, "{created}");
-        created["token"].as_str().unwrap().to_owned()
+        let field = |key: &str| created[key].as_str().unwrap().to_owned();
+        (field("token"), field("id"))
     }
 
     /// Starts an execution; returns its id.

@@ -16,21 +16,6 @@ async fn call(
     daemon.call(method, path, Some(token)).await
 }
 
-/// Creates a token named `name` with `permissions`; returns (token, id).
-async fn create(daemon: &TestDaemon, name: &str, permissions: &[&str]) -> (String, String) {
-    let (status, body) = daemon
-        .post(
-            "/v1/tokens",
-            json!({"name": name, "permissions": permissions}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    (
-        body["token"].as_str().unwrap().to_owned(),
-        body["id"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn listed(daemon: &TestDaemon, token: &str) -> Vec<Value> {
     let (status, body) = call(daemon, reqwest::Method::GET, "/v1/tokens", token).await;
     assert_eq!(status, 200, "{body}");
@@ -42,7 +27,9 @@ async fn tokens_are_listed_without_secrets_and_a_revoked_one_is_refused_at_once(
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
     let admin = daemon.token.clone();
-    let (reader, reader_id) = create(&daemon, "dashboard", &["executions:read"]).await;
+    let (reader, reader_id) = daemon
+        .token_with_id("dashboard", &["executions:read"])
+        .await;
 
     let tokens = listed(&daemon, &admin).await;
     let mut names: Vec<_> = tokens.iter().map(|t| t["name"].to_string()).collect();
@@ -98,7 +85,7 @@ async fn the_last_admin_token_is_kept_unless_revoking_it_is_forced() {
     assert_eq!(listed(&daemon, &first).await.len(), 1, "still there");
 
     // With a second admin, the first may go; the second is then the last.
-    let (second, second_id) = create(&daemon, "second-admin", &["admin"]).await;
+    let (second, second_id) = daemon.token_with_id("second-admin", &["admin"]).await;
     let (status, body) = call(&daemon, reqwest::Method::DELETE, &first_path, &second).await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = call(&daemon, reqwest::Method::GET, "/v1/tokens", &first).await;
@@ -226,12 +213,12 @@ async fn a_token_revoked_while_its_request_arrives_is_refused_before_the_request
     let half = body.len() / 2;
 
     // The same slow request with a token nobody revokes starts an execution.
-    let (kept, _) = create(&daemon, "kept", &["executions:write"]).await;
+    let kept = daemon.token("kept", &["executions:write"]).await;
     let slow = start_slow_post(&daemon, "/v1/executions", &kept, &body, half).await;
     let (status, answer) = finish_slow_post(slow, &body, half).await;
     assert_eq!(status, 201, "{answer}");
 
-    let (writer, writer_id) = create(&daemon, "writer", &["executions:write"]).await;
+    let (writer, writer_id) = daemon.token_with_id("writer", &["executions:write"]).await;
     let slow = start_slow_post(&daemon, "/v1/executions", &writer, &body, half).await;
     // Admitted: the token's first use is recorded when its request is let in.
     let admitted = async {
@@ -344,8 +331,8 @@ async fn the_token_commands_work_through_a_running_daemon_and_say_so_when_it_hol
 async fn any_valid_token_is_told_what_it_is_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TestDaemon::start_default(dir.path()).await;
-    let (viewer, viewer_id) = create(&daemon, "viewer", &["executions:read"]).await;
-    let (sender, _) = create(&daemon, "partner", &["callbacks:send"]).await;
+    let (viewer, viewer_id) = daemon.token_with_id("viewer", &["executions:read"]).await;
+    let sender = daemon.token("partner", &["callbacks:send"]).await;
 
     let (status, me) = call(&daemon, reqwest::Method::GET, "/v1/whoami", &viewer).await;
     assert_eq!(status, 200, "{me}");
