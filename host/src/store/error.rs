@@ -138,6 +138,23 @@ pub enum StoreError {
     /// PostgreSQL failed a statement (disk full, a constraint, a bug).
     #[error("database error: {0}")]
     Postgres(#[source] tokio_postgres::Error),
+    /// A batch of changes could not be written whole (the disk failed
+    /// mid-batch): the store writes nothing more, so that nothing is
+    /// written over the half-written batch, until it is opened again and
+    /// finishes it.
+    #[error(
+        "storage error: an earlier batch of changes could not be written whole; restart the daemon to finish it (see the log for the cause)"
+    )]
+    Halted,
+    /// The data dir holds an unfinished batch of changes that cannot be
+    /// decoded: opening it would leave that batch half-written.
+    #[error(
+        "the data dir's unfinished batch of changes ({len} bytes, in the `intents` tree) cannot be decoded; restore the data dir from a backup"
+    )]
+    BadIntent {
+        /// Its size.
+        len: usize,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {source}")]
     Corrupt {

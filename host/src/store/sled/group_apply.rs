@@ -1,18 +1,14 @@
-//! Group apply: concurrent [`Change`]s share one sled transaction, each
-//! still checked (and refused) on its own, because a sled transaction costs
-//! far more CPU than the records it writes.
+//! Group apply: concurrent [`Change`]s share one batch write, each still
+//! checked (and refused) on its own, because an atomic write costs far more
+//! than the records it writes.
 
 use std::sync::Mutex;
 
-use sled::Transactional as _;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
-};
-
+use super::intent::{Staged, StagedTree, TreeId};
 use super::listing::{Listed, Stored, workflow_count_key};
 use super::{
     SledStore, TIMER_COUNT_KEY, callback_index_key, count_key, count_value, decode, encode,
-    ended_key, idempotency_key, storage_only,
+    ended_key, idempotency_key,
 };
 use crate::model::ExecState;
 use crate::store::{Change, StoreError};
@@ -28,7 +24,7 @@ impl Applier {
     }
 }
 
-/// A change ready for the batch transaction: its records already encoded
+/// A change ready for the batch: its records already encoded
 /// by the caller, so the one applying a batch only checks and writes.
 struct Prepared {
     execution: Option<PreparedExecution>,
@@ -96,10 +92,10 @@ impl Prepared {
     }
 }
 
-/// A sled error inside a transaction (the outer layer), or this change's
-/// own refusal (the inner one): a conflict or a corrupt record refuses one
-/// change of a batch, not the batch.
-type Checked<T> = Result<Result<T, StoreError>, UnabortableTransactionError>;
+/// A sled error while reading for the batch (the outer layer), or this
+/// change's own refusal (the inner one): a conflict or a corrupt record
+/// refuses one change of a batch, not the batch.
+type Checked<T> = Result<Result<T, StoreError>, sled::Error>;
 
 impl Stored {
     /// Its key in the index of ended executions, if it has ended.
@@ -109,7 +105,7 @@ impl Stored {
 }
 
 /// The stored execution `key`, if any.
-fn stored_execution(tree: &TransactionalTree, key: &str) -> Checked<Option<Stored>> {
+fn stored_execution(tree: &StagedTree, key: &str) -> Checked<Option<Stored>> {
     Ok(match tree.get(key.as_bytes())? {
         None => Ok(None),
         Some(bytes) => decode::<Stored>(key.as_bytes(), &bytes).map(Some),
@@ -118,11 +114,7 @@ fn stored_execution(tree: &TransactionalTree, key: &str) -> Checked<Option<Store
 
 /// Checks that the execution `key` is at `version - 1` (absent for 1);
 /// tells what is stored (`None` when it is new), for the indexes.
-fn check_execution_version(
-    tree: &TransactionalTree,
-    key: &str,
-    version: u64,
-) -> Checked<Option<Stored>> {
+fn check_execution_version(tree: &StagedTree, key: &str, version: u64) -> Checked<Option<Stored>> {
     let current = match stored_execution(tree, key)? {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
@@ -139,7 +131,7 @@ fn check_execution_version(
 
 /// Checks that the execution a removal names is still at the version it
 /// was decided on.
-fn check_removal(tree: &TransactionalTree, r: &crate::store::Removal) -> Checked<Stored> {
+fn check_removal(tree: &StagedTree, r: &crate::store::Removal) -> Checked<Stored> {
     match stored_execution(tree, &r.id)? {
         Ok(Some(stored)) if stored.version == r.version => Ok(Ok(stored)),
         Ok(stored) => Ok(Err(StoreError::Conflict(format!(
@@ -153,7 +145,7 @@ fn check_removal(tree: &TransactionalTree, r: &crate::store::Removal) -> Checked
 }
 
 /// Checks that `key` holds version `new_version - 1` (or nothing, for 1).
-fn check_version(tree: &TransactionalTree, kind: &str, key: &str, new_version: u64) -> Checked<()> {
+fn check_version(tree: &StagedTree, kind: &str, key: &str, new_version: u64) -> Checked<()> {
     #[derive(serde::Deserialize)]
     struct Versioned {
         version: u64,
@@ -174,44 +166,44 @@ fn check_version(tree: &TransactionalTree, kind: &str, key: &str, new_version: u
     Ok(Ok(()))
 }
 
-/// The trees a change writes, inside one transaction.
-struct Txn<'a> {
-    executions: &'a TransactionalTree,
-    callbacks: &'a TransactionalTree,
-    timers: &'a TransactionalTree,
-    deliveries: &'a TransactionalTree,
-    counts: &'a TransactionalTree,
-    indexes: &'a TransactionalTree,
+/// The trees a change writes, staged for the batch's write.
+struct Txn<'s, 'a> {
+    executions: StagedTree<'s, 'a>,
+    callbacks: StagedTree<'s, 'a>,
+    timers: StagedTree<'s, 'a>,
+    deliveries: StagedTree<'s, 'a>,
+    counts: StagedTree<'s, 'a>,
+    indexes: StagedTree<'s, 'a>,
 }
 
-impl Txn<'_> {
+impl Txn<'_, '_> {
     /// Checks every version a change expects before writing any of it, so
     /// a refused change leaves nothing behind. Changes earlier in the same
-    /// batch are seen (sled reads a transaction's own writes). Tells how
+    /// batch are seen (the staged batch reads its own writes). Tells how
     /// many timers the change added net: a removed timer that was never
     /// there, or one added twice, moves nothing.
     fn apply(&self, p: &Prepared) -> Checked<i64> {
         let mut before = None;
         if let Some(e) = &p.execution {
-            match check_execution_version(self.executions, &e.id, e.version)? {
+            match check_execution_version(&self.executions, &e.id, e.version)? {
                 Ok(stored) => before = stored,
                 Err(e) => return Ok(Err(e)),
             }
         }
         let mut removed = None;
         if let Some(r) = &p.remove {
-            match check_removal(self.executions, r)? {
+            match check_removal(&self.executions, r)? {
                 Ok(stored) => removed = Some((r, stored)),
                 Err(e) => return Ok(Err(e)),
             }
         }
         for (key, version, _, _) in &p.callbacks {
-            if let Err(e) = check_version(self.callbacks, "callback", key, *version)? {
+            if let Err(e) = check_version(&self.callbacks, "callback", key, *version)? {
                 return Ok(Err(e));
             }
         }
         for (key, version, _) in &p.deliveries {
-            if let Err(e) = check_version(self.deliveries, "delivery", key, *version)? {
+            if let Err(e) = check_version(&self.deliveries, "delivery", key, *version)? {
                 return Ok(Err(e));
             }
         }
@@ -223,8 +215,8 @@ impl Txn<'_> {
                 String::from_utf8_lossy(&key[1..])
             ))));
         }
-        // Transactions run one at a time (sled's lock, and one batch at a
-        // time here), so these counters never conflict.
+        // One batch is applied at a time, so these counters never
+        // conflict.
         let bump = |state: ExecState, by: i64| {
             let key = count_key(state);
             let now = count_value(self.counts.get(key)?.as_deref()) + by;
@@ -325,9 +317,9 @@ impl Txn<'_> {
         Ok(Ok(timers))
     }
 
-    /// Moves the timer count by `by`, in the batch's transaction: once per
-    /// batch, not per change, as it is one more record to write.
-    fn count_timers(&self, by: i64) -> Result<(), UnabortableTransactionError> {
+    /// Moves the timer count by `by`, in the batch: once per batch, not per
+    /// change, as it is one more record to write.
+    fn count_timers(&self, by: i64) -> Result<(), sled::Error> {
         if by != 0 {
             let now = count_value(self.counts.get(TIMER_COUNT_KEY)?.as_deref()) + by;
             self.counts.insert(TIMER_COUNT_KEY, &now.to_be_bytes())?;
@@ -337,26 +329,21 @@ impl Txn<'_> {
 }
 
 impl SledStore {
-    /// Applies a batch of changes in one sled transaction, each checked on
-    /// its own: one refused change does not refuse the others.
+    /// Applies a batch of changes in one atomic write (see [`super::intent`]),
+    /// each checked on its own: one refused change does not refuse the
+    /// others.
     fn apply_batch(&self, batch: &[Prepared]) -> Vec<Result<(), StoreError>> {
-        let trees = (
-            &self.executions,
-            &self.callbacks,
-            &self.timers,
-            &self.deliveries,
-            &self.counts,
-            &self.indexes,
-        );
-        let result = trees.transaction(|(e, c, t, d, n, x)| {
-            let txn = Txn {
-                executions: e,
-                callbacks: c,
-                timers: t,
-                deliveries: d,
-                counts: n,
-                indexes: x,
-            };
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let staged = Staged::new(self);
+        let txn = Txn {
+            executions: staged.tree(TreeId::Executions),
+            callbacks: staged.tree(TreeId::Callbacks),
+            timers: staged.tree(TreeId::Timers),
+            deliveries: staged.tree(TreeId::Deliveries),
+            counts: staged.tree(TreeId::Counts),
+            indexes: staged.tree(TreeId::Indexes),
+        };
+        let checked = (|| {
             let mut outcomes = Vec::with_capacity(batch.len());
             let mut timers = 0;
             for p in batch {
@@ -367,15 +354,23 @@ impl SledStore {
                 outcomes.push(outcome.map(|_| ()));
             }
             txn.count_timers(timers)?;
-            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(outcomes)
-        });
-        match result.map_err(storage_only) {
+            Ok::<_, sled::Error>(outcomes)
+        })();
+        let written = checked
+            .map_err(StoreError::Sled)
+            .and_then(|outcomes| staged.write(&mut gate).map(|()| outcomes));
+        match written {
             Ok(outcomes) => outcomes,
             // The database itself failed: every change of the batch hears
             // it (sled's errors clone).
             Err(e) => batch
                 .iter()
-                .map(|_| Err(StoreError::Sled(e.clone())))
+                .map(|_| {
+                    Err(match &e {
+                        StoreError::Sled(e) => StoreError::Sled(e.clone()),
+                        _ => StoreError::Halted,
+                    })
+                })
                 .collect(),
         }
     }
@@ -393,7 +388,7 @@ impl SledStore {
             let leader = ApplyLeader { store: self };
             // Let the other ready tasks of this thread reach their writes
             // first: under load they join this batch instead of each
-            // paying for a transaction of their own. Yield again while the
+            // paying for a batch of their own. Yield again while the
             // queue keeps growing (a few times at most).
             let mut queued = 1;
             for _ in 0..MAX_GATHER_YIELDS {
@@ -416,17 +411,16 @@ const MAX_GATHER_YIELDS: usize = 4;
 
 /// Group apply: concurrent
 /// [`ExecutionStore::apply`](crate::store::ExecutionStore::apply) callers
-/// share one sled transaction.
+/// share one batch write.
 ///
-/// sled seals and writes its IO buffer twice for every transaction (to pin
-/// the batch in the log), each write with its own `sync_file_range`, on an
-/// IO thread woken for it: a transaction of three small records costs as
-/// much CPU as a dozen plain inserts. So callers queue their changes
+/// A batch costs more than its records: its intent, its removal and the
+/// lock that hides it from readers (see [`super::intent`]; before it, a
+/// sled transaction, which sealed and wrote back sled's IO buffer twice).
+/// So callers queue their changes
 /// (already encoded); the first of them leads, lets the other ready tasks
-/// queue theirs, then applies the whole queue in one transaction (each
+/// queue theirs, then applies the whole queue in one batch (each
 /// change checked and refused on its own) and hands every caller its
-/// result, until the queue is empty. Alone, a caller is its own leader and
-/// pays what it paid before.
+/// result, until the queue is empty. Alone, a caller is its own leader.
 #[derive(Default)]
 pub(super) struct GroupApply {
     queue: Vec<(
@@ -434,7 +428,7 @@ pub(super) struct GroupApply {
         tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     )>,
     leading: bool,
-    /// Changes and transactions so far, for
+    /// Changes and batches (`transactions`, the name of the figure) so far, for
     /// [`StatsStore::write_stats`](crate::store::StatsStore::write_stats).
     pub(super) changes: u64,
     pub(super) transactions: u64,

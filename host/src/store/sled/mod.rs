@@ -1,6 +1,6 @@
 //! The embedded store: sled trees for executions, callbacks, timers,
-//! deliveries, tokens and component blobs, with multi-tree transactions
-//! for atomic transitions.
+//! deliveries, tokens and component blobs; transitions written atomically
+//! through write-ahead intents ([`intent`]).
 //!
 //! sled is a blocking library. Point reads stay on the caller's thread
 //! (they are served from the page cache and cost microseconds), while
@@ -12,6 +12,7 @@
 
 mod group_apply;
 mod group_commit;
+mod intent;
 mod listing;
 mod plugin_refs;
 mod private;
@@ -60,6 +61,14 @@ pub struct SledStore {
     quarantine: sled::Tree,
     /// How many were moved aside since open.
     quarantined: Arc<AtomicU64>,
+    /// The batch of changes being written, logged whole before its keys
+    /// (at most one record: [`intent`]).
+    intents: sled::Tree,
+    /// Keeps point reads off a batch being written ([`intent`]).
+    visibility: Arc<intent::Visibility>,
+    /// Held by whatever writes the trees batches write: the batch leader,
+    /// and a timer's move to quarantine.
+    gate: Arc<std::sync::Mutex<intent::Gate>>,
     commit: Arc<GroupCommit>,
     applier: Arc<Applier>,
     /// Held by the token writes that check a rule over every token (the
@@ -106,9 +115,14 @@ const CALLBACK_INDEX_TAG: u8 = b'k';
 /// format is refused, never misread. New indexes do not raise it (an
 /// older build would leave them out of date, not misread anything:
 /// `docs/compatibility.md`).
+///
+/// Format 2 writes transitions through write-ahead intents: a data dir
+/// left by a crash may hold a half-written batch that only its intent
+/// completes, which a build of format 1 would not know to replay. Format
+/// 1 data dirs are read as they are (they hold no intent) and marked 2.
 const FORMAT_KEY: &[u8] = b"format";
 /// The format this build writes, and the newest it reads.
-pub const FORMAT: u64 = 1;
+pub const FORMAT: u64 = 2;
 
 /// The key of an ended execution in `indexes`: a byte for the
 /// state, the end time (big-endian, so that keys sort by it) and the id.
@@ -276,6 +290,9 @@ impl SledStore {
             counts: db.open_tree("execution-counts")?,
             quarantine: db.open_tree("timers-quarantine")?,
             quarantined: Arc::default(),
+            intents: db.open_tree("intents")?,
+            visibility: Arc::default(),
+            gate: Arc::default(),
             commit: Arc::new(GroupCommit::default()),
             applier: Arc::default(),
             token_rules: Arc::default(),
@@ -283,6 +300,7 @@ impl SledStore {
             db,
         };
         store.check_format(dir)?;
+        intent::replay(&store)?;
         store.build_indexes()?;
         if let Err(e) = private::tighten(dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "could not make the data dir's files private (0600)");
@@ -431,6 +449,7 @@ impl SledStore {
         bytes: &[u8],
         why: &StoreError,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         (&self.timers, &self.quarantine, &self.counts)
             .transaction(|(timers, quarantine, counts)| {
                 if timers.remove(key)?.is_some() {

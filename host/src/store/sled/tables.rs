@@ -16,7 +16,27 @@ use crate::store::{
 /// time: the scan stays at most two pages ahead of its visitor.
 const SCAN_PAGE: usize = 256;
 
-/// A point read of one JSON record.
+impl SledStore {
+    /// A point read of a tree that batches write, never of half a batch.
+    fn read(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<sled::IVec>, sled::Error> {
+        let _visible = self.visibility.read();
+        tree.get(key)
+    }
+
+    /// A point read of one JSON record of a tree that batches write.
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.read(tree, key.as_bytes())? {
+            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A point read of one JSON record of a tree batches do not write.
 fn get<T: serde::de::DeserializeOwned>(
     tree: &sled::Tree,
     key: &str,
@@ -29,7 +49,7 @@ fn get<T: serde::de::DeserializeOwned>(
 
 impl ExecutionStore for SledStore {
     fn execution<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Execution>> {
-        let found = get(&self.executions, id);
+        let found = self.get(&self.executions, id);
         Box::pin(async move { found })
     }
 
@@ -46,7 +66,7 @@ impl ExecutionStore for SledStore {
 
     fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>> {
         let key = super::idempotency_key(key);
-        let found = match self.indexes.get(&key) {
+        let found = match self.read(&self.indexes, &key) {
             Ok(Some(bytes)) => decode(&key, &bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e.into()),
@@ -129,7 +149,7 @@ impl ExecutionStore for SledStore {
 
 impl CallbackStore for SledStore {
     fn callback<'a>(&'a self, correlation_id: &'a str) -> StoreFuture<'a, Option<CallbackRecord>> {
-        let found = get(&self.callbacks, correlation_id);
+        let found = self.get(&self.callbacks, correlation_id);
         Box::pin(async move { found })
     }
 
@@ -204,7 +224,7 @@ impl TimerStore for SledStore {
 
 impl DeliveryStore for SledStore {
     fn delivery<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Delivery>> {
-        let found = get(&self.deliveries, key);
+        let found = self.get(&self.deliveries, key);
         Box::pin(async move { found })
     }
 
@@ -437,7 +457,7 @@ impl StatsStore for SledStore {
         let counts = STATES
             .into_iter()
             .map(|state| {
-                let n = self.counts.get(count_key(state))?;
+                let n = self.read(&self.counts, count_key(state))?;
                 Ok((state, count_value(n.as_deref()).max(0) as u64))
             })
             .collect();
