@@ -89,7 +89,7 @@ async fn an_early_callback_is_admitted_by_its_derived_ticket_and_an_edited_one_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_suspension_on_a_callback_costs_four_writes_and_two_flushes() {
+async fn a_suspension_on_a_callback_costs_four_writes_and_two_flushes_and_a_409_waits_for_one() {
     let dir = tempfile::tempdir().unwrap();
     let (partner, release) = gated_partner((202, json!({"accepted": true}))).await;
     release.add_permits(1);
@@ -113,5 +113,18 @@ async fn a_suspension_on_a_callback_costs_four_writes_and_two_flushes() {
     // registration wrote nothing. Flushed: the start and the claim.
     assert_eq!(delta("stephost_store_changes_total"), 4.0);
     assert_eq!(delta("stephost_store_flush_requests_total"), 2.0);
+    // The claim is written without waiting for the disk (its flush runs
+    // while the step resumes): a duplicate's 409, which tells of it, is
+    // answered only after a flush, so that it never outlives the claim.
+    let (status, body) = call_back(&url, "{}").await;
+    assert_eq!(status, 409, "{body}");
+    let again = daemon.metrics().await;
+    let flushes =
+        |m: &std::collections::BTreeMap<String, f64>| m["stephost_store_flush_requests_total"];
+    assert_eq!(flushes(&again) - flushes(&after), 1.0);
+    assert_eq!(
+        again["stephost_store_changes_total"],
+        after["stephost_store_changes_total"]
+    );
     daemon.stop().await;
 }

@@ -97,11 +97,14 @@ impl Workflows {
         // the claim starts in a task of its own (so a partner hanging up
         // cannot abandon the execution half-way).
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // Written without waiting for the disk: every answer below waits
+        // for a flush that covers the write instead, and the claim's flush
+        // runs while the step resumes rather than before it.
         let settled = self
             .settle(
                 &rec.execution_id,
                 &event,
-                Durability::Now,
+                Durability::Lazy,
                 Some(tx),
                 Known {
                     execution,
@@ -118,15 +121,25 @@ impl Workflows {
             Ok(Settled {
                 execution: None, ..
             }) => {
+                self.store.flush().await?;
                 tracing::info!(execution_id = %rec.execution_id, correlation_id, "early callback stored");
                 return Ok(CallbackReply::Stored);
             }
-            Err(Refusal::Duplicate(why)) => return Err(CallbackError::Duplicate(why.into())),
-            Err(Refusal::Gone(why)) => return Err(CallbackError::Gone(why)),
-            Err(_) => return Err(CallbackError::NotFound),
+            Err(refusal) => {
+                // The claim that makes this one a duplicate may not be on
+                // disk yet: a 409 must not outlive it in a crash.
+                self.store.flush().await?;
+                return Err(match refusal {
+                    Refusal::Duplicate(why) => CallbackError::Duplicate(why.into()),
+                    Refusal::Gone(why) => CallbackError::Gone(why),
+                    _ => CallbackError::NotFound,
+                });
+            }
         };
         tracing::debug!(execution_id = %exec.id, step = %exec.step().name, correlation_id, "callback claimed its suspension");
-        Ok(match rx.await {
+        let (flushed, report) = tokio::join!(self.store.flush(), rx);
+        flushed?;
+        Ok(match report {
             Ok(StepReport::Rejected(reason)) => CallbackReply::Rejected(reason),
             Ok(StepReport::Ended(state)) => CallbackReply::Applied { state },
             Ok(StepReport::Suspended) => CallbackReply::Applied {
