@@ -220,7 +220,8 @@ impl Txn<'_, '_> {
         let bump = |state: ExecState, by: i64| {
             let key = count_key(state);
             let now = count_value(self.counts.get(key)?.as_deref()) + by;
-            self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
+            self.counts.insert(key, &now.to_be_bytes());
+            Ok::<_, sled::Error>(())
         };
         // A workflow's counter that falls to zero goes, so that workflows
         // long gone leave nothing to read.
@@ -228,14 +229,14 @@ impl Txn<'_, '_> {
             let key = workflow_count_key(workflow, state);
             let now = count_value(self.counts.get(&key)?.as_deref()) + by;
             if now == 0 {
-                self.counts.remove(key).map(|_| ())
+                self.counts.remove(key);
             } else {
-                self.counts.insert(key, &now.to_be_bytes()).map(|_| ())
+                self.counts.insert(key, &now.to_be_bytes());
             }
+            Ok::<_, sled::Error>(())
         };
         if let Some(e) = &p.execution {
-            self.executions
-                .insert(e.id.as_bytes(), e.bytes.as_slice())?;
+            self.executions.insert(e.id.as_bytes(), e.bytes.as_slice());
             let old_state = before.as_ref().map(|b| b.state);
             if old_state != Some(e.state) {
                 bump(e.state, 1)?;
@@ -246,7 +247,7 @@ impl Txn<'_, '_> {
                 }
             }
             if let Some(key) = before.as_ref().and_then(|b| b.ended_key(&e.id)) {
-                self.indexes.remove(key)?;
+                self.indexes.remove(key);
             }
             // Only the entries that move: most transitions keep the
             // workflow, and many the state and the plugin.
@@ -254,65 +255,65 @@ impl Txn<'_, '_> {
             let new = e.listed.keys(&e.id);
             for key in old.iter().flatten() {
                 if !new.contains(key) {
-                    self.indexes.remove(key.as_slice())?;
+                    self.indexes.remove(key.as_slice());
                 }
             }
             for key in new {
                 if !old.as_ref().is_some_and(|o| o.contains(&key)) {
-                    self.indexes.insert(key, &[])?;
+                    self.indexes.insert(key, &[]);
                 }
             }
             if let Some(key) = ended_key(e.state, e.updated_ms, &e.id) {
-                self.indexes.insert(key, &[])?;
+                self.indexes.insert(key, &[]);
             }
         }
         if let Some((key, bytes)) = &p.idempotent_start {
-            self.indexes.insert(key.as_slice(), bytes.as_slice())?;
+            self.indexes.insert(key.as_slice(), bytes.as_slice());
         }
         for (key, version, owner, bytes) in &p.callbacks {
-            self.callbacks.insert(key.as_bytes(), bytes.as_slice())?;
+            self.callbacks.insert(key.as_bytes(), bytes.as_slice());
             if *version == 1 {
-                self.indexes.insert(callback_index_key(owner, key), &[])?;
+                self.indexes.insert(callback_index_key(owner, key), &[]);
             }
         }
         if let Some((r, stored)) = removed {
-            self.executions.remove(r.id.as_bytes())?;
+            self.executions.remove(r.id.as_bytes());
             bump(stored.state, -1)?;
             bump_workflow(&stored.workflow, stored.state, -1)?;
             for key in stored.listed().keys(&r.id) {
-                self.indexes.remove(key)?;
+                self.indexes.remove(key);
             }
             if let Some(key) = stored.ended_key(&r.id) {
-                self.indexes.remove(key)?;
+                self.indexes.remove(key);
             }
             for cid in &r.callbacks {
-                self.callbacks.remove(cid.as_bytes())?;
-                self.indexes.remove(callback_index_key(&r.id, cid))?;
+                self.callbacks.remove(cid.as_bytes());
+                self.indexes.remove(callback_index_key(&r.id, cid));
             }
             for key in &r.deliveries {
-                self.deliveries.remove(key.as_bytes())?;
+                self.deliveries.remove(key.as_bytes());
             }
             if let Some(key) = &r.idempotency_key {
-                self.indexes.remove(idempotency_key(key))?;
+                self.indexes.remove(idempotency_key(key));
             }
         }
         let mut timers = 0;
         for key in &p.remove_timers {
-            if self.timers.remove(key.as_slice())?.is_some() {
+            if self.timers.take(key.as_slice())?.is_some() {
                 timers -= 1;
             }
         }
         for (key, bytes) in &p.add_timers {
             if self
                 .timers
-                .insert(key.as_slice(), bytes.as_slice())?
+                .replace(key.as_slice(), bytes.as_slice())?
                 .is_none()
             {
                 timers += 1;
             }
         }
         for (key, _, bytes) in &p.deliveries {
-            self.deliveries.insert(key.as_bytes(), bytes.as_slice())?;
+            self.deliveries.insert(key.as_bytes(), bytes.as_slice());
         }
         Ok(Ok(timers))
     }
@@ -322,7 +323,7 @@ impl Txn<'_, '_> {
     fn count_timers(&self, by: i64) -> Result<(), sled::Error> {
         if by != 0 {
             let now = count_value(self.counts.get(TIMER_COUNT_KEY)?.as_deref()) + by;
-            self.counts.insert(TIMER_COUNT_KEY, &now.to_be_bytes())?;
+            self.counts.insert(TIMER_COUNT_KEY, &now.to_be_bytes());
         }
         Ok(())
     }

@@ -108,15 +108,8 @@ impl<'a> Staged<'a> {
         self.store.tree(id).get(key)
     }
 
-    fn set(
-        &self,
-        id: TreeId,
-        key: &[u8],
-        value: Option<sled::IVec>,
-    ) -> Result<Option<sled::IVec>, sled::Error> {
-        let before = self.get(id, key)?;
+    fn set(&self, id: TreeId, key: &[u8], value: Option<sled::IVec>) {
         self.writes.borrow_mut().insert((id, key.to_vec()), value);
-        Ok(before)
     }
 
     /// Writes the batch: its intent, then its keys under the write lock of
@@ -183,16 +176,34 @@ impl StagedTree<'_, '_> {
         self.staged.get(self.id, key.as_ref())
     }
 
-    pub(super) fn insert(
+    /// Stages `value` under `key`. Nothing is read: most writes of a batch
+    /// (index keys, counters) need no previous value, and a read is a
+    /// walk down sled's tree as costly as the write itself.
+    pub(super) fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
+        self.staged.set(self.id, key.as_ref(), Some(value.into()));
+    }
+
+    /// Stages the removal of `key`, reading nothing.
+    pub(super) fn remove(&self, key: impl AsRef<[u8]>) {
+        self.staged.set(self.id, key.as_ref(), None);
+    }
+
+    /// [`Self::insert`], telling what `key` held before.
+    pub(super) fn replace(
         &self,
         key: impl AsRef<[u8]>,
         value: impl Into<sled::IVec>,
     ) -> Result<Option<sled::IVec>, sled::Error> {
-        self.staged.set(self.id, key.as_ref(), Some(value.into()))
+        let before = self.get(key.as_ref())?;
+        self.insert(key, value);
+        Ok(before)
     }
 
-    pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>, sled::Error> {
-        self.staged.set(self.id, key.as_ref(), None)
+    /// [`Self::remove`], telling what `key` held before.
+    pub(super) fn take(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>, sled::Error> {
+        let before = self.get(key.as_ref())?;
+        self.remove(key);
+        Ok(before)
     }
 }
 
