@@ -226,9 +226,8 @@ impl Visibility {
 }
 
 /// An intent's bytes: the number of writes (big-endian u32), then per
-/// write the tree's byte, the key's length
-/// (big-endian u32) and the key, then `0` for a removal or `1`, the
-/// value's length and the value.
+/// write the tree's byte, the key's length (big-endian u32) and the key,
+/// then `0` for a removal or `1`, the value's length and the value.
 fn encode(writes: &Writes) -> Vec<u8> {
     let size: usize = writes
         .iter()

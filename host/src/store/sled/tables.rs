@@ -29,10 +29,7 @@ impl SledStore {
         tree: &sled::Tree,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        match self.read(tree, key.as_bytes())? {
-            Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
-            None => Ok(None),
-        }
+        decoded(key.as_bytes(), self.read(tree, key.as_bytes())?)
     }
 }
 
@@ -41,10 +38,15 @@ fn get<T: serde::de::DeserializeOwned>(
     tree: &sled::Tree,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
-    match tree.get(key.as_bytes())? {
-        Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
-        None => Ok(None),
-    }
+    decoded(key.as_bytes(), tree.get(key.as_bytes())?)
+}
+
+/// A JSON record as read under `key`, if there was one.
+fn decoded<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: Option<sled::IVec>,
+) -> Result<Option<T>, StoreError> {
+    bytes.map(|b| decode(key, &b)).transpose()
 }
 
 impl ExecutionStore for SledStore {
@@ -66,11 +68,10 @@ impl ExecutionStore for SledStore {
 
     fn idempotent_start<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<IdempotentStart>> {
         let key = super::idempotency_key(key);
-        let found = match self.read(&self.indexes, &key) {
-            Ok(Some(bytes)) => decode(&key, &bytes).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e.into()),
-        };
+        let found = self
+            .read(&self.indexes, &key)
+            .map_err(StoreError::from)
+            .and_then(|bytes| decoded(&key, bytes));
         Box::pin(async move { found })
     }
 
